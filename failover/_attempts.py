@@ -1,0 +1,187 @@
+"""The drivers: where attempts actually run.
+
+:class:`Attempts` is the block form, and one iterator serves ``for`` and
+``async for``::
+
+    for attempt in fallback_clients(primary, secondary):
+        with attempt as client:
+            ...
+
+The decorator and the drop-in proxy drive their calls through the same
+iterator (``call_sync`` / ``call_async``), so the three forms cannot drift
+apart; ``call_hedged`` is the one driver that runs attempts side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from ._engine import Chain, Run
+from ._errors import FailoverError
+from ._providers import Endpoint
+from ._scope import SCOPE
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+
+class AttemptContext(Generic[C]):
+    """One attempt on one provider: ``with attempt as client:`` runs the block on it.
+
+    A provider fault raised in the block is recorded and suppressed, so the loop
+    goes on to the next provider; anything else propagates.
+    """
+
+    __slots__ = ("_client", "_run", "_started", "_token", "endpoint")
+
+    def __init__(self, run: Run, endpoint: Endpoint, client: C) -> None:
+        self._run = run
+        self.endpoint = endpoint
+        self._client = client
+        self._started = 0.0
+        self._token: Any = None
+
+    @property
+    def provider(self) -> str:
+        """The name of this attempt's provider."""
+        return self.endpoint.name
+
+    def __repr__(self) -> str:
+        return f"<attempt on {self.endpoint.name!r}>"
+
+    def __enter__(self) -> C:
+        self._token = SCOPE.set(self._run.scope(self.endpoint))
+        self._started = time.monotonic()
+        return self._client
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        SCOPE.reset(self._token)
+        elapsed = time.monotonic() - self._started
+        if exc is None:
+            self._run.succeeded(self.endpoint, elapsed)
+            self._run.done = True
+            return False
+        return self._run.failed(self.endpoint, exc, elapsed)
+
+    async def __aenter__(self) -> C:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self.__exit__(typ, exc, tb)
+
+
+class Attempts:
+    """Attempts in provider order until one block succeeds; ``FailoverError`` when none does.
+
+    ``owned``: the chain belongs to this loop alone, so the clients it built are
+    closed when the loop ends.
+    """
+
+    def __init__(self, chain: Chain, *, owned: bool = False) -> None:
+        self._chain = chain
+        self._run = chain.run()
+        self._owned = owned
+
+    def _next(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any]:
+        run = self._run
+        if run.done:
+            raise StopIteration
+        while (endpoint := run.next()) is not None:
+            try:
+                client = build(endpoint)
+            except Exception as exc:  # a client that cannot be built (no key) is a failed attempt
+                if run.failed(endpoint, exc, 0.0):
+                    continue
+                raise
+            return AttemptContext(run, endpoint, client)
+        raise run.error()
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __next__(self) -> AttemptContext[Any]:
+        try:
+            return self._next(Endpoint.sync_client)
+        except (StopIteration, FailoverError):
+            if self._owned:
+                for endpoint in self._chain.endpoints:
+                    endpoint.close()
+            raise
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> AttemptContext[Any]:
+        try:
+            return self._next(Endpoint.async_client)
+        except (StopIteration, FailoverError) as exc:
+            if self._owned:
+                for endpoint in self._chain.endpoints:
+                    await endpoint.aclose()
+            if isinstance(exc, StopIteration):
+                raise StopAsyncIteration from None
+            raise
+
+
+def call_sync(chain: Chain, fn: Callable[[Any], T]) -> T:
+    for attempt in Attempts(chain):
+        with attempt as client:
+            result = fn(client)
+    return result
+
+
+async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]]) -> T:
+    if chain.settings.hedge is not None:
+        return await call_hedged(chain, fn, chain.settings.hedge)
+    async for attempt in Attempts(chain):
+        with attempt as client:
+            result = await fn(client)
+    return result
+
+
+async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: float) -> T:
+    """Start the next provider whenever the running ones have not finished after ``delay``.
+
+    The first success wins and the others are cancelled (closing their connections).
+    """
+    attempts = Attempts(chain)
+
+    async def one(attempt: AttemptContext[Any]) -> T:
+        with attempt as client:
+            return await fn(client)
+        raise _Failed  # the attempt's fault was recorded and suppressed
+
+    running: set[asyncio.Task[T]] = set()
+    exhausted = False
+    try:
+        while True:
+            if not exhausted:
+                try:
+                    running.add(asyncio.ensure_future(one(await attempts.__anext__())))
+                except FailoverError:
+                    exhausted = True
+            if not running:
+                raise attempts._run.error()
+            done, running = await asyncio.wait(
+                running, timeout=None if exhausted else delay, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if not isinstance(task.exception(), _Failed):
+                    return task.result()  # the winner, or an error that is not a provider fault
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+class _Failed(Exception):
+    """Internal: a hedged attempt ended in a provider fault (already recorded)."""

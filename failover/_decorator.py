@@ -1,0 +1,111 @@
+"""``@with_fallback``: re-run the whole function body on the next provider."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import wrapt
+
+from ._attempts import call_async, call_sync
+from ._engine import Chain, Event, Settings
+from ._health import Breaker, HealthStore
+from ._policy import OnSpec, Policy
+from ._providers import ProviderLike, endpoints
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_DEFAULT_BREAKER = Breaker()
+
+
+def make_chain(
+    providers: tuple[ProviderLike, ...],
+    *,
+    on: OnSpec | None,
+    breaker: Breaker | None,
+    attempt_timeout: float | None,
+    deadline: float | None,
+    first_token_timeout: float | None,
+    hedge: float | None,
+    on_attempt: Callable[[Event], object] | None,
+    health: HealthStore | None,
+) -> Chain:
+    settings = Settings(
+        policy=Policy(on),
+        breaker=breaker,
+        store=health,
+        attempt_timeout=attempt_timeout,
+        deadline=deadline,
+        first_token_timeout=first_token_timeout,
+        hedge=hedge,
+        on_attempt=on_attempt,
+    )
+    return Chain(endpoints(providers), settings)
+
+
+def _check_injectable(func: Callable[..., Any], inject: str) -> None:
+    target = getattr(func, "__func__", func)
+    parameters = inspect.signature(target).parameters.values()
+    if not any(p.name == inject or p.kind is p.VAR_KEYWORD for p in parameters):
+        raise TypeError(
+            f"@with_fallback injects the client as the keyword argument {inject!r}, "
+            f"but {getattr(target, '__qualname__', target)!r} has no parameter {inject!r} "
+            f"(add one, or pass inject='<your parameter name>')"
+        )
+
+
+def with_fallback(
+    *providers: ProviderLike,
+    inject: str = "client",
+    on: OnSpec | None = None,
+    breaker: Breaker | None = _DEFAULT_BREAKER,
+    attempt_timeout: float | None = None,
+    deadline: float | None = None,
+    first_token_timeout: float | None = None,
+    hedge: float | None = None,
+    on_attempt: Callable[[Event], object] | None = None,
+    health: HealthStore | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the decorated function with a client injected as ``inject``; on a provider
+    fault, run the whole body again with the next provider's client.
+
+    With no providers: CometAPI, then OpenAI, from the environment. A caller that
+    passes ``inject`` itself gets exactly that client, once, with no failover.
+    """
+    chain = make_chain(
+        providers,
+        on=on,
+        breaker=breaker,
+        attempt_timeout=attempt_timeout,
+        deadline=deadline,
+        first_token_timeout=first_token_timeout,
+        hedge=hedge,
+        on_attempt=on_attempt,
+        health=health,
+    )
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        _check_injectable(func, inject)
+        is_async = inspect.iscoroutinefunction(getattr(func, "__func__", func))
+
+        @wrapt.decorator
+        def wrapper(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            if inject in kwargs:
+                return wrapped(*args, **kwargs)
+
+            def body(client: Any) -> Any:
+                return wrapped(*args, **kwargs, **{inject: client})
+
+            return call_async(chain, body) if is_async else call_sync(chain, body)
+
+        decorated: Callable[P, R] = wrapper(func)
+        return decorated
+
+    return decorate

@@ -1,0 +1,221 @@
+"""The engine: every decision of a failover call, and no I/O.
+
+A :class:`Run` is one logical call across a chain of providers. Drivers (the
+block-form iterator in ``_attempts``, the hedging driver) ask it which provider
+to try next, tell it how each attempt ended, and raise what it builds when it
+gives up. Sync and async drivers share it, so the rules exist once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._errors import Attempt, DeadlineExceeded, FailoverError, ProviderSkipped, add_note, describe
+from ._health import STORE, Breaker, Health, HealthStore, Verdict, admit, failed, succeeded
+from ._policy import Fault, Policy, fault_kind, retry_after
+from ._providers import Endpoint
+from ._scope import Scope
+
+logger = logging.getLogger("failover")
+
+
+def _admit(h: Health, now: float, *, breaker: Breaker, force: bool) -> tuple[Health, Verdict]:
+    return admit(h, breaker, now, force)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What ``on_attempt=`` receives after each attempt."""
+
+    provider: str
+    outcome: str  # "success", "failure" or "skipped"
+    error: BaseException | None
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a chain was configured with, besides its providers."""
+
+    policy: Policy = field(default_factory=Policy)
+    breaker: Breaker | None = field(default_factory=Breaker)
+    store: HealthStore | None = None
+    attempt_timeout: float | None = None
+    deadline: float | None = None
+    first_token_timeout: float | None = None
+    hedge: float | None = None
+    on_attempt: Callable[[Event], object] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("attempt_timeout", "deadline", "first_token_timeout", "hedge"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    endpoints: tuple[Endpoint, ...]
+    settings: Settings = Settings()
+
+    def run(self) -> Run:
+        return Run(self)
+
+
+@dataclass(slots=True)
+class Run:
+    """One call's way through its chain."""
+
+    chain: Chain
+    attempts: list[Attempt] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    _pending: list[Endpoint] = field(default_factory=list)
+    _force: bool = False
+    _probe: set[int] = field(default_factory=set)
+    _exhausted: bool = False
+    done: bool = False  # an attempt succeeded
+
+    def __post_init__(self) -> None:
+        self._pending = list(self.chain.endpoints)
+        breaker = self.chain.settings.breaker
+        if breaker is not None and len(self._pending) > 1:
+            self._plan(breaker)
+
+    def _store(self) -> HealthStore:
+        return self.chain.settings.store or STORE
+
+    def _plan(self, breaker: Breaker) -> None:
+        # The breaker never refuses a call that might succeed: when every provider
+        # is open, try them all anyway, soonest-to-recover first.
+        records = self._store().snapshot()
+        now = breaker.clock()
+        until = [records[e.key][1].open_until if e.key in records else 0.0 for e in self._pending]
+        if all(u > now for u in until):
+            order = sorted(range(len(until)), key=until.__getitem__)
+            self._pending = [self._pending[i] for i in order]
+            self._force = True
+
+    # -- decisions -------------------------------------------------------------
+
+    def next(self) -> Endpoint | None:
+        """The provider to try now, or None when the call must give up."""
+        settings = self.chain.settings
+        while self._pending:
+            if self._deadline_passed():
+                return None
+            endpoint = self._pending.pop(0)
+            breaker = settings.breaker
+            if breaker is None:
+                return endpoint
+            verdict = self._store().update(
+                endpoint.key,
+                endpoint.name,
+                functools.partial(_admit, breaker=breaker, force=self._force),
+                breaker.clock,
+            )
+            if verdict is Verdict.PROBE:
+                self._probe.add(id(endpoint))
+            if verdict is not Verdict.SKIP:
+                return endpoint
+            self._skip(endpoint, breaker)
+        return None
+
+    def scope(self, endpoint: Endpoint) -> Scope:
+        settings = self.chain.settings
+        ends = [time.monotonic() + settings.attempt_timeout] if settings.attempt_timeout else []
+        if settings.deadline is not None:
+            ends.append(self.started + settings.deadline)
+        return Scope(endpoint, min(ends) if ends else None, settings.first_token_timeout)
+
+    def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
+        """Record a failed attempt; True when the call moves on to the next provider."""
+        settings = self.chain.settings
+        if not settings.policy.fails_over(exc):
+            if (
+                isinstance(exc, Exception)
+                and settings.breaker is not None
+                and fault_kind(exc) is Fault.REFUSAL
+            ):
+                self._record(endpoint, settings.breaker, Fault.REQUEST, None)
+            return False
+        if settings.breaker is not None:
+            self._record(endpoint, settings.breaker, fault_kind(exc), retry_after(exc))
+        self._add(Attempt(endpoint.name, exc, elapsed))
+        upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
+        logger.warning(
+            "failover: %s failed with %s after %.3fs; %s",
+            endpoint.name,
+            describe(exc),
+            elapsed,
+            f"trying {upcoming}" if upcoming else "no provider left",
+        )
+        self._emit(endpoint, "failure", exc, elapsed)
+        return True
+
+    def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
+        breaker = self.chain.settings.breaker
+        if breaker is not None:
+            after = bool(self.attempts)
+            self._store().update(
+                endpoint.key,
+                endpoint.name,
+                lambda h, now: (succeeded(h, after), None),
+                breaker.clock,
+            )
+        logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
+        self._emit(endpoint, "success", None, elapsed)
+
+    def error(self) -> FailoverError:
+        """What the call raises when no provider is left."""
+        deadline = self.chain.settings.deadline
+        if deadline is not None and self._deadline_passed() and not self._exhausted:
+            self._exhausted = True
+            self._add(
+                Attempt("deadline", DeadlineExceeded(deadline), time.monotonic() - self.started)
+            )
+        return FailoverError.from_attempts(self.attempts)
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _deadline_passed(self) -> bool:
+        deadline = self.chain.settings.deadline
+        return deadline is not None and time.monotonic() - self.started >= deadline
+
+    def _record(
+        self, endpoint: Endpoint, breaker: Breaker, kind: Fault, wait: float | None
+    ) -> None:
+        probe = id(endpoint) in self._probe
+        self._store().update(
+            endpoint.key,
+            endpoint.name,
+            lambda h, now: (failed(h, breaker, now, kind, wait, probe), None),
+            breaker.clock,
+        )
+
+    def _skip(self, endpoint: Endpoint, breaker: Breaker) -> None:
+        record = self._store().snapshot().get(endpoint.key)
+        open_for = max(0.0, record[1].open_until - breaker.clock()) if record else 0.0
+        reason = "circuit open" if open_for else "a recovery probe is in flight"
+        skipped = ProviderSkipped(endpoint.name, reason, open_for)
+        self._add(Attempt(endpoint.name, skipped, 0.0, skipped=True))
+        logger.info("failover: skipping %s (%s)", endpoint.name, reason)
+        self._emit(endpoint, "skipped", skipped, 0.0)
+
+    def _add(self, attempt: Attempt) -> None:
+        number = len(self.attempts) + 1
+        add_note(
+            attempt.error,
+            f"failover: provider {attempt.provider!r}, attempt {number}, {attempt.elapsed:.3f}s",
+        )
+        self.attempts.append(attempt)
+
+    def _emit(
+        self, endpoint: Endpoint, outcome: str, exc: BaseException | None, elapsed: float
+    ) -> None:
+        callback = self.chain.settings.on_attempt
+        if callback is not None:
+            callback(Event(endpoint.name, outcome, exc, elapsed))

@@ -1,0 +1,141 @@
+"""Exceptions raised by failover.
+
+The tree, with where each comes from::
+
+    BaseException
+    └── Exception
+        ├── ExceptionGroup
+        │   └── FailoverError          every provider failed; .attempts pairs .exceptions
+        ├── openai.OpenAIError
+        │   └── MissingAPIKey          a provider's key variable is unset (no request sent)
+        ├── ProviderSkipped            stands in .exceptions for a provider the breaker skipped
+        ├── StreamTruncated            a stream ended without a finish_reason (provider fault)
+        ├── StreamInterrupted          a proxied stream broke after chunks reached the caller
+        └── TimeoutError
+            └── DeadlineExceeded       the call's deadline ran out; last entry of FailoverError
+
+The original provider errors (``openai.APIStatusError``, ``openai.APIConnectionError``,
+``json.JSONDecodeError`` ...) are never wrapped: they stand in ``FailoverError.exceptions``
+as raised, each with a PEP 678 note naming its provider, so ``except*`` works on them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import openai
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on old Pythons only
+    from exceptiongroup import ExceptionGroup
+
+__all__ = [
+    "Attempt",
+    "DeadlineExceeded",
+    "FailoverError",
+    "MissingAPIKey",
+    "ProviderSkipped",
+    "StreamInterrupted",
+    "StreamTruncated",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try on one provider, as recorded in :class:`FailoverError`."""
+
+    provider: str
+    error: BaseException
+    elapsed: float
+    skipped: bool = False
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """PEP 678 ``add_note``, also where Python < 3.11 lacks the method."""
+    notes: list[str] = getattr(exc, "__notes__", [])
+    notes.append(note)
+    setattr(exc, "__notes__", notes)  # noqa: B010 - unknown to type checkers before 3.11
+
+
+def describe(exc: BaseException) -> str:
+    """``ClassName`` plus the HTTP status when there is one: short, and never a secret."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    return f"{name} {status}" if isinstance(status, int) else name
+
+
+class FailoverError(ExceptionGroup[Exception]):
+    """Every provider failed. ``.exceptions`` are the errors in attempt order."""
+
+    attempts: tuple[Attempt, ...]
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], attempts: Sequence[Attempt] = ()
+    ) -> FailoverError:
+        self: FailoverError = super().__new__(cls, message, exceptions)
+        self.attempts = tuple(attempts)
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], attempts: Sequence[Attempt] = ()
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    @classmethod
+    def from_attempts(cls, attempts: Sequence[Attempt]) -> FailoverError:
+        lines = "; ".join(f"{a.provider}: {describe(a.error)}" for a in attempts)
+        errors = [a.error for a in attempts]
+        # Only Exceptions reach here: the engine never catches BaseException-only errors.
+        return cls(f"all providers failed ({lines})", errors, attempts)  # type: ignore[arg-type]
+
+    def derive(self, excs: Sequence[Exception]) -> FailoverError:  # type: ignore[override]
+        # except* splits the group: keep the attempts whose errors remain in the part.
+        kept = [a for a in self.attempts if any(a.error is e for e in excs)]
+        return FailoverError(self.message, excs, kept)
+
+
+class MissingAPIKey(openai.OpenAIError):
+    """A provider's API key variable is unset, so no request was sent to it."""
+
+    def __init__(self, provider: str, variable: str) -> None:
+        super().__init__(f"{provider}: no API key, set the {variable} environment variable")
+        self.variable = variable
+
+
+class ProviderSkipped(Exception):
+    """The breaker held this provider open, so the call went to the next one."""
+
+    def __init__(self, provider: str, reason: str, until: float) -> None:
+        super().__init__(f"{provider} skipped: {reason} (open for {until:.2f}s more)")
+        self.provider = provider
+        self.reason = reason
+        self.until = until
+
+
+class DeadlineExceeded(TimeoutError):
+    """The whole call's ``deadline`` ran out before any provider succeeded."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"deadline of {deadline:g}s exceeded")
+        self.deadline = deadline
+
+
+class StreamTruncated(Exception):
+    """A chat-completion stream ended cleanly but without a ``finish_reason``: a silent cut."""
+
+    def __init__(self, provider: str, chunks: int) -> None:
+        super().__init__(f"{provider}: stream ended after {chunks} chunks without a finish_reason")
+        self.provider = provider
+        self.chunks = chunks
+
+
+class StreamInterrupted(Exception):
+    """A proxied stream failed after chunks had reached the caller; it cannot fail over."""
+
+    def __init__(self, provider: str, chunks: int, cause: BaseException) -> None:
+        super().__init__(
+            f"{provider}: stream broke after {chunks} chunks were delivered ({describe(cause)})"
+        )
+        self.provider = provider
+        self.chunks = chunks

@@ -1,0 +1,182 @@
+"""Provider health: the circuit breaker's rules and the store that keeps its state.
+
+The rules are pure functions from one provider's :class:`Health` record to the
+next; a store only has to apply one of them atomically (``update``). So the
+in-process store and a shared one (Redis) run the very same breaker logic.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from ._policy import Fault
+
+R = TypeVar("R")
+
+
+class State(str, enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Verdict(enum.Enum):
+    """What the breaker says about trying a provider now."""
+
+    TRY = "try"
+    PROBE = "probe"  # the single half-open trial after a cooldown
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """Per-provider circuit breaker settings (the defaults apply when none is given).
+
+    Its state is shared by every chain in the process that names the same provider
+    (same name and base URL); each call applies its own chain's settings to it.
+    ``clock`` returns seconds since the epoch and is injectable for tests.
+    """
+
+    failures: int = 3
+    cooldown: float = 5.0
+    max_cooldown: float = 60.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.failures < 1 or self.cooldown < 0 or self.max_cooldown < self.cooldown:
+            raise ValueError("Breaker needs failures >= 1 and 0 <= cooldown <= max_cooldown")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One provider's breaker state and counters."""
+
+    state: State = State.CLOSED
+    consecutive_failures: int = 0
+    open_until: float = 0.0
+    cooldown: float = 0.0  # the cooldown of the last opening, doubled on a failed probe
+    probe_until: float = 0.0  # lease of the probe in flight, so a lost probe cannot wedge it
+    calls: int = 0
+    failures: int = 0
+    failovers_served: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "consecutive_failures": self.consecutive_failures,
+            "open_until": self.open_until or None,
+            "calls": self.calls,
+            "failures": self.failures,
+            "failovers_served": self.failovers_served,
+            "skipped": self.skipped,
+        }
+
+
+def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
+    """May a call try this provider now? ``force`` tries it even while open."""
+    if h.state is State.CLOSED or force:
+        return replace(h, calls=h.calls + 1), Verdict.TRY
+    if now < h.open_until or now < h.probe_until:
+        return replace(h, skipped=h.skipped + 1), Verdict.SKIP
+    probing = replace(h, state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1)
+    return probing, Verdict.PROBE
+
+
+def succeeded(h: Health, after_failover: bool) -> Health:
+    return replace(
+        h,
+        state=State.CLOSED,
+        consecutive_failures=0,
+        open_until=0.0,
+        cooldown=0.0,
+        probe_until=0.0,
+        failovers_served=h.failovers_served + after_failover,
+    )
+
+
+def failed(
+    h: Health, b: Breaker, now: float, kind: Fault, wait: float | None, probe: bool
+) -> Health:
+    h = replace(h, failures=h.failures + 1)
+    if kind is not Fault.UNWELL:
+        # The provider answered: the fault is the request's, so the row is broken.
+        return succeeded(h, after_failover=False)
+    count = h.consecutive_failures + 1
+    if wait is not None:
+        cooldown = min(wait, b.max_cooldown)
+    elif probe:
+        cooldown = min(max(h.cooldown, b.cooldown) * 2, b.max_cooldown)
+    elif count >= b.failures:
+        cooldown = b.cooldown
+    else:
+        return replace(h, consecutive_failures=count)
+    return replace(
+        h,
+        state=State.OPEN,
+        consecutive_failures=count,
+        open_until=now + cooldown,
+        cooldown=max(cooldown, h.cooldown if probe else 0.0),
+        probe_until=0.0,
+    )
+
+
+class HealthStore(Protocol):
+    """Where breaker state lives: one atomic read-modify-write per provider key."""
+
+    def update(
+        self,
+        key: str,
+        name: str,
+        change: Callable[[Health, float], tuple[Health, R]],
+        clock: Callable[[], float],
+    ) -> R: ...
+
+    def snapshot(self) -> dict[str, tuple[str, Health]]: ...
+
+
+class MemoryStore:
+    """The in-process store: a dict under a lock, shared by threads and tasks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[str, Health]] = {}
+
+    def update(
+        self,
+        key: str,
+        name: str,
+        change: Callable[[Health, float], tuple[Health, R]],
+        clock: Callable[[], float],
+    ) -> R:
+        with self._lock:
+            current = self._records.get(key, (name, Health()))[1]
+            new, result = change(current, clock())
+            self._records[key] = (name, new)
+        return result
+
+    def snapshot(self) -> dict[str, tuple[str, Health]]:
+        with self._lock:
+            return dict(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+STORE = MemoryStore()
+
+
+def health(store: HealthStore | None = None) -> dict[str, dict[str, object]]:
+    """A snapshot of every provider's breaker state, keyed by provider name."""
+    records = (store or STORE).snapshot()
+    names = [name for name, _ in records.values()]
+    return {
+        (name if names.count(name) == 1 else key): record.as_dict()
+        for key, (name, record) in records.items()
+    }

@@ -1,0 +1,120 @@
+"""What fails over: telling a provider's fault from the caller's own bug.
+
+Type alone cannot tell them apart: a 200 whose body is not JSON surfaces as
+``json.JSONDecodeError``, a ``ValueError`` like any in the caller's code. So an
+error counts as the provider's when it is an ``openai.APIError`` (only the client
+raises those) or when it was raised *inside a call on a client that failover
+handed out* and its traceback passes through the client's transport (sending,
+reading or parsing a response). Argument checks that the client does before any
+request (``TypeError``, ``ValueError`` for an empty id) never reach the transport,
+so they stay the caller's bug.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Union
+
+import openai
+
+from ._errors import MissingAPIKey, StreamTruncated
+
+_TRANSPORT_MODULES = frozenset(
+    {"openai._base_client", "openai._response", "openai._legacy_response", "openai._streaming"}
+)
+_TRANSPORT_PREFIXES = ("httpx", "httpcore", "h11.", "h2.")
+_REFUSAL_CODES = frozenset({"content_policy_violation", "content_filter"})
+_UNWELL_STATUSES = frozenset({401, 403, 408, 429})
+_MARK = "__failover_fault__"
+
+#: What ``on=`` accepts: exception types, or a predicate on the exception.
+OnSpec = Union[
+    type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
+]
+
+
+class Fault(enum.Enum):
+    """How a failed attempt bears on its provider's health."""
+
+    UNWELL = "unwell"  # outage-like: counts toward opening the breaker
+    REQUEST = "request"  # about the request (other 4xx): fails over, proves the provider answers
+    REFUSAL = "refusal"  # a content refusal: raised at once by default
+
+
+def _from_transport(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module in _TRANSPORT_MODULES or module.startswith(_TRANSPORT_PREFIXES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def mark_if_transport(exc: BaseException) -> None:
+    """Called on errors leaving a call on a handed-out client: remember the provider's."""
+    if isinstance(exc, Exception) and _from_transport(exc.__traceback__):
+        try:
+            setattr(exc, _MARK, True)
+        except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare
+            pass
+
+
+def is_provider_fault(exc: BaseException) -> bool:
+    """The default rule of ``on=``: any provider-side failure."""
+    return isinstance(exc, (openai.APIError, MissingAPIKey, StreamTruncated)) or bool(
+        getattr(exc, _MARK, False)
+    )
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def fault_kind(exc: BaseException) -> Fault:
+    status = status_of(exc)
+    if status is None or status >= 500 or status in _UNWELL_STATUSES:
+        return Fault.UNWELL
+    if status == 400 and getattr(exc, "code", None) in _REFUSAL_CODES:
+        return Fault.REFUSAL
+    return Fault.REQUEST
+
+
+def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds a 429/503 asks us to stay away (``Retry-After`` as seconds or HTTP date)."""
+    if status_of(exc) not in (429, 503):
+        return None
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Decides, per error, whether the call moves on to the next provider."""
+
+    on: OnSpec | None = None
+
+    def fails_over(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError
+        if self.on is None:
+            return is_provider_fault(exc) and fault_kind(exc) is not Fault.REFUSAL
+        if isinstance(self.on, (type, tuple)):
+            return isinstance(exc, self.on)
+        return bool(self.on(exc))

@@ -1,0 +1,184 @@
+"""The drop-in client of ``fallback_clients()``: every API call fails over.
+
+A ``Failover`` proxy records the attribute path of a call
+(``chat.completions.create``) and replays it on each provider's tracked client
+in turn. Whether a call is an API call is decided by what it returns, not by
+its name, so every resource works, ``with_raw_response``,
+``with_streaming_response`` and ``with_options(...)`` included.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+from openai._base_client import AsyncPaginator
+from openai._response import AsyncResponseContextManager
+
+from . import _attempts
+from ._engine import Chain
+from ._streaming import (
+    PeekedAsyncStream,
+    PeekedStream,
+    TrackedAsyncStream,
+    TrackedStream,
+    first_chunk,
+)
+from ._tracking import Tracked, TrackedContext, is_navigation
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+Path = tuple[Any, ...]  # attribute names (str) and calls (_Call), from the client down
+
+
+def _resolve(client: Any, path: Path) -> Any:
+    target = client
+    for step in path:
+        target = (
+            getattr(target, step) if isinstance(step, str) else target(*step.args, **step.kwargs)
+        )
+    return target
+
+
+class Failover(wrapt.ObjectProxy[Any]):
+    """Stands for ``template`` (a real client or resource) at ``path``."""
+
+    def __init__(self, template: Any, chain: Chain, path: Path, is_async: bool) -> None:
+        super().__init__(template)
+        self._self_chain = chain
+        self._self_path = path
+        self._self_async = is_async
+        self._self_children: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        names = ", ".join(e.name for e in self._self_chain.endpoints)
+        return f"<failover {type(self.__wrapped__).__name__} [{names}]>"
+
+    def __getattr__(self, name: str) -> Any:
+        child = self._self_children.get(name)
+        if child is None:
+            value = getattr(self.__wrapped__, name)
+            if name.startswith("_"):
+                return value
+            if is_navigation(value):
+                child = Failover(
+                    value, self._self_chain, (*self._self_path, name), self._self_async
+                )
+            elif callable(value) and not isinstance(value, type):
+                child = FailoverMethod(
+                    value, self._self_chain, (*self._self_path, name), self._self_async
+                )
+            else:
+                return value
+            self._self_children[name] = child
+        return child
+
+
+class FailoverMethod(Failover):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        step = (*self._self_path, _Call(args, kwargs))
+        if self._self_async:
+            return self._call_async(step, args, kwargs)
+        chain = self._self_chain
+
+        def attempt(client: Any) -> Any:
+            result = _resolve(client, step)
+            return (
+                PeekedStream(result, first_chunk(result))
+                if isinstance(result, TrackedStream)
+                else result
+            )
+
+        result = _attempts.call_sync(chain, attempt)
+        if isinstance(result, TrackedContext):
+            return FailoverContext(chain, step)
+        if isinstance(result, Tracked):
+            return Failover(result.__wrapped__, chain, step, is_async=False)
+        return result
+
+    def _call_async(self, step: Path, args: Any, kwargs: Any) -> Any:
+        # An async API method does no I/O until awaited (or entered), so calling it on
+        # the template tells what kind of call this is at no cost.
+        probe = self.__wrapped__(*args, **kwargs)
+        chain = self._self_chain
+        if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
+            if inspect.iscoroutine(probe):
+                probe.close()
+            return FailoverAwaitable(chain, step)
+        if isinstance(probe, AsyncResponseContextManager):
+            probe._api_request.close()  # type: ignore[attr-defined]  # the unsent request
+            return FailoverAsyncContext(chain, step)
+        if is_navigation(probe):
+            return Failover(probe, chain, step, is_async=True)
+        return probe
+
+
+async def _first_async(chain: Chain, step: Path) -> Any:
+    async def attempt(client: Any) -> Any:
+        result = await _resolve(client, step)
+        if isinstance(result, TrackedAsyncStream):
+            return PeekedAsyncStream(result, await result.first(chain.settings.first_token_timeout))
+        return result
+
+    return await _attempts.call_async(chain, attempt)
+
+
+class FailoverAwaitable:
+    """An async API call that fails over when awaited (or, for a page, iterated)."""
+
+    __slots__ = ("_chain", "_step")
+
+    def __init__(self, chain: Chain, step: Path) -> None:
+        self._chain = chain
+        self._step = step
+
+    def __await__(self) -> Any:
+        return _first_async(self._chain, self._step).__await__()
+
+    async def __aiter__(self) -> Any:
+        async for item in await self:
+            yield item
+
+
+class _Deferred:
+    """``with_streaming_response``: the request is sent, with failover, on enter."""
+
+    def __init__(self, chain: Chain, step: Path) -> None:
+        self._chain = chain
+        self._step = step
+        self._context: Any = None
+
+
+class FailoverContext(_Deferred):
+    def __enter__(self) -> Any:
+        def attempt(client: Any) -> Any:
+            context = _resolve(client, self._step)
+            response = context.__enter__()
+            self._context = context
+            return response
+
+        return _attempts.call_sync(self._chain, attempt)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._context.__exit__(*exc_info)
+
+
+class FailoverAsyncContext(_Deferred):
+    async def __aenter__(self) -> Any:
+        async def attempt(client: Any) -> Any:
+            context = _resolve(client, self._step)
+            response = await context.__aenter__()
+            self._context = context
+            return response
+
+        return await _attempts.call_async(self._chain, attempt)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._context.__aexit__(*exc_info)

@@ -1,0 +1,164 @@
+"""Streams: no answer may end silently cut short.
+
+``Tracked*Stream`` wrap the client's own streams on every client failover hands
+out: errors while reading count as the provider's, and a chat-completion stream
+that ends without a ``finish_reason`` raises :class:`StreamTruncated`.
+``Peeked*Stream`` are what the drop-in proxy returns: the first chunk was read
+inside the attempt (so a stream that fails before it fails over), and a failure
+after chunks reached the caller raises :class:`StreamInterrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import wrapt
+from openai.types.chat import ChatCompletionChunk
+
+from ._errors import StreamInterrupted, StreamTruncated
+from ._policy import is_provider_fault, mark_if_transport
+
+_NOTHING: Any = object()
+
+
+class _Watch:
+    """What a stream has shown so far."""
+
+    __slots__ = ("chat", "chunks", "finished", "provider")
+
+    def __init__(self, stream: Any, provider: str) -> None:
+        self.chat = getattr(stream, "_cast_to", None) is ChatCompletionChunk
+        self.provider = provider
+        self.chunks = 0
+        self.finished = False
+
+    def see(self, chunk: Any) -> Any:
+        self.chunks += 1
+        if self.chat and any(c.finish_reason for c in chunk.choices):
+            self.finished = True
+        return chunk
+
+    def end(self) -> None:
+        if self.chat and not self.finished:
+            raise StreamTruncated(self.provider, self.chunks)
+
+
+class TrackedStream(wrapt.ObjectProxy[Any]):
+    def __init__(self, stream: Any, provider: str) -> None:
+        super().__init__(stream)
+        self._self_watch = _Watch(stream, provider)
+
+    def __enter__(self) -> TrackedStream:
+        return self
+
+    def __iter__(self) -> TrackedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = next(self.__wrapped__)
+        except StopIteration:
+            self._self_watch.end()
+            raise
+        except BaseException as exc:
+            mark_if_transport(exc)
+            raise
+        return self._self_watch.see(chunk)
+
+
+class TrackedAsyncStream(wrapt.ObjectProxy[Any]):
+    def __init__(self, stream: Any, provider: str) -> None:
+        super().__init__(stream)
+        self._self_watch = _Watch(stream, provider)
+
+    async def __aenter__(self) -> TrackedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.__wrapped__.close()
+
+    def __aiter__(self) -> TrackedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_watch.end()
+            raise
+        except BaseException as exc:
+            mark_if_transport(exc)
+            raise
+        return self._self_watch.see(chunk)
+
+    async def first(self, timeout: float | None) -> Any:
+        """The first chunk, within ``timeout`` seconds (a stalled provider is a fault)."""
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except StopAsyncIteration:
+            return _NOTHING
+
+
+def first_chunk(stream: TrackedStream) -> Any:
+    try:
+        return next(stream)
+    except StopIteration:
+        return _NOTHING
+
+
+def _interrupted(exc: Exception, provider: str, delivered: int) -> BaseException:
+    if delivered and is_provider_fault(exc) and not isinstance(exc, StreamTruncated):
+        error = StreamInterrupted(provider, delivered, exc)
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+class PeekedStream(wrapt.ObjectProxy[Any]):
+    def __init__(self, stream: TrackedStream, first: Any) -> None:
+        super().__init__(stream)
+        self._self_first = first
+        self._self_delivered = 0
+
+    def __enter__(self) -> PeekedStream:
+        return self
+
+    def __iter__(self) -> PeekedStream:
+        return self
+
+    def __next__(self) -> Any:
+        chunk, self._self_first = self._self_first, _NOTHING
+        if chunk is _NOTHING:
+            try:
+                chunk = next(self.__wrapped__)
+            except Exception as exc:
+                raise _interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+        self._self_delivered += 1
+        return chunk
+
+
+class PeekedAsyncStream(wrapt.ObjectProxy[Any]):
+    def __init__(self, stream: TrackedAsyncStream, first: Any) -> None:
+        super().__init__(stream)
+        self._self_first = first
+        self._self_delivered = 0
+
+    async def __aenter__(self) -> PeekedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.__wrapped__.close()
+
+    def __aiter__(self) -> PeekedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        chunk, self._self_first = self._self_first, _NOTHING
+        if chunk is _NOTHING:
+            try:
+                chunk = await self.__wrapped__.__anext__()
+            except Exception as exc:
+                raise _interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+        self._self_delivered += 1
+        return chunk

@@ -1,0 +1,142 @@
+"""The clients failover hands to user code (``wrapt`` proxies: ``isinstance`` holds).
+
+Every call on a ``Tracked`` client marks errors that came from the transport as
+the provider's, applies the attempt's timeout and model name, and wraps what it
+returns (streams, awaitables, sub-resources) so that the same holds for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import wrapt
+from openai._base_client import AsyncPaginator, BaseClient
+from openai._resource import AsyncAPIResource, SyncAPIResource
+from openai._response import AsyncResponseContextManager, ResponseContextManager
+
+from ._policy import mark_if_transport
+from ._scope import SCOPE
+from ._streaming import TrackedAsyncStream, TrackedStream
+
+
+def is_navigation(value: Any) -> bool:
+    """A client, a resource or a raw/streaming-response view: no I/O of its own."""
+    if isinstance(value, (BaseClient, SyncAPIResource, AsyncAPIResource)):
+        return True
+    name = type(value).__name__
+    return type(value).__module__.startswith("openai.") and name.endswith(
+        ("WithRawResponse", "WithStreamingResponse")
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _accepts(func: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _adjust(method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The attempt's model name and timeout, applied to one call's arguments."""
+    scope = SCOPE.get()
+    if scope is None:
+        return kwargs
+    model = kwargs.get("model")
+    if isinstance(model, str) and scope.endpoint.spec is not None and scope.endpoint.spec.models:
+        kwargs = {**kwargs, "model": scope.endpoint.map_model(model)}
+    timeout = scope.timeout()
+    if (
+        timeout is not None
+        and "timeout" not in kwargs
+        and _accepts(getattr(method, "__func__", method), "timeout")
+    ):
+        kwargs = {**kwargs, "timeout": timeout}
+    return kwargs
+
+
+def _provider() -> str:
+    scope = SCOPE.get()
+    return scope.endpoint.name if scope is not None else "unknown"
+
+
+async def _tracked_await(awaitable: Any) -> Any:
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        mark_if_transport(exc)
+        raise
+    return track(result)
+
+
+def track(value: Any) -> Any:
+    """Wrap what a call on a tracked client returned."""
+    if isinstance(value, openai.Stream):
+        return TrackedStream(value, _provider())
+    if isinstance(value, openai.AsyncStream):
+        return TrackedAsyncStream(value, _provider())
+    if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
+        return _tracked_await(value)
+    if isinstance(value, ResponseContextManager):
+        return TrackedContext(value)
+    if isinstance(value, AsyncResponseContextManager):
+        return TrackedAsyncContext(value)
+    if is_navigation(value):
+        return Tracked(value)
+    return value
+
+
+class Tracked(wrapt.ObjectProxy[Any]):
+    """A client or resource whose calls know which attempt they belong to."""
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._self_children: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        child = self._self_children.get(name)
+        if child is None:
+            value = getattr(self.__wrapped__, name)
+            if name.startswith("_"):
+                return value
+            if is_navigation(value):
+                child = Tracked(value)
+            elif callable(value) and not isinstance(value, type):
+                child = TrackedMethod(value)
+            else:
+                return value
+            self._self_children[name] = child
+        return child
+
+
+class TrackedMethod(wrapt.ObjectProxy[Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        method = self.__wrapped__
+        try:
+            result = method(*args, **_adjust(method, kwargs))
+        except BaseException as exc:
+            mark_if_transport(exc)
+            raise
+        return track(result)
+
+
+class TrackedContext(wrapt.ObjectProxy[Any]):
+    def __enter__(self) -> Any:
+        try:
+            return self.__wrapped__.__enter__()
+        except BaseException as exc:
+            mark_if_transport(exc)
+            raise
+
+
+class TrackedAsyncContext(wrapt.ObjectProxy[Any]):
+    async def __aenter__(self) -> Any:
+        return await _tracked_await(self.__wrapped__.__aenter__())
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self.__wrapped__.__aexit__(*exc_info)

@@ -1,0 +1,442 @@
+"""failover.testing.FakeProvider against the real openai client (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from failover._pytest_plugin import FakeProviderFactory
+from failover.testing import FakeProvider
+
+pytest_plugins = ["pytester"]
+
+HELLO: Any = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def fake_provider() -> Iterator[FakeProviderFactory]:
+    # The same factory as the plugin's fixture, defined here so that this file works
+    # whether or not the pytest11 entry point is installed (a local fixture wins).
+    factory = FakeProviderFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def comet(fake_provider: FakeProviderFactory) -> FakeProvider:
+    return fake_provider("comet")
+
+
+@pytest.fixture
+def client(comet: FakeProvider) -> Iterator[openai.OpenAI]:
+    with comet.client() as client:
+        yield client
+
+
+def chat(client: openai.OpenAI) -> str | None:
+    return client.chat.completions.create(model="m", messages=HELLO).choices[0].message.content
+
+
+def outcome(client: openai.OpenAI) -> str:
+    """The exception class name a chat call raises, or "ok"."""
+    try:
+        chat(client)
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+# -- normal answers ------------------------------------------------------------
+
+
+def test_identity_and_repr(comet: FakeProvider) -> None:
+    assert comet.name == "comet"
+    assert comet.base_url == f"http://127.0.0.1:{comet.port}/v1" and comet.port > 0
+    assert re.fullmatch(r"sk-fake-comet-[0-9a-f]{16}", comet.api_key)
+    assert comet.api_key not in repr(comet) and "comet" in repr(comet)
+    assert comet.start() is comet and comet.running  # start() again is harmless
+
+
+def test_chat_completion(comet: FakeProvider, client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="gpt-x", messages=HELLO)
+    assert reply.object == "chat.completion" and reply.model == "gpt-x"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == "[comet] hello"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.total_tokens > 0
+
+
+def test_custom_reply(fake_provider: FakeProviderFactory) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def reply(request: dict[str, Any]) -> str:
+        seen.append(request)
+        return "custom"
+
+    with fake_provider("x", reply=reply).client() as client:
+        assert chat(client) == "custom"
+        assert client.responses.create(model="m", input="hi").output_text == "custom"
+    assert seen[0]["messages"] == HELLO and seen[1]["input"] == "hi"
+
+
+def test_stream_ends_with_finish_reason(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks[1:-1]]
+    assert len(pieces) >= 3 and "".join(p or "" for p in pieces) == "[comet] hello"
+    assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "stop"]
+
+
+def test_stream_with_usage(client: openai.OpenAI) -> None:
+    options: Any = {"include_usage": True}
+    stream = client.chat.completions.create(
+        model="m", messages=HELLO, stream=True, stream_options=options
+    )
+    *_, finish, usage = list(stream)
+    assert finish.choices[0].finish_reason == "stop"
+    assert usage.choices == [] and usage.usage is not None and usage.usage.total_tokens > 0
+
+
+def test_embeddings_base64_and_float(client: openai.OpenAI) -> None:
+    default = client.embeddings.create(model="e", input=["a", "b"])  # the client asks for base64
+    floats = client.embeddings.create(model="e", input=["a", "b"], encoding_format="float")
+    assert [d.index for d in default.data] == [0, 1]
+    assert len(default.data[0].embedding) == 8
+    assert all(isinstance(x, float) for x in default.data[0].embedding)
+    assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
+    assert default.data[0].embedding != default.data[1].embedding
+    assert len(client.embeddings.create(model="e", input="a", dimensions=3).data[0].embedding) == 3
+
+
+def test_models(comet: FakeProvider, client: openai.OpenAI) -> None:
+    (model,) = client.models.list().data
+    assert (model.id, model.object, model.owned_by) == ("fake-model", "model", "comet")
+    assert client.models.retrieve("fake-model").id == "fake-model"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("nope")
+    assert info.value.code == "model_not_found"
+
+
+def test_responses(client: openai.OpenAI) -> None:
+    assert client.responses.create(model="m", input="hi").output_text == "[comet] hi"
+    items: Any = [{"role": "user", "content": [{"type": "input_text", "text": "yo"}]}]
+    response = client.responses.create(model="m", input=items)
+    assert (response.status, response.output_text) == ("completed", "[comet] yo")
+
+
+def test_unknown_path_is_a_json_404(comet: FakeProvider) -> None:
+    auth = {"Authorization": f"Bearer {comet.api_key}"}
+    response = httpx2.get(f"{comet.base_url}/nope", headers=auth)
+    assert response.status_code == 404 and "message" in response.json()["error"]
+
+
+def test_each_provider_checks_its_own_key(fake_provider: FakeProviderFactory) -> None:
+    comet, nova = fake_provider("comet"), fake_provider("nova")
+    with openai.OpenAI(base_url=comet.base_url, api_key=nova.api_key, max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError) as info:
+            chat(wrong)
+    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    with nova.client() as right:
+        assert chat(right) == "[nova] hello"
+
+
+def test_requests_are_recorded(comet: FakeProvider, client: openai.OpenAI) -> None:
+    chat(client)
+    client.models.list()
+    post, get = comet.requests
+    assert (post.method, post.path, get.method, get.path) == (
+        "POST", "/v1/chat/completions", "GET", "/v1/models",
+    )  # fmt: skip
+    assert post.headers["authorization"] == f"Bearer {comet.api_key}"
+    assert all(key == key.lower() for key in post.headers)
+    assert post.json == {"model": "m", "messages": HELLO} and get.json is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        post.path = "/elsewhere"  # type: ignore[misc]
+
+
+def test_keep_alive_reuses_one_connection(comet: FakeProvider) -> None:
+    peers: set[Any] = set()
+
+    def hook(response: httpx2.Response) -> None:
+        peers.add(response.extensions["network_stream"].get_extra_info("client_addr"))
+
+    with comet.client(http_client=httpx2.Client(event_hooks={"response": [hook]})) as client:
+        for _ in range(3):
+            chat(client)
+            client.embeddings.create(model="e", input="x")
+            comet.fail(500, times=1)
+            assert outcome(client) == "InternalServerError"  # errors keep it alive too
+    assert len(peers) == 1
+
+
+# -- faults -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", [7, "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_fail_with_retry_after(
+    comet: FakeProvider, client: openai.OpenAI, retry_after: int | str
+) -> None:
+    comet.fail(503, retry_after=retry_after)
+    with pytest.raises(openai.InternalServerError) as info:
+        chat(client)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"] == str(retry_after)
+    assert info.value.body == {
+        "message": "[comet] simulated HTTP 503 failure",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_fail_with_code_and_message(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.fail(400, code="content_policy_violation", message="nope")
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client)
+    assert info.value.code == "content_policy_violation" and info.value.message.endswith("nope")
+    assert "retry-after" not in info.value.response.headers
+    comet.fail(429)
+    with pytest.raises(openai.RateLimitError) as limited:
+        chat(client)
+    assert limited.value.code == "rate_limit_exceeded"
+    with pytest.raises(ValueError):
+        comet.fail(200)
+
+
+def test_times_queue_in_order(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.fail(500, times=1)
+    comet.reset(times=1)
+    comet.fail(429, times=2)
+    seen = [outcome(client) for _ in range(5)]
+    assert seen == ["InternalServerError", "APIConnectionError", "RateLimitError", "RateLimitError", "ok"]
+
+
+def test_holding_fault_replaces_queue_until_recover(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.fail(500, times=3)
+    comet.fail(503)  # holds, and drops the queued 500s
+    assert [outcome(client) for _ in range(4)] == ["InternalServerError"] * 4
+    assert all(r.json is not None for r in comet.requests)
+    comet.fail(429, times=1)  # queued after a holding fault: served first, then it resumes
+    assert [outcome(client) for _ in range(2)] == ["RateLimitError", "InternalServerError"]
+    comet.recover()
+    assert outcome(client) == "ok"
+
+
+def test_recover_clears_the_queue(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.garbage(times=3)
+    comet.recover()
+    assert outcome(client) == "ok"
+
+
+def test_times_is_thread_safe(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.fail(500, times=5)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(outcome(client))) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["InternalServerError"] * 5 + ["ok"] * 15
+
+
+def test_hang_times_out_then_answers(comet: FakeProvider) -> None:
+    comet.hang(5)
+    with comet.client(timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            chat(client)
+        assert time.monotonic() - started < 1.5
+        comet.recover()
+        comet.hang(0.1, times=1)
+        started = time.monotonic()
+        assert chat(client) == "[comet] hello"  # a short hang, then a normal answer
+        assert time.monotonic() - started >= 0.1
+
+
+def wait_for_requests(provider: FakeProvider, count: int) -> None:
+    deadline = time.monotonic() + 2
+    while len(provider.requests) < count:
+        assert time.monotonic() < deadline, "the request never arrived"
+        time.sleep(0.005)
+
+
+def test_stop_is_fast_with_a_hang_in_flight(comet: FakeProvider, client: openai.OpenAI) -> None:
+    chat(client)  # leaves an idle keep-alive connection open as well
+    comet.hang(30)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        with comet.client() as other:
+            try:
+                chat(other)
+            except Exception as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_for_requests(comet, 2)
+    started = time.monotonic()
+    comet.stop()
+    assert time.monotonic() - started < 0.5
+    thread.join(timeout=2)
+    assert not comet.running and [type(e) for e in errors] == [openai.APIConnectionError]
+
+
+def test_stop_refuses_then_start_returns_on_the_same_port(
+    comet: FakeProvider, client: openai.OpenAI
+) -> None:
+    port = comet.port
+    comet.stop()
+    comet.stop()  # harmless
+    with pytest.raises(openai.APIConnectionError) as info:
+        chat(client)
+    assert isinstance(info.value.__cause__, httpx2.ConnectError)
+    comet.start()
+    assert comet.port == port and chat(client) == "[comet] hello"
+
+
+def test_reset(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.reset(times=1)
+    with pytest.raises(openai.APIConnectionError) as info:
+        chat(client)
+    assert isinstance(info.value.__cause__, httpx2.ReadError)  # ECONNRESET: a RST, not a FIN
+    assert chat(client) == "[comet] hello"
+
+
+def test_garbage(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.garbage(times=1)
+    # openai 3.57 lets the decoding error of a 200 body through unwrapped.
+    with pytest.raises(json.JSONDecodeError):
+        chat(client)
+    assert chat(client) == "[comet] hello"
+
+
+def stream_reasons(client: openai.OpenAI) -> list[str | None]:
+    stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+    return [chunk.choices[0].finish_reason for chunk in stream]
+
+
+def test_cut_stream(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.cut_stream(after=3, times=1)
+    received: list[Any] = []
+    with pytest.raises(openai.APIConnectionError) as info:
+        received.extend(client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    assert len(received) == 3 and isinstance(info.value.__cause__, httpx2.ReadError)
+    comet.cut_stream(after=2, times=1)  # not a stream: like reset
+    assert outcome(client) == "APIConnectionError"
+    assert stream_reasons(client)[-1] == "stop"
+
+
+def test_truncate_stream(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.truncate_stream(after=3, times=1)
+    assert stream_reasons(client) == [None, None, None]  # ends quietly, no finish_reason
+    comet.truncate_stream(after=100, times=1)
+    assert len(stream_reasons(client)) == 5  # role + 4 content pieces, still no "stop"
+    comet.truncate_stream(times=1)
+    assert chat(client) == "[comet] hello"  # not a stream: answered normally, fault used
+    assert stream_reasons(client)[-1] == "stop"
+
+
+# -- async --------------------------------------------------------------------
+
+
+async def achat(client: openai.AsyncOpenAI) -> str | None:
+    reply = await client.chat.completions.create(model="m", messages=HELLO)
+    return reply.choices[0].message.content
+
+
+@pytest.mark.asyncio
+async def test_async_answers(comet: FakeProvider) -> None:
+    async with comet.async_client() as client:
+        assert await achat(client) == "[comet] hello"
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        assert [c.choices[0].finish_reason async for c in stream][-1] == "stop"
+        embedding = await client.embeddings.create(model="e", input="a")
+        assert len(embedding.data[0].embedding) == 8
+        assert (await client.responses.create(model="m", input="hi")).output_text == "[comet] hi"
+
+
+@pytest.mark.asyncio
+async def test_async_faults(comet: FakeProvider) -> None:
+    async with comet.async_client(timeout=0.3) as client:
+        comet.fail(429, times=1, retry_after=2)
+        with pytest.raises(openai.RateLimitError) as info:
+            await achat(client)
+        assert info.value.response.headers["retry-after"] == "2"
+        comet.fail(400, times=1, code="content_policy_violation")
+        with pytest.raises(openai.BadRequestError) as refused:
+            await achat(client)
+        assert refused.value.code == "content_policy_violation"
+        comet.reset(times=1)
+        with pytest.raises(openai.APIConnectionError) as reset:
+            await achat(client)
+        assert isinstance(reset.value.__cause__, httpx2.ReadError)
+        comet.garbage(times=1)
+        with pytest.raises(json.JSONDecodeError):
+            await achat(client)
+        comet.hang(5, times=1)
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            await achat(client)
+        assert time.monotonic() - started < 1.5
+        assert await achat(client) == "[comet] hello"
+
+
+@pytest.mark.asyncio
+async def test_async_broken_streams(comet: FakeProvider) -> None:
+    async with comet.async_client() as client:
+        comet.cut_stream(after=2, times=1)
+        received: list[Any] = []
+        with pytest.raises(openai.APIConnectionError) as info:
+            stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+            async for chunk in stream:
+                received.append(chunk)
+        assert len(received) == 2 and isinstance(info.value.__cause__, httpx2.ReadError)
+        comet.truncate_stream(after=2, times=1)
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        assert [c.choices[0].finish_reason async for c in stream] == [None, None]
+
+
+@pytest.mark.asyncio
+async def test_async_concurrent_providers(fake_provider: FakeProviderFactory) -> None:
+    comet, nova = fake_provider("comet"), fake_provider("nova")
+    nova.fail(500)
+    async with comet.async_client() as a, nova.async_client() as b:
+        results = await asyncio.gather(achat(a), achat(b), return_exceptions=True)
+    assert results[0] == "[comet] hello" and isinstance(results[1], openai.InternalServerError)
+
+
+# -- the pytest plugin ---------------------------------------------------------
+
+
+def test_plugin_fixture(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(
+        """
+        made = []
+
+        def test_makes_started_providers(fake_provider):
+            comet = fake_provider("comet", reply=lambda request: "hi")
+            with comet.client() as client:
+                reply = client.chat.completions.create(model="m", messages=[])
+            assert comet.running and reply.choices[0].message.content == "hi"
+            made.append(comet)
+
+        def test_stopped_them_at_teardown():
+            assert made and not made[0].running
+        """
+    )
+    # Load the plugin explicitly, and only once even if its entry point is installed.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest("-p", "failover._pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
