@@ -138,8 +138,8 @@ def call_sync(chain: Chain, fn: Callable[[Any], T]) -> T:
     return result
 
 
-async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]]) -> T:
-    if chain.settings.hedge is not None:
+async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: bool = True) -> T:
+    if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, fn, chain.settings.hedge)
     async for attempt in Attempts(chain):
         with attempt as client:

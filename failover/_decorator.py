@@ -88,6 +88,12 @@ def with_fallback(
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         _check_injectable(func, inject)
+        target = getattr(func, "__func__", func)
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            raise TypeError(
+                "@with_fallback cannot re-run a generator once it has yielded; "
+                "use fallback_clients() inside it instead"
+            )
         is_async = inspect.iscoroutinefunction(getattr(func, "__func__", func))
 
         @wrapt.decorator

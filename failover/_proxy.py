@@ -25,6 +25,7 @@ from ._streaming import (
     TrackedAsyncStream,
     TrackedStream,
     first_chunk,
+    first_chunk_async,
 )
 from ._tracking import Tracked, TrackedContext, is_navigation
 
@@ -124,10 +125,11 @@ async def _first_async(chain: Chain, step: Path) -> Any:
     async def attempt(client: Any) -> Any:
         result = await _resolve(client, step)
         if isinstance(result, TrackedAsyncStream):
-            return PeekedAsyncStream(result, await result.first(chain.settings.first_token_timeout))
+            return PeekedAsyncStream(result, await first_chunk_async(result))
         return result
 
-    return await _attempts.call_async(chain, attempt)
+    streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only
+    return await _attempts.call_async(chain, attempt, hedge=not streaming)
 
 
 class FailoverAwaitable:

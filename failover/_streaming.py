@@ -10,7 +10,6 @@ after chunks reached the caller raises :class:`StreamInterrupted`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import wrapt
@@ -92,18 +91,18 @@ class TrackedAsyncStream(wrapt.ObjectProxy[Any]):
             raise
         return self._self_watch.see(chunk)
 
-    async def first(self, timeout: float | None) -> Any:
-        """The first chunk, within ``timeout`` seconds (a stalled provider is a fault)."""
-        try:
-            return await asyncio.wait_for(self.__anext__(), timeout)
-        except StopAsyncIteration:
-            return _NOTHING
-
 
 def first_chunk(stream: TrackedStream) -> Any:
     try:
         return next(stream)
     except StopIteration:
+        return _NOTHING
+
+
+async def first_chunk_async(stream: TrackedAsyncStream) -> Any:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
         return _NOTHING
 
 

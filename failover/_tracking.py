@@ -19,7 +19,7 @@ from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._response import AsyncResponseContextManager, ResponseContextManager
 
 from ._policy import mark_if_transport
-from ._scope import SCOPE
+from ._scope import SCOPE, Scope
 from ._streaming import TrackedAsyncStream, TrackedStream
 
 
@@ -42,6 +42,9 @@ def _accepts(func: Callable[..., Any], name: str) -> bool:
     return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
+_OPENAI_DEFAULT_TIMEOUT = 600.0
+
+
 def _adjust(method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The attempt's model name and timeout, applied to one call's arguments."""
     scope = SCOPE.get()
@@ -50,14 +53,30 @@ def _adjust(method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     model = kwargs.get("model")
     if isinstance(model, str) and scope.endpoint.spec is not None and scope.endpoint.spec.models:
         kwargs = {**kwargs, "model": scope.endpoint.map_model(model)}
-    timeout = scope.timeout()
-    if (
-        timeout is not None
-        and "timeout" not in kwargs
-        and _accepts(getattr(method, "__func__", method), "timeout")
-    ):
+    timeout = _timeout(scope, kwargs)
+    if timeout is not None and _accepts(getattr(method, "__func__", method), "timeout"):
         kwargs = {**kwargs, "timeout": timeout}
     return kwargs
+
+
+def _timeout(scope: Scope, kwargs: dict[str, Any]) -> float | openai.Timeout | None:
+    """The attempt's budget, clipping the caller's own; for streams, a first-token bound.
+
+    The first-token bound is the read timeout of the request, so it bounds the wait
+    for the response and for each chunk alike (the transport cannot change it once
+    the first chunk is in).
+    """
+    given = kwargs.get("timeout")
+    budget = scope.timeout()
+    if isinstance(given, (int, float)):
+        budget = given if budget is None else min(given, budget)
+    elif given is not None:
+        return None  # the caller's own httpx Timeout object: leave it alone
+    first = scope.first_token_timeout
+    if first is None or kwargs.get("stream") is not True:
+        return budget
+    total = budget if budget is not None else _OPENAI_DEFAULT_TIMEOUT
+    return openai.Timeout(total, read=min(first, total))
 
 
 def _provider() -> str:

@@ -23,6 +23,8 @@ demand::
 Faults given with ``times=N`` queue up in order, each consumed by one request.
 A fault without ``times`` holds until :meth:`FakeProvider.recover` and replaces
 whatever was queued; faults queued after it are served first, then it resumes.
+A request with the wrong key gets a 401 (code ``invalid_api_key``) and consumes
+no fault, so tests can prove each provider was called with its own key.
 ``stop()`` makes the provider refuse connections; ``start()`` brings it back on
 the same port, so clients made earlier keep working.
 """
@@ -43,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import openai
@@ -279,7 +281,7 @@ class FakeProvider:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> Self:
+    def start(self) -> FakeProvider:
         """Start serving (on the same port after a stop); does nothing if running."""
         with self._lock:
             if self._server is None:
@@ -308,7 +310,7 @@ class FakeProvider:
         server.close_connections()
         thread.join(timeout=1)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FakeProvider:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

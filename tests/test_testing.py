@@ -61,19 +61,24 @@ def outcome(client: openai.OpenAI) -> str:
 
 def test_identity_and_repr(comet: FakeProvider) -> None:
     assert comet.name == "comet"
-    assert comet.base_url == f"http://127.0.0.1:{comet.port}/v1" and comet.port > 0
+    assert comet.port > 0
+    assert comet.base_url == f"http://127.0.0.1:{comet.port}/v1"
     assert re.fullmatch(r"sk-fake-comet-[0-9a-f]{16}", comet.api_key)
-    assert comet.api_key not in repr(comet) and "comet" in repr(comet)
-    assert comet.start() is comet and comet.running  # start() again is harmless
+    assert comet.api_key not in repr(comet)
+    assert "comet" in repr(comet)
+    assert comet.start() is comet  # start() again is harmless
+    assert comet.running
 
 
 def test_chat_completion(comet: FakeProvider, client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(model="gpt-x", messages=HELLO)
-    assert reply.object == "chat.completion" and reply.model == "gpt-x"
+    assert reply.object == "chat.completion"
+    assert reply.model == "gpt-x"
     assert reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == "[comet] hello"
     assert reply.choices[0].finish_reason == "stop"
-    assert reply.usage is not None and reply.usage.total_tokens > 0
+    assert reply.usage is not None
+    assert reply.usage.total_tokens > 0
 
 
 def test_custom_reply(fake_provider: FakeProviderFactory) -> None:
@@ -86,14 +91,15 @@ def test_custom_reply(fake_provider: FakeProviderFactory) -> None:
     with fake_provider("x", reply=reply).client() as client:
         assert chat(client) == "custom"
         assert client.responses.create(model="m", input="hi").output_text == "custom"
-    assert seen[0]["messages"] == HELLO and seen[1]["input"] == "hi"
+    assert [request.get("messages", request.get("input")) for request in seen] == [HELLO, "hi"]
 
 
 def test_stream_ends_with_finish_reason(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(model="m", messages=HELLO, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks[1:-1]]
-    assert len(pieces) >= 3 and "".join(p or "" for p in pieces) == "[comet] hello"
+    assert len(pieces) >= 3
+    assert "".join(p or "" for p in pieces) == "[comet] hello"
     assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "stop"]
 
 
@@ -104,7 +110,9 @@ def test_stream_with_usage(client: openai.OpenAI) -> None:
     )
     *_, finish, usage = list(stream)
     assert finish.choices[0].finish_reason == "stop"
-    assert usage.choices == [] and usage.usage is not None and usage.usage.total_tokens > 0
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert usage.usage.total_tokens > 0
 
 
 def test_embeddings_base64_and_float(client: openai.OpenAI) -> None:
@@ -137,7 +145,8 @@ def test_responses(client: openai.OpenAI) -> None:
 def test_unknown_path_is_a_json_404(comet: FakeProvider) -> None:
     auth = {"Authorization": f"Bearer {comet.api_key}"}
     response = httpx2.get(f"{comet.base_url}/nope", headers=auth)
-    assert response.status_code == 404 and "message" in response.json()["error"]
+    assert response.status_code == 404
+    assert "message" in response.json()["error"]
 
 
 def test_each_provider_checks_its_own_key(fake_provider: FakeProviderFactory) -> None:
@@ -145,7 +154,8 @@ def test_each_provider_checks_its_own_key(fake_provider: FakeProviderFactory) ->
     with openai.OpenAI(base_url=comet.base_url, api_key=nova.api_key, max_retries=0) as wrong:
         with pytest.raises(openai.AuthenticationError) as info:
             chat(wrong)
-    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    assert info.value.status_code == 401
+    assert info.value.code == "invalid_api_key"
     with nova.client() as right:
         assert chat(right) == "[nova] hello"
 
@@ -159,7 +169,8 @@ def test_requests_are_recorded(comet: FakeProvider, client: openai.OpenAI) -> No
     )  # fmt: skip
     assert post.headers["authorization"] == f"Bearer {comet.api_key}"
     assert all(key == key.lower() for key in post.headers)
-    assert post.json == {"model": "m", "messages": HELLO} and get.json is None
+    assert post.json == {"model": "m", "messages": HELLO}
+    assert get.json is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         post.path = "/elsewhere"  # type: ignore[misc]
 
@@ -203,7 +214,8 @@ def test_fail_with_code_and_message(comet: FakeProvider, client: openai.OpenAI) 
     comet.fail(400, code="content_policy_violation", message="nope")
     with pytest.raises(openai.BadRequestError) as info:
         chat(client)
-    assert info.value.code == "content_policy_violation" and info.value.message.endswith("nope")
+    assert info.value.code == "content_policy_violation"
+    assert info.value.message.endswith("nope")
     assert "retry-after" not in info.value.response.headers
     comet.fail(429)
     with pytest.raises(openai.RateLimitError) as limited:
@@ -218,10 +230,18 @@ def test_times_queue_in_order(comet: FakeProvider, client: openai.OpenAI) -> Non
     comet.reset(times=1)
     comet.fail(429, times=2)
     seen = [outcome(client) for _ in range(5)]
-    assert seen == ["InternalServerError", "APIConnectionError", "RateLimitError", "RateLimitError", "ok"]
+    assert seen == [
+        "InternalServerError",
+        "APIConnectionError",
+        "RateLimitError",
+        "RateLimitError",
+        "ok",
+    ]
 
 
-def test_holding_fault_replaces_queue_until_recover(comet: FakeProvider, client: openai.OpenAI) -> None:
+def test_holding_fault_replaces_queue_until_recover(
+    comet: FakeProvider, client: openai.OpenAI
+) -> None:
     comet.fail(500, times=3)
     comet.fail(503)  # holds, and drops the queued 500s
     assert [outcome(client) for _ in range(4)] == ["InternalServerError"] * 4
@@ -289,7 +309,8 @@ def test_stop_is_fast_with_a_hang_in_flight(comet: FakeProvider, client: openai.
     comet.stop()
     assert time.monotonic() - started < 0.5
     thread.join(timeout=2)
-    assert not comet.running and [type(e) for e in errors] == [openai.APIConnectionError]
+    assert not comet.running
+    assert [type(e) for e in errors] == [openai.APIConnectionError]
 
 
 def test_stop_refuses_then_start_returns_on_the_same_port(
@@ -302,7 +323,8 @@ def test_stop_refuses_then_start_returns_on_the_same_port(
         chat(client)
     assert isinstance(info.value.__cause__, httpx2.ConnectError)
     comet.start()
-    assert comet.port == port and chat(client) == "[comet] hello"
+    assert comet.port == port
+    assert chat(client) == "[comet] hello"
 
 
 def test_reset(comet: FakeProvider, client: openai.OpenAI) -> None:
@@ -331,7 +353,8 @@ def test_cut_stream(comet: FakeProvider, client: openai.OpenAI) -> None:
     received: list[Any] = []
     with pytest.raises(openai.APIConnectionError) as info:
         received.extend(client.chat.completions.create(model="m", messages=HELLO, stream=True))
-    assert len(received) == 3 and isinstance(info.value.__cause__, httpx2.ReadError)
+    assert len(received) == 3
+    assert isinstance(info.value.__cause__, httpx2.ReadError)
     comet.cut_stream(after=2, times=1)  # not a stream: like reset
     assert outcome(client) == "APIConnectionError"
     assert stream_reasons(client)[-1] == "stop"
@@ -392,16 +415,21 @@ async def test_async_faults(comet: FakeProvider) -> None:
         assert await achat(client) == "[comet] hello"
 
 
+async def drain(stream: openai.AsyncStream[Any], into: list[Any]) -> None:
+    async for chunk in stream:
+        into.append(chunk)
+
+
 @pytest.mark.asyncio
 async def test_async_broken_streams(comet: FakeProvider) -> None:
     async with comet.async_client() as client:
         comet.cut_stream(after=2, times=1)
         received: list[Any] = []
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
         with pytest.raises(openai.APIConnectionError) as info:
-            stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
-            async for chunk in stream:
-                received.append(chunk)
-        assert len(received) == 2 and isinstance(info.value.__cause__, httpx2.ReadError)
+            await drain(stream, received)
+        assert len(received) == 2
+        assert isinstance(info.value.__cause__, httpx2.ReadError)
         comet.truncate_stream(after=2, times=1)
         stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
         assert [c.choices[0].finish_reason async for c in stream] == [None, None]
@@ -413,7 +441,8 @@ async def test_async_concurrent_providers(fake_provider: FakeProviderFactory) ->
     nova.fail(500)
     async with comet.async_client() as a, nova.async_client() as b:
         results = await asyncio.gather(achat(a), achat(b), return_exceptions=True)
-    assert results[0] == "[comet] hello" and isinstance(results[1], openai.InternalServerError)
+    assert results[0] == "[comet] hello"
+    assert isinstance(results[1], openai.InternalServerError)
 
 
 # -- the pytest plugin ---------------------------------------------------------
@@ -439,4 +468,3 @@ def test_plugin_fixture(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "failover._pytest_plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-

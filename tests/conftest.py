@@ -1,0 +1,47 @@
+"""Shared fixtures: two fake providers on 127.0.0.1 and a clean breaker per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from failover import Breaker, Provider
+from failover._health import STORE
+from failover.testing import FakeProvider
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers() -> Iterator[None]:
+    # Breaker state is process-wide by design; tests must not see each other's.
+    STORE.clear()
+    yield
+    STORE.clear()
+
+
+@pytest.fixture
+def comet(fake_provider) -> FakeProvider:  # type: ignore[no-untyped-def]
+    return fake_provider("comet")
+
+
+@pytest.fixture
+def backup(fake_provider) -> FakeProvider:  # type: ignore[no-untyped-def]
+    return fake_provider("backup")
+
+
+def provider(fake: FakeProvider, **kwargs: object) -> Provider:
+    """A failover Provider that points at a fake one."""
+    return Provider(fake.name, base_url=fake.base_url, api_key=fake.api_key, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def chain(comet: FakeProvider, backup: FakeProvider) -> tuple[Provider, Provider]:
+    """comet, then backup."""
+    return provider(comet), provider(backup)
+
+
+#: No breaker: tests of plain failover should not see providers skipped.
+NO_BREAKER: dict[str, object] = {"breaker": None}
+FAST_BREAKER = Breaker(failures=2, cooldown=0.2, max_cooldown=0.8)
+
+MESSAGES = [{"role": "user", "content": "hello"}]

@@ -1,0 +1,207 @@
+"""The exceptions failover raises: FailoverError and its pairing of attempts and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import textwrap
+
+import openai
+import pytest
+from conftest import MESSAGES
+
+from failover import (
+    Attempt,
+    DeadlineExceeded,
+    FailoverError,
+    MissingAPIKey,
+    Provider,
+    ProviderSkipped,
+    StreamInterrupted,
+    StreamTruncated,
+    with_fallback,
+)
+from failover.testing import FakeProvider
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport, as failover uses it
+    from exceptiongroup import ExceptionGroup
+
+NOTE = re.compile(r"^failover: provider '(?P<name>[^']+)', attempt (?P<n>\d+), \d+\.\d+s$")
+
+
+def fail_all(chain: tuple[Provider, Provider]) -> FailoverError:
+    """Run a call on ``chain`` (whose providers were told to fail) and return its error."""
+
+    @with_fallback(*chain, breaker=None)
+    def ask(client: openai.OpenAI | None = None) -> object:
+        assert client is not None
+        return client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+
+    with pytest.raises(FailoverError) as info:
+        ask()
+    return info.value
+
+
+@pytest.fixture
+def error(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> FailoverError:
+    """comet answers 500, backup resets the connection: a status error and a connection one."""
+    comet.fail(500)
+    backup.reset()
+    return fail_all(chain)
+
+
+# -- FailoverError -------------------------------------------------------------
+
+
+def test_is_an_exception_group(error: FailoverError) -> None:
+    assert isinstance(error, ExceptionGroup)
+    assert isinstance(error, Exception)
+
+
+def test_exceptions_are_the_original_errors_in_attempt_order(error: FailoverError) -> None:
+    assert [type(e) for e in error.exceptions] == [
+        openai.InternalServerError,
+        openai.APIConnectionError,
+    ]
+
+
+def test_attempts_pair_with_exceptions(error: FailoverError) -> None:
+    assert isinstance(error.attempts, tuple)
+    assert [a.provider for a in error.attempts] == ["comet", "backup"]
+    assert len(error.attempts) == len(error.exceptions)
+    for attempt, exc in zip(error.attempts, error.exceptions, strict=True):
+        assert attempt.error is exc
+        assert attempt.skipped is False
+        assert attempt.elapsed >= 0
+
+
+def test_each_error_has_a_note_naming_its_provider_and_attempt(error: FailoverError) -> None:
+    for number, (attempt, exc) in enumerate(zip(error.attempts, error.exceptions, strict=True), 1):
+        notes = [n for n in getattr(exc, "__notes__", []) if n.startswith("failover:")]
+        assert len(notes) == 1, notes
+        match = NOTE.match(notes[0])
+        assert match, notes[0]
+        assert match["name"] == attempt.provider
+        assert int(match["n"]) == number
+
+
+def test_message_lists_each_provider_with_class_and_status(error: FailoverError) -> None:
+    assert "comet: InternalServerError 500" in str(error)
+    assert "backup: APIConnectionError" in str(error)
+    assert error.message.index("comet") < error.message.index("backup")
+
+
+def test_message_gives_the_status_of_each_status_error(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(503)
+    backup.fail(429)
+    error = fail_all(chain)
+    assert "comet: InternalServerError 503" in error.message
+    assert "backup: RateLimitError 429" in error.message
+
+
+# ``except*`` is a syntax error before Python 3.11 (the project supports 3.10), so the
+# handler is compiled at run time rather than written out in this module.
+EXCEPT_STAR = textwrap.dedent(
+    """
+    try:
+        raise error
+    except* openai.APIStatusError as group:
+        caught.append(group)
+    except* openai.APIConnectionError as other:
+        rest.append(other)
+    """
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* needs Python 3.11")
+def test_except_star_catches_a_group_that_keeps_only_matching_attempts(
+    error: FailoverError,
+) -> None:
+    caught: list[BaseException] = []
+    rest: list[BaseException] = []
+    exec(EXCEPT_STAR, {"openai": openai, "error": error, "caught": caught, "rest": rest})
+    [status_group], [connection_group] = caught, rest
+    assert isinstance(status_group, FailoverError)
+    assert [type(e) for e in status_group.exceptions] == [openai.InternalServerError]
+    assert [a.provider for a in status_group.attempts] == ["comet"]
+    assert status_group.attempts[0].error is status_group.exceptions[0]
+    assert isinstance(connection_group, FailoverError)
+    assert [a.provider for a in connection_group.attempts] == ["backup"]
+
+
+def test_split_keeps_the_pairing(error: FailoverError) -> None:
+    match, rest = error.split(openai.APIStatusError)
+    assert isinstance(match, FailoverError)
+    assert isinstance(rest, FailoverError)
+    for part, provider in ((match, "comet"), (rest, "backup")):
+        assert [a.provider for a in part.attempts] == [provider]
+        assert part.attempts[0].error is part.exceptions[0]
+
+
+def test_subgroup_keeps_the_pairing(error: FailoverError) -> None:
+    part = error.subgroup(lambda e: isinstance(e, openai.APIConnectionError))
+    assert isinstance(part, FailoverError)
+    assert [a.provider for a in part.attempts] == ["backup"]
+    assert part.attempts[0].error is part.exceptions[0]
+    assert error.subgroup(KeyError) is None
+
+
+# -- Attempt -------------------------------------------------------------------
+
+
+def test_attempt_is_a_frozen_dataclass() -> None:
+    exc = RuntimeError("x")
+    attempt = Attempt("comet", exc, 0.5)
+    assert dataclasses.is_dataclass(attempt)
+    assert [f.name for f in dataclasses.fields(attempt)] == [
+        "provider",
+        "error",
+        "elapsed",
+        "skipped",
+    ]
+    assert attempt.skipped is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        attempt.provider = "other"  # type: ignore[misc]
+
+
+# -- the other exceptions ------------------------------------------------------
+
+
+def test_deadline_exceeded_is_a_timeout_error() -> None:
+    exc = DeadlineExceeded(2.5)
+    assert isinstance(exc, TimeoutError)
+    assert exc.deadline == 2.5
+    assert "2.5" in str(exc)
+
+
+def test_missing_api_key_is_an_openai_error_naming_the_variable() -> None:
+    exc = MissingAPIKey("cometapi", "COMETAPI_KEY")
+    assert isinstance(exc, openai.OpenAIError)
+    assert exc.variable == "COMETAPI_KEY"
+    assert "COMETAPI_KEY" in str(exc)
+    assert "cometapi" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("exc", "parts"),
+    [
+        (StreamTruncated("comet", 3), ("comet", "3")),
+        (StreamInterrupted("comet", 4, openai.APIConnectionError(request=None)), ("comet", "4")),  # type: ignore[arg-type]
+        (ProviderSkipped("comet", "circuit open", 1.5), ("comet", "circuit open", "1.50")),
+    ],
+    ids=["truncated", "interrupted", "skipped"],
+)
+def test_messages_name_provider_and_counts(exc: Exception, parts: tuple[str, ...]) -> None:
+    for part in parts:
+        assert part in str(exc)
+    assert exc.provider == "comet"  # type: ignore[attr-defined]
+
+
+def test_stream_interrupted_describes_its_cause() -> None:
+    cause = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    assert "APIConnectionError" in str(StreamInterrupted("comet", 2, cause))
