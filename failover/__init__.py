@@ -27,7 +27,7 @@ from ._errors import (
     StreamInterrupted,
     StreamTruncated,
 )
-from ._health import Breaker, State, health
+from ._health import Breaker, State, configure, health
 from ._providers import Provider
 from ._scope import current_provider
 
@@ -47,6 +47,7 @@ __all__ = [
     "State",
     "StreamInterrupted",
     "StreamTruncated",
+    "configure",
     "current_provider",
     "fallback_clients",
     "health",

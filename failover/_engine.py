@@ -15,7 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._errors import Attempt, DeadlineExceeded, FailoverError, ProviderSkipped, add_note, describe
-from ._health import STORE, Breaker, Health, HealthStore, Verdict, admit, failed, succeeded
+from ._health import (
+    Breaker,
+    Health,
+    HealthStore,
+    Verdict,
+    admit,
+    default_store,
+    failed,
+    released,
+    succeeded,
+)
 from ._policy import Fault, Policy, fault_kind, retry_after
 from ._providers import Endpoint
 from ._scope import Scope
@@ -23,8 +33,11 @@ from ._scope import Scope
 logger = logging.getLogger("failover")
 
 
-def _admit(h: Health, now: float, *, breaker: Breaker, force: bool) -> tuple[Health, Verdict]:
-    return admit(h, breaker, now, force)
+def _admit(
+    h: Health, now: float, *, breaker: Breaker, force: bool
+) -> tuple[Health, tuple[Verdict, Health, float]]:
+    new, verdict = admit(h, breaker, now, force)
+    return new, (verdict, new, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +99,13 @@ class Run:
             self._plan(breaker)
 
     def _store(self) -> HealthStore:
-        return self.chain.settings.store or STORE
+        return self.chain.settings.store or default_store()
 
     def _plan(self, breaker: Breaker) -> None:
         # The breaker never refuses a call that might succeed: when every provider
         # is open, try them all anyway, soonest-to-recover first.
-        records = self._store().snapshot()
-        now = breaker.clock()
-        until = [records[e.key][1].open_until if e.key in records else 0.0 for e in self._pending]
+        records, now = self._store().read([e.key for e in self._pending], breaker.clock)
+        until = [record.open_until for record in records]
         if all(u > now for u in until):
             order = sorted(range(len(until)), key=until.__getitem__)
             self._pending = [self._pending[i] for i in order]
@@ -111,7 +123,7 @@ class Run:
             breaker = settings.breaker
             if breaker is None:
                 return endpoint
-            verdict = self._store().update(
+            verdict, record, now = self._store().update(
                 endpoint.key,
                 endpoint.name,
                 functools.partial(_admit, breaker=breaker, force=self._force),
@@ -121,7 +133,7 @@ class Run:
                 self._probe.add(id(endpoint))
             if verdict is not Verdict.SKIP:
                 return endpoint
-            self._skip(endpoint, breaker)
+            self._skip(endpoint, record, now)
         return None
 
     def scope(self, endpoint: Endpoint) -> Scope:
@@ -135,12 +147,14 @@ class Run:
         """Record a failed attempt; True when the call moves on to the next provider."""
         settings = self.chain.settings
         if not settings.policy.fails_over(exc):
-            if (
-                isinstance(exc, Exception)
-                and settings.breaker is not None
-                and fault_kind(exc) is Fault.REFUSAL
-            ):
-                self._record(endpoint, settings.breaker, Fault.REQUEST, None)
+            if settings.breaker is not None and id(endpoint) in self._probe:
+                # Says nothing of the provider's health: let another call probe it.
+                self._store().update(
+                    endpoint.key,
+                    endpoint.name,
+                    lambda h, now: (released(h), None),
+                    settings.breaker.clock,
+                )
             return False
         if settings.breaker is not None:
             self._record(endpoint, settings.breaker, fault_kind(exc), retry_after(exc))
@@ -196,9 +210,8 @@ class Run:
             breaker.clock,
         )
 
-    def _skip(self, endpoint: Endpoint, breaker: Breaker) -> None:
-        record = self._store().snapshot().get(endpoint.key)
-        open_for = max(0.0, record[1].open_until - breaker.clock()) if record else 0.0
+    def _skip(self, endpoint: Endpoint, record: Health, now: float) -> None:
+        open_for = max(0.0, record.open_until - now)
         reason = "circuit open" if open_for else "a recovery probe is in flight"
         skipped = ProviderSkipped(endpoint.name, reason, open_for)
         self._add(Attempt(endpoint.name, skipped, 0.0, skipped=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -100,6 +100,12 @@ def succeeded(h: Health, after_failover: bool) -> Health:
     )
 
 
+def released(h: Health) -> Health:
+    """A probe that ended without news (the caller's bug, a cancellation): free the slot."""
+    state = State.OPEN if h.state is State.HALF_OPEN else h.state
+    return replace(h, state=state, probe_until=0.0)
+
+
 def failed(
     h: Health, b: Breaker, now: float, kind: Fault, wait: float | None, probe: bool
 ) -> Health:
@@ -127,7 +133,13 @@ def failed(
 
 
 class HealthStore(Protocol):
-    """Where breaker state lives: one atomic read-modify-write per provider key."""
+    """Where breaker state lives: one atomic read-modify-write per provider key.
+
+    ``now`` comes from the store (a shared store uses one clock for every host);
+    ``clock`` is the breaker's, for stores that have none of their own.
+    """
+
+    source: str
 
     def update(
         self,
@@ -137,11 +149,17 @@ class HealthStore(Protocol):
         clock: Callable[[], float],
     ) -> R: ...
 
+    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+        """The records of ``keys`` (a fresh one where none is kept) and the store's now."""
+        ...
+
     def snapshot(self) -> dict[str, tuple[str, Health]]: ...
 
 
 class MemoryStore:
     """The in-process store: a dict under a lock, shared by threads and tasks."""
+
+    source = "memory"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -160,6 +178,10 @@ class MemoryStore:
             self._records[key] = (name, new)
         return result
 
+    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+        records = self._records
+        return [records[k][1] if k in records else Health() for k in keys], clock()
+
     def snapshot(self) -> dict[str, tuple[str, Health]]:
         with self._lock:
             return dict(self._records)
@@ -170,13 +192,28 @@ class MemoryStore:
 
 
 STORE = MemoryStore()
+_default: list[HealthStore] = [STORE]
+
+
+def configure(*, health: HealthStore | None = None) -> None:
+    """Set the process-wide default health store (``None``: back to in-process state)."""
+    _default[0] = health if health is not None else STORE
+
+
+def default_store() -> HealthStore:
+    return _default[0]
 
 
 def health(store: HealthStore | None = None) -> dict[str, dict[str, object]]:
-    """A snapshot of every provider's breaker state, keyed by provider name."""
-    records = (store or STORE).snapshot()
+    """A snapshot of every provider's breaker state, keyed by provider name.
+
+    Reads ``store``, or the process-wide default (see :func:`configure`); each entry's
+    ``source`` says where the state comes from.
+    """
+    store = store or default_store()
+    records = store.snapshot()
     names = [name for name, _ in records.values()]
     return {
-        (name if names.count(name) == 1 else key): record.as_dict()
+        (name if names.count(name) == 1 else key): {**record.as_dict(), "source": store.source}
         for key, (name, record) in records.items()
     }

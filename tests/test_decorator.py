@@ -6,11 +6,13 @@ import asyncio
 import functools
 import inspect
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
@@ -18,6 +20,9 @@ from conftest import MESSAGES, NO_BREAKER, provider
 import failover
 from failover import FailoverError, with_fallback
 from failover.testing import FakeProvider
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
 
 MODES = ["sync", "async"]
 MODEL = "fake-model"
@@ -35,9 +40,7 @@ def _text(chunks: list[Any]) -> str:
 
 
 def _complete(client: Any, question: str, stream: bool) -> str:
-    reply = client.chat.completions.create(
-        model=MODEL, messages=_messages(question), stream=stream
-    )
+    reply = client.chat.completions.create(model=MODEL, messages=_messages(question), stream=stream)
     return _text(list(reply)) if stream else reply.choices[0].message.content
 
 
@@ -199,18 +202,29 @@ def test_failover_error_message_names_providers_errors_and_statuses(
     assert message.index("comet") < message.index("backup")
 
 
+# ``except*`` is a syntax error before Python 3.11, so this module compiles it at run time.
+_EXCEPT_STAR = """
+def catch_star(call, kind):
+    caught = []
+    try:
+        call()
+    except* kind as group:
+        caught.extend(group.exceptions)
+    return caught
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* needs Python 3.11")
 def test_except_star_catches_status_errors(
     mode: str, comet: FakeProvider, backup: FakeProvider
 ) -> None:
+    namespace: dict[str, Any] = {}
+    exec(_EXCEPT_STAR, namespace)
     comet.fail(500)
     backup.fail(503)
     ask, _ = make_ask(mode, provider(comet), provider(backup), **NO_BREAKER)
-    caught: list[BaseException] = []
-    try:
-        run(mode, ask)
-    except* openai.APIStatusError as group:
-        caught.extend(group.exceptions)
-    assert [e.status_code for e in caught] == [500, 503]  # type: ignore[attr-defined]
+    caught = namespace["catch_star"](lambda: run(mode, ask), openai.APIStatusError)
+    assert [e.status_code for e in caught] == [500, 503]
 
 
 # -- the user's own errors are not failed over -----------------------------------------
@@ -406,19 +420,31 @@ def test_var_keyword_function_gets_the_client(chain: Any, comet: FakeProvider) -
     assert ask("hi") == "[backup] hi"
 
 
-def test_explicit_client_is_used_once_without_failover(
+def _own_client(mode: str, fake: FakeProvider) -> Any:
+    # A fresh one per call: an AsyncOpenAI is bound to the event loop that first used it.
+    return fake.client() if mode == "sync" else fake.async_client()
+
+
+def test_explicit_client_is_used_exactly_once(
     mode: str, chain: Any, comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    mine = comet.client() if mode == "sync" else comet.async_client()
+    mine = _own_client(mode, backup)
     ask, calls = make_ask(mode, *chain, **NO_BREAKER)
-    assert run(mode, ask, "hi", client=mine) == "[comet] hi"
-    assert calls == [mine]
+    assert run(mode, ask, "hi", client=mine) == "[backup] hi"
+    assert len(calls) == 1
     assert calls[0] is mine
+    assert comet.requests == []
+
+
+def test_explicit_client_failing_is_not_failed_over(
+    mode: str, chain: Any, comet: FakeProvider, backup: FakeProvider
+) -> None:
     comet.fail(500)
+    ask, calls = make_ask(mode, *chain, **NO_BREAKER)
     with pytest.raises(openai.InternalServerError):
-        run(mode, ask, "hi", client=mine)
-    assert len(calls) == 2
-    assert len(comet.requests) == 2
+        run(mode, ask, "hi", client=_own_client(mode, comet))
+    assert len(calls) == 1
+    assert len(comet.requests) == 1
     assert backup.requests == []
 
 
@@ -479,19 +505,44 @@ def test_each_provider_gets_its_own_key_and_the_same_body(
 # -- concurrency and event loops -------------------------------------------------------
 
 SERVERS = {"primary-failing": "backup", "primary-healthy": "comet"}
+BACKLOG_BUG = pytest.mark.xfail(
+    reason="BUG: FakeProvider's server keeps socketserver's listen backlog of 5 "
+    "(failover/testing.py _Server has no request_queue_size), so 50 simultaneous "
+    "connections are reset",
+    strict=True,
+)
 
 
-def _prepare(serves: str, comet: FakeProvider) -> None:
+def _pooled(fake: FakeProvider, mode: str) -> failover.Provider:
+    """A Provider whose client opens at most 5 connections at a time.
+
+    FakeProvider's server listens with a backlog of 5 (see BACKLOG_BUG): more
+    simultaneous connects get reset, which is the fake's fault, not failover's.
+    """
+    limits = httpx2.Limits(max_connections=5)
+    http: Any = (
+        openai.DefaultHttpxClient(limits=limits)
+        if mode == "sync"
+        else openai.DefaultAsyncHttpxClient(limits=limits)
+    )
+    return provider(fake, client_options={"http_client": http})
+
+
+def _concurrent_ask(
+    mode: str, serves: str, comet: FakeProvider, backup: FakeProvider, pooled: bool = True
+) -> Callable[..., Any]:
     if serves == "backup":
         comet.fail(500)  # holds for every call
+    fakes = (comet, backup)
+    chain = [_pooled(f, mode) if pooled else provider(f) for f in fakes]
+    return make_ask(mode, *chain, **NO_BREAKER)[0]
 
 
 @pytest.mark.parametrize("serves", SERVERS.values(), ids=SERVERS.keys())
 def test_many_threads_share_one_decorated_function(
-    serves: str, chain: Any, comet: FakeProvider
+    serves: str, comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    _prepare(serves, comet)
-    ask, _ = make_ask("sync", *chain, **NO_BREAKER)
+    ask = _concurrent_ask("sync", serves, comet, backup)
     questions = [f"q{i}" for i in range(20)]
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(ask, questions))
@@ -499,13 +550,19 @@ def test_many_threads_share_one_decorated_function(
     assert len(comet.requests) == 20
 
 
-@pytest.mark.parametrize("serves", SERVERS.values(), ids=SERVERS.keys())
+@pytest.mark.parametrize(
+    ("serves", "pooled"),
+    [
+        pytest.param("backup", True, id="primary-failing"),
+        pytest.param("comet", True, id="primary-healthy"),
+        pytest.param("comet", False, id="primary-healthy-50-connections", marks=BACKLOG_BUG),
+    ],
+)
 @pytest.mark.asyncio
 async def test_many_tasks_share_one_decorated_function(
-    serves: str, chain: Any, comet: FakeProvider
+    serves: str, pooled: bool, comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    _prepare(serves, comet)
-    ask, _ = make_ask("async", *chain, **NO_BREAKER)
+    ask = _concurrent_ask("async", serves, comet, backup, pooled)
     questions = [f"q{i}" for i in range(50)]
     answers = await asyncio.gather(*(ask(q) for q in questions))
     assert answers == [f"[{serves}] {q}" for q in questions]

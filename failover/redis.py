@@ -1,0 +1,185 @@
+"""Provider health shared by every process and host, on Redis.
+
+::
+
+    from failover.redis import RedisHealth
+
+    health = RedisHealth("redis://127.0.0.1:6379/0", namespace="myapp")
+    failover.configure(health=health)          # or with_fallback(..., health=health)
+
+The breaker's rules are the same pure functions as in-process (``failover._health``);
+this store only applies them atomically: ``WATCH`` the provider's key, read it and
+the server's ``TIME``, compute, write in ``MULTI``/``EXEC``, retry if another worker
+wrote first. No count is lost, exactly one worker claims a half-open probe, every
+host reads one clock (the server's), and keys expire on their own.
+
+Redis down, slow or refusing never fails a call: every command is bounded by
+``timeout`` (50 ms by default); on the first error the store logs one WARNING and
+runs on in-process state, then tries Redis again every ``retry_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
+from typing import TypeVar
+
+import redis
+
+from ._health import Health, MemoryStore, State
+
+__all__ = ["RedisHealth"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+logger = logging.getLogger("failover")
+_FIELDS = {f.name for f in fields(Health)}
+
+
+def _encode(name: str, record: Health) -> str:
+    return json.dumps({**asdict(record), "state": record.state.value, "name": name})
+
+
+def _decode(raw: bytes | str | None) -> Health:
+    if raw is None:
+        return Health()
+    data = json.loads(raw)
+    data["state"] = State(data["state"])
+    return Health(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+class RedisHealth:
+    """A :class:`~failover._health.HealthStore` on Redis, shared across processes."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "failover",
+        client: redis.Redis | None = None,
+        timeout: float = 0.05,
+        retry_interval: float = 1.0,
+        ttl: float = 86_400.0,
+    ) -> None:
+        if client is None:
+            client = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None
+            )
+        self._redis = client
+        self._prefix = f"{namespace}:health:"
+        self._ttl = int(ttl)
+        self._retry_interval = retry_interval
+        self._local = MemoryStore()  # the fallback while Redis is unreachable
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        kwargs = client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        self._where = f"redis {where}/{kwargs.get('db', 0)} namespace {namespace!r}"
+
+    def __repr__(self) -> str:
+        return f"<RedisHealth {self._where}>"
+
+    @property
+    def source(self) -> str:
+        """Where :func:`failover.health` reads the state from, right now."""
+        if self._down():
+            return f"memory (fallback: {self._where} unreachable)"
+        return self._where
+
+    # -- HealthStore -----------------------------------------------------------
+
+    def update(
+        self,
+        key: str,
+        name: str,
+        change: Callable[[Health, float], tuple[Health, R]],
+        clock: Callable[[], float],
+    ) -> R:
+        shared = self._try(lambda: self._update(self._prefix + key, name, change))
+        return (
+            self._local.update(key, name, change, clock)
+            if isinstance(shared, _Unavailable)
+            else shared
+        )
+
+    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+        def read() -> tuple[list[Health], float]:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.mget([self._prefix + k for k in keys])
+                pipe.time()
+                raws, (seconds, micros) = pipe.execute()
+            return [_decode(raw) for raw in raws], seconds + micros / 1e6
+
+        shared = self._try(read)
+        return self._local.read(keys, clock) if isinstance(shared, _Unavailable) else shared
+
+    def snapshot(self) -> dict[str, tuple[str, Health]]:
+        def snapshot() -> dict[str, tuple[str, Health]]:
+            keys = list(self._redis.scan_iter(match=self._prefix + "*", count=500))
+            raws = self._redis.mget(keys) if keys else []
+            return {
+                key.decode()[len(self._prefix) :]: (json.loads(raw)["name"], _decode(raw))
+                for key, raw in zip(keys, raws, strict=True)
+                if raw is not None
+            }
+
+        shared = self._try(snapshot)
+        return self._local.snapshot() if isinstance(shared, _Unavailable) else shared
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # -- internals -------------------------------------------------------------
+
+    def _update(
+        self, key: str, name: str, change: Callable[[Health, float], tuple[Health, R]]
+    ) -> R:
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    current = _decode(pipe.get(key))
+                    seconds, micros = pipe.time()
+                    new, result = change(current, seconds + micros / 1e6)
+                    pipe.multi()
+                    pipe.set(key, _encode(name, new), ex=self._ttl)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue  # another worker wrote first: recompute from its state
+
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _try(self, operation: Callable[[], T]) -> T | _Unavailable:
+        """Run ``operation`` on Redis, or say it is unavailable (never raise, never wait long)."""
+        if self._down():
+            return _UNAVAILABLE
+        try:
+            result = operation()
+        except redis.RedisError as exc:
+            with self._lock:
+                first = self._down_until == 0.0
+                self._down_until = time.monotonic() + self._retry_interval
+            if first:
+                logger.warning(
+                    "failover: %s unreachable (%s); using in-process state until it is back",
+                    self._where,
+                    type(exc).__name__,
+                )
+            return _UNAVAILABLE
+        if self._down_until:
+            self._down_until = 0.0
+            logger.info("failover: %s reachable again; sharing state", self._where)
+        return result
+
+
+class _Unavailable:
+    """Internal: the answer of an operation that Redis could not serve."""
+
+
+_UNAVAILABLE = _Unavailable()

@@ -1,0 +1,370 @@
+"""The engine over real HTTP: time budgets, hedging, model names, on_attempt, current_provider."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from conftest import MESSAGES, NO_BREAKER, provider
+
+import failover
+from failover import (
+    Breaker,
+    DeadlineExceeded,
+    Event,
+    FailoverError,
+    Provider,
+    ProviderSkipped,
+    current_provider,
+    fallback_clients,
+    with_fallback,
+)
+from failover.testing import FakeProvider
+
+#: Every way to make a call: form (decorator, drop-in proxy, block) x sync/async.
+HOW = [f"{form}-{mode}" for form in ("decorator", "proxy", "block") for mode in ("sync", "async")]
+ASYNC_FORMS = ["decorator", "proxy"]  # the forms that hedge
+
+
+def asker(mode: str, stream: bool = False, **request: Any) -> Callable[..., Any]:
+    """A body that asks one chat question on the client it is given and returns the text."""
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream, **request}
+
+    def text(reply: Any) -> str:
+        return str(reply.choices[0].message.content)
+
+    def ask(client: Any = None) -> str:
+        reply = client.chat.completions.create(**request)
+        return "".join(c.choices[0].delta.content or "" for c in reply) if stream else text(reply)
+
+    async def aask(client: Any = None) -> str:
+        reply = await client.chat.completions.create(**request)
+        if stream:
+            return "".join([c.choices[0].delta.content or "" async for c in reply])
+        return text(reply)
+
+    return aask if mode == "async" else ask
+
+
+def run_sync(chain: tuple[Provider, ...], form: str, body: Any, settings: Any) -> Any:
+    if form == "decorator":
+        return with_fallback(*chain, **settings)(body)()
+    if form == "proxy":
+        with fallback_clients(*chain, **settings) as client:
+            return body(client)
+    for attempt in fallback_clients(*chain, **settings):
+        with attempt as client:
+            result = body(client)
+    return result
+
+
+async def run_async(chain: tuple[Provider, ...], form: str, body: Any, settings: Any) -> Any:
+    if form == "decorator":
+        return await with_fallback(*chain, **settings)(body)()
+    if form == "proxy":
+        async with fallback_clients(*chain, **settings) as client:
+            return await body(client)
+    async for attempt in fallback_clients(*chain, **settings):
+        async with attempt as client:
+            result = await body(client)
+    return result
+
+
+def call(
+    chain: tuple[Provider, ...],
+    how: str,
+    *,
+    body: Callable[..., Any] | None = None,
+    request: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Any:
+    """Run one call in the form ``how`` names; ``body`` gets the client (default: asker)."""
+    form, mode = how.split("-")
+    fn = body or asker(mode, **(request or {}))
+    if mode == "async":
+        return asyncio.run(run_async(chain, form, fn, settings))
+    return run_sync(chain, form, fn, settings)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """What ``fn`` returned (or raised), and how long it took."""
+    started = time.monotonic()
+    try:
+        result: Any = fn()
+    except Exception as exc:
+        result = exc
+    return result, time.monotonic() - started
+
+
+# -- attempt_timeout -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_attempt_timeout_moves_a_hanging_primary_to_the_backup(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.hang(5)
+    answer, elapsed = timed(lambda: call(chain, how, attempt_timeout=0.3, **NO_BREAKER))
+    assert answer == "[backup] hello"
+    assert elapsed < 3
+
+
+def test_attempt_timeout_must_be_positive(chain: tuple[Provider, Provider]) -> None:
+    with pytest.raises(ValueError, match="attempt_timeout"):
+        with_fallback(*chain, attempt_timeout=0)
+
+
+# -- deadline ------------------------------------------------------------------
+
+
+def assert_deadline_error(result: Any, elapsed: float) -> None:
+    assert isinstance(result, FailoverError), result
+    last = result.exceptions[-1]
+    assert isinstance(last, DeadlineExceeded)
+    assert isinstance(last, TimeoutError)
+    assert result.attempts[-1].error is last
+    assert elapsed < 2
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_deadline_with_every_provider_hanging_raises_deadline_exceeded(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.hang(5)
+    backup.hang(5)
+    result, elapsed = timed(lambda: call(chain, how, deadline=0.6, **NO_BREAKER))
+    assert_deadline_error(result, elapsed)
+    assert result.exceptions[0].__class__ is openai.APITimeoutError
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_deadline_spans_attempts(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+) -> None:
+    comet.hang(5)
+    backup.hang(5)
+    settings = {"attempt_timeout": 0.3, "deadline": 0.6, **NO_BREAKER}
+    result, elapsed = timed(lambda: call(chain, f"decorator-{mode}", **settings))
+    assert_deadline_error(result, elapsed)
+    assert [a.provider for a in result.attempts] == ["comet", "backup", "deadline"]
+    assert len(backup.requests) == 1
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_deadline_clips_a_larger_explicit_timeout(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.hang(5)  # then it would answer: without the clip the call would succeed late
+    request = {"timeout": 10}
+    result, elapsed = timed(lambda: call(chain, how, request=request, deadline=0.6, **NO_BREAKER))
+    assert_deadline_error(result, elapsed)
+
+
+# -- first_token_timeout -------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_first_token_timeout_fails_a_silent_stream_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.hang(5)
+    body = asker(how.split("-")[1], stream=True)
+    settings = {"first_token_timeout": 0.3, **NO_BREAKER}
+    answer, elapsed = timed(lambda: call(chain, how, body=body, **settings))
+    assert answer == "[backup] hello"
+    assert elapsed < 3
+    assert comet.requests[-1].json["stream"] is True
+
+
+# -- hedging -------------------------------------------------------------------
+
+
+async def hedged(chain: tuple[Provider, Provider], form: str, **settings: Any) -> Any:
+    return await run_async(chain, form, asker("async"), {"hedge": 0.2, **NO_BREAKER, **settings})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+async def test_hedge_lets_the_backup_win_over_a_hanging_primary(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], form: str
+) -> None:
+    comet.hang(3)
+    events: list[Event] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.monotonic()
+        answer = await hedged(chain, form, on_attempt=events.append)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.05)
+    assert answer == "[backup] hello"
+    assert elapsed < 2
+    assert len(comet.requests) == 1
+    # The loser was cancelled: no task of it lingers, and it is not counted a failure.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert [(e.provider, e.outcome) for e in events] == [("backup", "success")]
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+async def test_hedge_never_calls_the_backup_when_the_primary_is_fast(
+    backup: FakeProvider, chain: tuple[Provider, Provider], form: str
+) -> None:
+    assert await hedged(chain, form) == "[comet] hello"
+    await asyncio.sleep(0.3)  # past the hedge delay
+    assert backup.requests == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+async def test_hedge_moves_on_at_once_when_the_primary_fails(
+    comet: FakeProvider, chain: tuple[Provider, Provider], form: str
+) -> None:
+    comet.fail(500)
+    started = time.monotonic()
+    answer = await run_async(chain, form, asker("async"), {"hedge": 3.0, **NO_BREAKER})
+    assert answer == "[backup] hello"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.asyncio
+async def test_hedge_with_every_provider_failing_raises_failover_error(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+    backup.fail(503)
+    with pytest.raises(FailoverError) as info:
+        await hedged(chain, "decorator")
+    assert [a.provider for a in info.value.attempts] == ["comet", "backup"]
+
+
+# -- per-provider model names --------------------------------------------------
+
+MODEL_MAPS: dict[str, Any] = {
+    "mapping": {"gpt-4o-mini": "gpt-4o-mini-2024-07-18"},
+    "callable": lambda model: f"{model}-2024-07-18",
+}
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("models", MODEL_MAPS.values(), ids=MODEL_MAPS.keys())
+def test_model_names_are_rewritten_per_provider(
+    comet: FakeProvider, backup: FakeProvider, how: str, models: Any
+) -> None:
+    comet.fail(500, times=1)
+    chain = (provider(comet, models=models), provider(backup))
+    assert call(chain, how, **NO_BREAKER) == "[backup] hello"
+    assert comet.requests[-1].json["model"] == "gpt-4o-mini-2024-07-18"
+    assert backup.requests[-1].json["model"] == "gpt-4o-mini"
+
+
+def test_model_names_missing_from_a_mapping_pass_unchanged(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    chain = (provider(comet, models=MODEL_MAPS["mapping"]), provider(backup))
+    call(chain, "decorator-sync", request={"model": "other"}, **NO_BREAKER)
+    assert comet.requests[-1].json["model"] == "other"
+
+
+def test_model_names_of_the_backup_apply_to_the_backup_only(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup, models=str.upper))
+    call(chain, "proxy-sync", **NO_BREAKER)
+    assert [r.json["model"] for r in comet.requests + backup.requests] == [
+        "gpt-4o-mini",
+        "GPT-4O-MINI",
+    ]
+
+
+# -- on_attempt ----------------------------------------------------------------
+
+
+def outcomes(events: list[Event]) -> list[tuple[str, str, type[BaseException] | None]]:
+    return [(e.provider, e.outcome, type(e.error) if e.error else None) for e in events]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_on_attempt_reports_failure_then_success(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(500, times=1)
+    events: list[Event] = []
+    assert call(chain, how, on_attempt=events.append, **NO_BREAKER) == "[backup] hello"
+    assert outcomes(events) == [
+        ("comet", "failure", openai.InternalServerError),
+        ("backup", "success", None),
+    ]
+    assert all(isinstance(e, Event) and e.elapsed >= 0 for e in events)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_on_attempt_reports_skipped_providers(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(500)
+    breaker = Breaker(failures=1, cooldown=60, max_cooldown=60)
+    call(chain, how, breaker=breaker)  # opens comet
+    events: list[Event] = []
+    assert call(chain, how, breaker=breaker, on_attempt=events.append) == "[backup] hello"
+    assert outcomes(events) == [("comet", "skipped", ProviderSkipped), ("backup", "success", None)]
+    assert events[0].elapsed == 0
+    assert len(comet.requests) == 1
+
+
+# -- skipped attempts in FailoverError -----------------------------------------
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_skipped_attempt_stands_in_failover_error(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(500)
+    breaker = Breaker(failures=1, cooldown=60, max_cooldown=60)
+    call(chain, how, breaker=breaker)  # opens comet
+    backup.fail(500, times=1)
+    result, _ = timed(lambda: call(chain, how, breaker=breaker))
+    assert isinstance(result, FailoverError), result
+    skipped, tried = result.attempts
+    assert (skipped.provider, skipped.skipped) == ("comet", True)
+    assert isinstance(skipped.error, ProviderSkipped)
+    assert isinstance(skipped.error, failover.ProviderSkipped)
+    assert skipped.error.provider == "comet"
+    assert (tried.provider, tried.skipped) == ("backup", False)
+    assert [a.error for a in result.attempts] == list(result.exceptions)
+    assert len(comet.requests) == 1
+
+
+# -- current_provider ----------------------------------------------------------
+
+
+def test_current_provider_is_none_outside_a_call() -> None:
+    assert current_provider() is None
+
+
+@pytest.mark.parametrize("how", [h for h in HOW if not h.startswith("proxy")])
+def test_current_provider_names_the_injected_client_s_provider(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(500, times=1)
+    seen: list[str | None] = []
+    ask = asker(how.split("-")[1])
+
+    def body(client: Any = None) -> Any:
+        seen.append(current_provider())
+        return ask(client)
+
+    async def abody(client: Any = None) -> Any:
+        seen.append(current_provider())
+        return await ask(client)
+
+    answer = call(chain, how, body=abody if how.endswith("async") else body, **NO_BREAKER)
+    assert answer == "[backup] hello"
+    assert seen == ["comet", "backup"]
+    assert current_provider() is None

@@ -1,0 +1,296 @@
+"""Providers: the Provider spec, names, the zero-config chain, client building, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from conftest import MESSAGES, NO_BREAKER, provider
+
+from failover import FailoverError, MissingAPIKey, Provider, with_fallback
+from failover._providers import COMETAPI_BASE_URL, default_providers, endpoint_for, endpoints
+from failover.testing import FakeProvider
+
+
+def chat(client: Any) -> str:
+    reply = client.chat.completions.create(model="m", messages=MESSAGES)
+    return str(reply.choices[0].message.content)
+
+
+def asker(*providers: Any, **kwargs: Any) -> Callable[[], str]:
+    @with_fallback(*providers, **kwargs)
+    def ask(client: Any = None) -> str:
+        return chat(client)
+
+    return ask
+
+
+# -- Provider ------------------------------------------------------------------
+
+
+def test_provider_is_frozen() -> None:
+    spec = Provider("comet", base_url="http://127.0.0.1:1/v1")
+    assert dataclasses.is_dataclass(spec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+
+
+def test_provider_name_is_positional_and_the_rest_keyword_only() -> None:
+    assert Provider("comet").name == "comet"
+    assert Provider(name="comet").name == "comet"
+    with pytest.raises(TypeError):
+        Provider("comet", "http://127.0.0.1:1/v1")  # type: ignore[misc]
+
+
+def test_provider_defaults() -> None:
+    spec = Provider("comet")
+    assert (spec.base_url, spec.api_key, spec.api_key_env) == (None, None, None)
+    assert spec.max_retries == 0
+    assert spec.timeout is None
+
+
+def test_provider_repr_hides_the_api_key() -> None:
+    text = repr(Provider("comet", base_url="http://h/v1", api_key="sk-HIDDEN-42"))
+    assert "sk-HIDDEN-42" not in text
+    assert "comet" in text
+
+
+# -- names ---------------------------------------------------------------------
+
+
+def test_a_user_client_is_named_after_its_host(comet: FakeProvider) -> None:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{comet.port}/v1", api_key=comet.api_key)
+    assert endpoint_for(client).name == f"127.0.0.1:{comet.port}"
+    assert endpoint_for(comet.async_client()).name == f"127.0.0.1:{comet.port}"
+
+
+def test_names_of_user_clients_appear_in_failover_error(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.fail(500)
+    backup.fail(500)
+    with pytest.raises(FailoverError) as info:
+        asker(comet.client(), backup.client(), **NO_BREAKER)()
+    names = [a.provider for a in info.value.attempts]
+    assert names == [f"127.0.0.1:{comet.port}", f"127.0.0.1:{backup.port}"]
+
+
+def test_duplicate_names_get_a_number(comet: FakeProvider) -> None:
+    chain = endpoints([comet.client(), comet.client(), provider(comet), provider(comet)])
+    host = f"127.0.0.1:{comet.port}"
+    assert [e.name for e in chain] == [host, f"{host}#2", "comet", "comet#2"]
+
+
+def test_endpoint_for_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match=r"failover\.Provider"):
+        endpoint_for("http://127.0.0.1:1/v1")  # type: ignore[arg-type]
+
+
+# -- the zero-config chain -----------------------------------------------------
+
+
+@pytest.fixture
+def environ(comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default chain's variables: CometAPI at the comet fake, OpenAI at the backup."""
+    monkeypatch.setenv("COMETAPI_KEY", comet.api_key)
+    monkeypatch.setenv("COMETAPI_BASE_URL", comet.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", backup.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", backup.base_url)
+
+
+def auth(fake: FakeProvider) -> list[str]:
+    return [r.headers.get("authorization", "") for r in fake.requests]
+
+
+@pytest.mark.usefixtures("environ")
+def test_default_chain_serves_from_cometapi(comet: FakeProvider, backup: FakeProvider) -> None:
+    assert asker()() == "[comet] hello"
+    assert auth(comet) == [f"Bearer {comet.api_key}"]
+    assert backup.requests == []
+
+
+@pytest.mark.usefixtures("environ")
+def test_default_chain_falls_back_to_openai(comet: FakeProvider, backup: FakeProvider) -> None:
+    comet.fail(503)
+    assert asker()() == "[backup] hello"
+    assert auth(comet) == [f"Bearer {comet.api_key}"]
+    assert auth(backup) == [f"Bearer {backup.api_key}"]
+
+
+@pytest.mark.usefixtures("environ")
+def test_default_chain_without_cometapi_key_goes_to_openai(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMETAPI_KEY")
+    assert asker()() == "[backup] hello"
+    assert comet.requests == []
+    assert auth(backup) == [f"Bearer {backup.api_key}"]
+
+
+@pytest.mark.usefixtures("environ")
+def test_default_chain_without_any_key(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMETAPI_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(FailoverError) as info:
+        asker()()
+    first, second = info.value.exceptions
+    assert isinstance(first, MissingAPIKey)
+    assert first.variable == "COMETAPI_KEY"
+    assert "COMETAPI_KEY" in str(first)
+    assert isinstance(second, openai.OpenAIError)
+    assert isinstance(second, MissingAPIKey)
+    assert second.variable == "OPENAI_API_KEY"
+    assert [a.provider for a in info.value.attempts] == ["cometapi", "openai"]
+    assert comet.requests == backup.requests == []
+
+
+def test_default_cometapi_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMETAPI_BASE_URL", raising=False)
+    cometapi, openai_ = default_providers()
+    assert COMETAPI_BASE_URL == "https://api.cometapi.com/v1"
+    assert (cometapi.name, cometapi.base_url, cometapi.api_key_env) == (
+        "cometapi",
+        "https://api.cometapi.com/v1",
+        "COMETAPI_KEY",
+    )
+    assert (openai_.name, openai_.api_key_env) == ("openai", "OPENAI_API_KEY")
+
+
+@pytest.mark.usefixtures("environ")
+def test_default_chain_reads_base_urls_from_the_environment(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    assert [p.base_url for p in default_providers()] == [comet.base_url, backup.base_url]
+    assert [p.api_key for p in default_providers()] == [None, None]  # read when clients are built
+
+
+# -- building clients ----------------------------------------------------------
+
+
+def test_clients_are_built_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAILOVER_TEST_UNSET_KEY", raising=False)
+    endpoint = endpoint_for(Provider("lazy", api_key_env="FAILOVER_TEST_UNSET_KEY"))
+    with pytest.raises(MissingAPIKey, match="FAILOVER_TEST_UNSET_KEY"):
+        endpoint.sync_client()
+
+
+def test_sync_client_is_built_once_and_reused(comet: FakeProvider) -> None:
+    endpoint = endpoint_for(provider(comet))
+    assert endpoint.sync_client() is endpoint.sync_client()
+    assert isinstance(endpoint.sync_client(), openai.OpenAI)
+    assert chat(endpoint.sync_client()) == "[comet] hello"
+
+
+def test_decorated_calls_reuse_the_client(comet: FakeProvider) -> None:
+    seen: list[Any] = []
+
+    @with_fallback(provider(comet), **NO_BREAKER)
+    def ask(client: Any = None) -> str:
+        seen.append(client)
+        return chat(client)
+
+    assert [ask(), ask()] == ["[comet] hello"] * 2
+    assert seen[0] is seen[1]
+
+
+def test_built_clients_do_not_retry(comet: FakeProvider, backup: FakeProvider) -> None:
+    assert endpoint_for(provider(comet)).sync_client().max_retries == 0
+    comet.fail(500)
+    assert asker(provider(comet), provider(backup), **NO_BREAKER)() == "[backup] hello"
+    assert len(comet.requests) == 1
+
+
+def test_provider_settings_reach_the_client(comet: FakeProvider) -> None:
+    client = endpoint_for(provider(comet, timeout=4.0, max_retries=2)).sync_client()
+    assert (client.timeout, client.max_retries) == (4.0, 2)
+    assert str(client.base_url).rstrip("/") == comet.base_url
+
+
+def test_async_clients_are_per_event_loop(comet: FakeProvider) -> None:
+    endpoint = endpoint_for(provider(comet))
+
+    async def use() -> tuple[Any, str]:
+        client = endpoint.async_client()
+        assert endpoint.async_client() is client  # reused within the loop
+        try:
+            return client, await client.chat.completions.create(model="m", messages=MESSAGES)
+        finally:
+            await endpoint.aclose()
+
+    (first, reply1), (second, reply2) = asyncio.run(use()), asyncio.run(use())
+    assert first is not second
+    assert isinstance(first, openai.AsyncOpenAI)
+    assert [reply1.choices[0].message.content, reply2.choices[0].message.content] == [
+        "[comet] hello"
+    ] * 2
+
+
+def test_decorated_async_function_works_across_event_loops(comet: FakeProvider) -> None:
+    @with_fallback(provider(comet), **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+        return str(reply.choices[0].message.content)
+
+    assert [asyncio.run(ask()), asyncio.run(ask())] == ["[comet] hello"] * 2
+
+
+# -- secrets -------------------------------------------------------------------
+
+COMET_KEY = "sk-SECRET-comet-0123456789"
+BACKUP_KEY = "sk-SECRET-backup-9876543210"
+
+
+@pytest.fixture
+def secret_fakes(fake_provider: Any) -> tuple[FakeProvider, FakeProvider]:
+    return fake_provider("comet", api_key=COMET_KEY), fake_provider("backup", api_key=BACKUP_KEY)
+
+
+def assert_no_secret(text: str) -> None:
+    assert "SECRET" not in text, text
+    assert COMET_KEY not in text
+    assert BACKUP_KEY not in text
+
+
+def test_reprs_never_show_keys(secret_fakes: tuple[FakeProvider, FakeProvider]) -> None:
+    comet, backup = secret_fakes
+    spec = provider(comet)
+    assert_no_secret(repr(spec))
+    assert_no_secret(repr(endpoint_for(spec)))
+    assert_no_secret(repr(endpoint_for(backup.client())))
+    assert_no_secret(repr(endpoints([spec, backup.client()])))
+
+
+def test_logs_never_show_keys(
+    secret_fakes: tuple[FakeProvider, FakeProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    comet, backup = secret_fakes
+    comet.fail(500, times=1)
+    caplog.set_level(logging.DEBUG)
+    assert asker(provider(comet), provider(backup), **NO_BREAKER)() == "[backup] hello"
+    assert any(r.name == "failover" for r in caplog.records)
+    for record in caplog.records:
+        assert_no_secret(record.getMessage())
+    assert_no_secret(caplog.text)
+
+
+def test_failover_error_never_shows_keys(secret_fakes: tuple[FakeProvider, FakeProvider]) -> None:
+    comet, backup = secret_fakes
+    comet.fail(500)
+    backup.reset()
+    with pytest.raises(FailoverError) as info:
+        asker(provider(comet), provider(backup), **NO_BREAKER)()
+    error = info.value
+    assert_no_secret(str(error))
+    assert_no_secret(repr(error))
+    for exc in error.exceptions:
+        for note in getattr(exc, "__notes__", []):
+            assert_no_secret(note)
+    assert_no_secret("".join(traceback.format_exception(error)))

@@ -1,0 +1,77 @@
+"""The public surface: what ``import failover`` offers, and what it leaves alone."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import logging
+import subprocess
+import sys
+
+import pytest
+
+import failover
+
+EXPECTED_ALL = [
+    "Attempt",
+    "AttemptContext",
+    "Breaker",
+    "DeadlineExceeded",
+    "Event",
+    "FailoverError",
+    "FallbackClients",
+    "MissingAPIKey",
+    "Provider",
+    "ProviderSkipped",
+    "State",
+    "StreamInterrupted",
+    "StreamTruncated",
+    "configure",
+    "current_provider",
+    "fallback_clients",
+    "health",
+    "with_fallback",
+]
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert sorted(failover.__all__) == EXPECTED_ALL
+    assert len(failover.__all__) == len(set(failover.__all__))
+
+
+@pytest.mark.parametrize("name", EXPECTED_ALL)
+def test_every_public_name_is_importable(name: str) -> None:
+    module = importlib.import_module("failover")
+    assert getattr(module, name) is not None
+
+
+def test_the_main_names_import_from_the_package() -> None:
+    from failover import Attempt, FailoverError, Provider, fallback_clients, with_fallback
+
+    assert callable(with_fallback)
+    assert callable(fallback_clients)
+    assert issubclass(FailoverError, Exception)
+    assert Attempt.__module__.startswith("failover")
+    assert Provider("x").name == "x"
+
+
+def test_version() -> None:
+    assert isinstance(failover.__version__, str)
+    assert failover.__version__
+
+
+def test_import_does_not_import_redis() -> None:
+    code = "import failover, sys; print('redis' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_package_is_typed() -> None:
+    assert importlib.resources.files("failover").joinpath("py.typed").is_file()
+
+
+def test_logger_has_only_a_null_handler() -> None:
+    handlers = logging.getLogger("failover").handlers
+    assert [type(h) for h in handlers] == [logging.NullHandler]
