@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._engine import Chain, Run
-from ._errors import FailoverError
+from ._errors import FailoverError, StreamInterrupted
 from ._providers import Endpoint
 from ._scope import SCOPE
 
@@ -145,6 +145,40 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
         with attempt as client:
             result = await fn(client)
     return result
+
+
+def _interrupt(chain: Chain, exc: Exception, provider: str, delivered: int) -> None:
+    # Items already reached the caller: re-running would repeat them, so a fault now ends it.
+    if delivered and chain.settings.policy.fails_over(exc):
+        raise StreamInterrupted(provider, delivered, exc) from exc
+
+
+def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
+    """A generator re-run per provider until it has yielded; after that, no re-run."""
+    for attempt in Attempts(chain):
+        with attempt as client:
+            delivered = 0
+            try:
+                for item in fn(client):
+                    yield item
+                    delivered += 1
+            except Exception as exc:
+                _interrupt(chain, exc, attempt.provider, delivered)
+                raise
+
+
+async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> AsyncIterator[T]:
+    """:func:`iterate_sync` for async generators."""
+    async for attempt in Attempts(chain):
+        with attempt as client:
+            delivered = 0
+            try:
+                async for item in fn(client):
+                    yield item
+                    delivered += 1
+            except Exception as exc:
+                _interrupt(chain, exc, attempt.provider, delivered)
+                raise
 
 
 async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: float) -> T:

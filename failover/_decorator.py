@@ -8,7 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import wrapt
 
-from ._attempts import call_async, call_sync
+from ._attempts import call_async, call_sync, iterate_async, iterate_sync
 from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
@@ -89,12 +89,15 @@ def with_fallback(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         _check_injectable(func, inject)
         target = getattr(func, "__func__", func)
-        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
-            raise TypeError(
-                "@with_fallback cannot re-run a generator once it has yielded; "
-                "use fallback_clients() inside it instead"
-            )
-        is_async = inspect.iscoroutinefunction(getattr(func, "__func__", func))
+        # Decided once, here: the driver that fits what the function is.
+        if inspect.isasyncgenfunction(target):
+            driver: Callable[[Chain, Callable[[Any], Any]], Any] = iterate_async
+        elif inspect.isgeneratorfunction(target):
+            driver = iterate_sync
+        elif inspect.iscoroutinefunction(target):
+            driver = call_async
+        else:
+            driver = call_sync
 
         @wrapt.decorator
         def wrapper(
@@ -109,7 +112,7 @@ def with_fallback(
             def body(client: Any) -> Any:
                 return wrapped(*args, **kwargs, **{inject: client})
 
-            return call_async(chain, body) if is_async else call_sync(chain, body)
+            return driver(chain, body)
 
         decorated: Callable[P, R] = wrapper(func)
         return decorated

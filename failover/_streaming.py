@@ -106,7 +106,8 @@ async def first_chunk_async(stream: TrackedAsyncStream) -> Any:
         return _NOTHING
 
 
-def _interrupted(exc: Exception, provider: str, delivered: int) -> BaseException:
+def interrupted(exc: Exception, provider: str, delivered: int) -> BaseException:
+    """A provider fault after ``delivered`` items reached the caller cannot fail over."""
     if delivered and is_provider_fault(exc) and not isinstance(exc, StreamTruncated):
         error = StreamInterrupted(provider, delivered, exc)
         error.__cause__ = exc
@@ -132,7 +133,7 @@ class PeekedStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = next(self.__wrapped__)
             except Exception as exc:
-                raise _interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+                raise interrupted(exc, self._self_watch.provider, self._self_delivered) from None
         self._self_delivered += 1
         return chunk
 
@@ -158,6 +159,6 @@ class PeekedAsyncStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = await self.__wrapped__.__anext__()
             except Exception as exc:
-                raise _interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+                raise interrupted(exc, self._self_watch.provider, self._self_delivered) from None
         self._self_delivered += 1
         return chunk

@@ -31,10 +31,16 @@ def raised(call: Callable[[], object]) -> Exception:
     return info.value
 
 
+def call_error(fake: FakeProvider, *, tracked: bool = False, **client_kwargs: Any) -> Exception:
+    """The error a chat call on a fresh real client of ``fake`` raises (it must raise)."""
+    with fake.client(**client_kwargs) as client:
+        return raised(lambda: chat(Tracked(client) if tracked else client))
+
+
 def status_error(fake: FakeProvider, status: int, **kwargs: Any) -> Exception:
     """The error the real openai client raises when ``fake`` answers ``status`` once."""
     fake.fail(status, times=1, **kwargs)
-    return raised(lambda: chat(fake.client()))
+    return call_error(fake)
 
 
 def asker(chain: tuple[Provider, Provider], **kwargs: Any) -> Callable[[], str]:
@@ -57,28 +63,28 @@ def test_status_errors_fail_over(comet: FakeProvider, status: int) -> None:
 
 
 def test_wrong_api_key_fails_over(comet: FakeProvider) -> None:
-    exc = raised(lambda: chat(comet.client(api_key="sk-wrong")))
+    exc = call_error(comet, api_key="sk-wrong")
     assert isinstance(exc, openai.AuthenticationError)
     assert Policy().fails_over(exc)
 
 
 def test_connection_reset_fails_over(comet: FakeProvider) -> None:
     comet.reset(times=1)
-    exc = raised(lambda: chat(comet.client()))
+    exc = call_error(comet)
     assert isinstance(exc, openai.APIConnectionError)
     assert Policy().fails_over(exc)
 
 
 def test_timeout_fails_over(comet: FakeProvider) -> None:
     comet.hang(5, times=1)
-    exc = raised(lambda: chat(comet.client(timeout=0.3)))
+    exc = call_error(comet, timeout=0.3)
     assert isinstance(exc, openai.APITimeoutError)
     assert Policy().fails_over(exc)
 
 
 def test_garbage_body_through_a_tracked_client_fails_over(comet: FakeProvider) -> None:
     comet.garbage(times=1)
-    exc = raised(lambda: chat(Tracked(comet.client())))
+    exc = call_error(comet, tracked=True)
     assert isinstance(exc, json.JSONDecodeError)
     assert Policy().fails_over(exc)
 
@@ -158,7 +164,7 @@ def test_content_refusal_fails_over_when_asked(
 def errors(comet: FakeProvider) -> dict[str, Exception]:
     """Real errors by name: a 429, a 500 and a connection reset."""
     comet.reset(times=1)
-    reset = raised(lambda: chat(comet.client()))
+    reset = call_error(comet)
     return {
         "429": status_error(comet, 429),
         "500": status_error(comet, 500),
@@ -217,9 +223,9 @@ def test_fault_kind_of_status_errors(comet: FakeProvider, status: int, kind: Fau
 
 def test_fault_kind_of_connection_errors(comet: FakeProvider) -> None:
     comet.reset(times=1)
-    assert fault_kind(raised(lambda: chat(comet.client()))) is Fault.UNWELL
+    assert fault_kind(call_error(comet)) is Fault.UNWELL
     comet.hang(5, times=1)
-    assert fault_kind(raised(lambda: chat(comet.client(timeout=0.3)))) is Fault.UNWELL
+    assert fault_kind(call_error(comet, timeout=0.3)) is Fault.UNWELL
 
 
 @pytest.mark.parametrize("code", REFUSAL_CODES)
@@ -265,7 +271,7 @@ def test_retry_after_only_on_429_and_503(comet: FakeProvider, status: int) -> No
 
 def test_retry_after_of_a_connection_error_is_none(comet: FakeProvider) -> None:
     comet.reset(times=1)
-    assert retry_after(raised(lambda: chat(comet.client()))) is None
+    assert retry_after(call_error(comet)) is None
 
 
 def test_garbage_body_from_a_client_failover_did_not_hand_out_is_not_marked(
@@ -273,6 +279,6 @@ def test_garbage_body_from_a_client_failover_did_not_hand_out_is_not_marked(
 ) -> None:
     # Type alone cannot tell it from the caller's own ValueError: only tracking can.
     comet.garbage(times=1)
-    exc = raised(lambda: chat(comet.client()))
+    exc = call_error(comet)
     assert isinstance(exc, json.JSONDecodeError)
     assert not Policy().fails_over(exc)
