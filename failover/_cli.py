@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import openai
 
@@ -72,17 +72,19 @@ def mask(key: str) -> str:
 
 
 def reason(exc: BaseException) -> str:
-    """A short, secret-free word for why an attempt did not serve."""
-    if isinstance(exc, failover.ProviderSkipped):
-        return "skipped, breaker open"
+    """A few secret-free words on why an attempt did not serve (the demo's column)."""
     if isinstance(exc, failover.StreamTruncated):
         return "stream cut"
     if isinstance(exc, openai.APITimeoutError):
         return "timeout"
-    if isinstance(exc, failover.MissingAPIKey):
-        return f"no key (set {exc.variable})"
     status = getattr(exc, "status_code", None)
     return f"HTTP {status}" if isinstance(status, int) else describe(exc)
+
+
+def explain(exc: BaseException) -> str:
+    """Class and HTTP status, never the message: provider messages can quote the key."""
+    hint = f" (set {exc.variable})" if isinstance(exc, failover.MissingAPIKey) else ""
+    return describe(exc) + hint
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -95,14 +97,26 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
 
-def ask_once(client: openai.OpenAI, model: str, prompt: str, stream: bool) -> str:
-    """One chat completion's text; streamed ones are read to the end."""
+def ask_once(
+    client: openai.OpenAI,
+    model: str,
+    prompt: str,
+    stream: bool,
+    show: Callable[[str], None] | None = None,
+) -> str:
+    """One chat completion's text; a streamed one is read to its end, ``show``-ing each piece."""
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": prompt}]
     if not stream:
         reply = client.chat.completions.create(model=model, messages=messages)
         return reply.choices[0].message.content or ""
-    chunks = client.chat.completions.create(model=model, messages=messages, stream=True)
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    pieces = []
+    for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if piece:
+            pieces.append(piece)
+            if show is not None:
+                show(piece)
+    return "".join(pieces)
 
 
 # -- demo ------------------------------------------------------------------------
@@ -122,9 +136,9 @@ PHASES = (
     Phase("hang", f"{PRIMARY} hangs (attempt timeout 0.5 s)", lambda f: f.hang(3.0)),
     Phase(
         "stream cut",
-        f"{PRIMARY} ends streams early, silently (no finish_reason)",
-        lambda f: f.truncate_stream(after=2),
-        stream=True,
+        f"{PRIMARY} cuts streams short, silently",
+        lambda f: f.truncate_stream(2),
+        True,
     ),
     Phase("recovered", f"{PRIMARY} is back; the breaker probes it", lambda f: f.recover()),
 )
@@ -159,15 +173,12 @@ class Row:
 class Demo:
     """Calls through ``@with_fallback`` while the fake primary goes down and comes back."""
 
-    def __init__(self, primary: FakeProvider, backup: FakeProvider, out: Term) -> None:
+    def __init__(self, fakes: tuple[FakeProvider, FakeProvider], out: Term) -> None:
         self.out = out
         self.events: list[failover.Event] = []
         self.probe = False  # the call's attempt on the primary is the breaker's probe
         self.rows: list[Row] = []
-        chain = [
-            failover.Provider(f.name, base_url=f.base_url, api_key=f.api_key)
-            for f in (primary, backup)
-        ]
+        chain = [failover.Provider(f.name, base_url=f.base_url, api_key=f.api_key) for f in fakes]
         breaker = failover.Breaker(failures=2, cooldown=0.5, max_cooldown=1.0)
 
         @failover.with_fallback(
@@ -270,7 +281,7 @@ def run_demo(args: argparse.Namespace, out: Term) -> int:
     out.line(out.paint(COLUMNS, DIM))
     try:
         with FakeProvider(PRIMARY) as primary, FakeProvider(BACKUP) as backup:
-            demo = Demo(primary, backup, out)
+            demo = Demo((primary, backup), out)
             demo.run(lengths, primary)
     except (failover.FailoverError, RuntimeError) as exc:  # never expected: say so plainly
         out.line(out.paint(f"demo failed: {exc}", RED))
@@ -284,39 +295,33 @@ def run_demo(args: argparse.Namespace, out: Term) -> int:
 # -- check -----------------------------------------------------------------------
 
 
-def key_of(spec: Provider) -> tuple[str | None, str]:
-    """The provider's key from the environment (or None), and how to show it."""
+def probe(spec: Provider, url: str, timeout: float) -> tuple[str, bool]:
+    """The provider's key as shown, and what listing its models gave."""
     variable = spec.api_key_env or "OPENAI_API_KEY"
     key = spec.api_key or os.environ.get(variable)
-    return key, mask(key) if key else f"key missing (set {variable})"
+    if not key:
+        return f"key missing (set {variable})", False
+    started = time.monotonic()
+    try:
+        with openai.OpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0) as client:
+            count = len(client.models.list().data)
+    except openai.OpenAIError as exc:  # class and status only: messages may quote the key
+        return f"{mask(key)}  error: {describe(exc)}  {ms(time.monotonic() - started)}", False
+    return f"{mask(key)}  reachable ({count} models)  {ms(time.monotonic() - started)}", True
 
 
 def run_check(args: argparse.Namespace, out: Term) -> int:
-    err = Term(sys.stderr)
-    specs = default_providers()
-    width = max(len(s.name) for s in specs)
+    err, specs = Term(sys.stderr), default_providers()
+    urls = [spec.base_url or OPENAI_BASE_URL for spec in specs]
+    name_width, url_width = max(len(s.name) for s in specs), max(map(len, urls))
     serving = 0
-    for spec in specs:
-        key, shown = key_of(spec)
-        url = spec.base_url or OPENAI_BASE_URL
+    for spec, url in zip(specs, urls, strict=True):
         err.status(f"probing {spec.name} at {url} …")
-        started = time.monotonic()
-        if key is None:
-            result, colour = "not configured", YELLOW
-        else:
-            try:
-                with openai.OpenAI(
-                    api_key=key, base_url=url, timeout=args.timeout, max_retries=0
-                ) as client:
-                    count = len(client.models.list().data)
-                result, colour = f"reachable ({count} models)", GREEN
-                serving += 1
-            except openai.OpenAIError as exc:  # class and status only: messages may quote keys
-                result, colour = f"error: {describe(exc)}", RED
-        took = "" if key is None else f"  {ms(time.monotonic() - started)}"
+        result, ok = probe(spec, url, args.timeout)
         err.status("")
-        shown = out.paint(shown, DIM)
-        out.line(f"{spec.name:<{width}}  {url}  {shown}  {out.paint(result, colour)}{took}")
+        serving += ok
+        colour = GREEN if ok else RED if "error" in result else YELLOW
+        out.line(f"{spec.name:<{name_width}}  {url:<{url_width}}  {out.paint(result, colour)}")
     return 0 if serving else 1
 
 
@@ -338,16 +343,9 @@ def run_chat(args: argparse.Namespace, out: Term) -> int:
         assert client is not None  # injected by @with_fallback
         if written:  # a stream broke after printing: say so, and start the answer afresh
             show("\n")
-            err.line(err.paint("(answer restarted on the next provider)", YELLOW))
+            err.line(err.paint("(the stream broke; answer restarted on the next provider)", YELLOW))
             written.clear()
-        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": args.prompt}]
-        if not args.stream:
-            return ask_once(client, args.model, args.prompt, stream=False)
-        stream = client.chat.completions.create(model=args.model, messages=messages, stream=True)
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                show(chunk.choices[0].delta.content)
-        return ""
+        return ask_once(client, args.model, args.prompt, args.stream, show)
 
     started = time.monotonic()
     try:
@@ -355,42 +353,28 @@ def run_chat(args: argparse.Namespace, out: Term) -> int:
     except failover.FailoverError as exc:
         err.line(err.paint(f"failover: no provider answered (model {args.model})", RED))
         for attempt in exc.attempts:
-            err.line(f"  {attempt.provider}: {describe(attempt.error)}, {reason(attempt.error)}")
+            err.line(f"  {attempt.provider}: {explain(attempt.error)}")
         return 1
     except openai.OpenAIError as exc:  # not a provider fault (a refusal, say): no failover
-        err.line(
-            err.paint(
-                f"failover: {describe(exc)} from {events[-1].provider if events else '?'}", RED
-            )
-        )
+        err.line(err.paint(f"failover: {events[-1].provider}: {explain(exc)}", RED))
         return 1
-    out.line(answer if not args.stream else "")
-    failed = [f"{e.provider} ({reason(e.error)})" for e in events if e.error is not None]
-    served = events[-1].provider if events else "?"
-    note = f" after {', '.join(failed)} failed" if failed else ""
+    out.line("" if args.stream else answer)
+    note = "".join(f"; {e.provider} failed: {explain(e.error)}" for e in events if e.error)
     took = ms(time.monotonic() - started)
-    err.line(err.paint(f"served by {served}{note} ({args.model}, {took})", DIM))
+    err.line(err.paint(f"served by {events[-1].provider} ({args.model}, {took}){note}", DIM))
     return 0
 
 
 # -- entry point ------------------------------------------------------------------
 
+N = TypeVar("N", int, float)
 
-def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+
+def at_least(low: N, kind: Callable[[str], N]) -> Callable[[str], N]:
+    def parse(text: str) -> N:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-
-    return parse
-
-
-def at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {text}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
         return value
 
     return parse
@@ -406,23 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="watch calls fail over between two local fake providers (offline)",
         description="Take a fake primary down (HTTP 500, hang, cut stream), bring it back, "
-        "and show every call served.",
+        "and show that every call is served.",
     )
-    demo.add_argument("--calls", type=at_least(len(PHASES)), default=40, help="default: 40")
-    demo.add_argument("--seed", type=int, help="make phase lengths repeatable")
+    demo.add_argument("--calls", type=at_least(len(PHASES), int), default=40, help="default: 40")
+    demo.add_argument("--seed", type=int, help="make the phase lengths repeatable")
     demo.set_defaults(run=run_demo)
     check = commands.add_parser(
         "check",
         help="probe each configured provider (COMETAPI_KEY, OPENAI_API_KEY)",
-        description="List models on each provider of the zero-config chain. Exit 0 when "
-        "at least one answers, 1 when none does.",
+        description="List the models of each provider of the zero-config chain. "
+        "Exit 0 when at least one answers, 1 when none does.",
     )
-    check.add_argument("--timeout", type=positive(float), default=10.0, help="seconds (10)")
+    check.add_argument("--timeout", type=at_least(0.01, float), default=10.0, help="seconds (10)")
     check.set_defaults(run=run_check)
     chat = commands.add_parser(
         "chat",
         help="send one prompt through the zero-config chain",
-        description="Print the answer on stdout and the provider that served on stderr.",
+        description="Print the answer on stdout, and which provider served it on stderr.",
     )
     chat.add_argument("prompt")
     chat.add_argument("--model", default="gpt-4o-mini", help="default: gpt-4o-mini")

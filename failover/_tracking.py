@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import wrapt
 from openai._base_client import AsyncPaginator, BaseClient
+from openai._legacy_response import LegacyAPIResponse
 from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._response import AsyncResponseContextManager, ResponseContextManager
 
@@ -86,11 +87,10 @@ def _provider() -> str:
 
 async def _tracked_await(awaitable: Any) -> Any:
     try:
-        result = await awaitable
+        return track(await awaitable)
     except BaseException as exc:
         mark_if_transport(exc)
         raise
-    return track(result)
 
 
 def track(value: Any) -> Any:
@@ -105,6 +105,8 @@ def track(value: Any) -> Any:
         return TrackedContext(value)
     if isinstance(value, AsyncResponseContextManager):
         return TrackedAsyncContext(value)
+    if isinstance(value, LegacyAPIResponse) and not value._stream:
+        value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
     if is_navigation(value):
         return Tracked(value)
     return value
@@ -137,11 +139,10 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         method = self.__wrapped__
         try:
-            result = method(*args, **_adjust(method, kwargs))
+            return track(method(*args, **_adjust(method, kwargs)))
         except BaseException as exc:
             mark_if_transport(exc)
             raise
-        return track(result)
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):

@@ -86,6 +86,7 @@ _HEALTHY = _Fault("none")
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck handler never keeps the interpreter alive
     allow_reuse_address = True  # restart on the same port despite TIME_WAIT
+    request_queue_size = 128  # the default backlog of 5 resets bursts of concurrent clients
 
     def __init__(self, port: int, provider: FakeProvider) -> None:
         self.provider = provider

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
@@ -505,37 +504,14 @@ def test_each_provider_gets_its_own_key_and_the_same_body(
 # -- concurrency and event loops -------------------------------------------------------
 
 SERVERS = {"primary-failing": "backup", "primary-healthy": "comet"}
-BACKLOG_BUG = pytest.mark.xfail(
-    reason="BUG: FakeProvider's server keeps socketserver's listen backlog of 5 "
-    "(failover/testing.py _Server has no request_queue_size), so 50 simultaneous "
-    "connections are reset",
-    strict=True,
-)
-
-
-def _pooled(fake: FakeProvider, mode: str) -> failover.Provider:
-    """A Provider whose client opens at most 5 connections at a time.
-
-    FakeProvider's server listens with a backlog of 5 (see BACKLOG_BUG): more
-    simultaneous connects get reset, which is the fake's fault, not failover's.
-    """
-    limits = httpx2.Limits(max_connections=5)
-    http: Any = (
-        openai.DefaultHttpxClient(limits=limits)
-        if mode == "sync"
-        else openai.DefaultAsyncHttpxClient(limits=limits)
-    )
-    return provider(fake, client_options={"http_client": http})
 
 
 def _concurrent_ask(
-    mode: str, serves: str, comet: FakeProvider, backup: FakeProvider, pooled: bool = True
+    mode: str, serves: str, comet: FakeProvider, backup: FakeProvider
 ) -> Callable[..., Any]:
     if serves == "backup":
         comet.fail(500)  # holds for every call
-    fakes = (comet, backup)
-    chain = [_pooled(f, mode) if pooled else provider(f) for f in fakes]
-    return make_ask(mode, *chain, **NO_BREAKER)[0]
+    return make_ask(mode, provider(comet), provider(backup), **NO_BREAKER)[0]
 
 
 @pytest.mark.parametrize("serves", SERVERS.values(), ids=SERVERS.keys())
@@ -550,19 +526,12 @@ def test_many_threads_share_one_decorated_function(
     assert len(comet.requests) == 20
 
 
-@pytest.mark.parametrize(
-    ("serves", "pooled"),
-    [
-        pytest.param("backup", True, id="primary-failing"),
-        pytest.param("comet", True, id="primary-healthy"),
-        pytest.param("comet", False, id="primary-healthy-50-connections", marks=BACKLOG_BUG),
-    ],
-)
+@pytest.mark.parametrize("serves", SERVERS.values(), ids=SERVERS.keys())
 @pytest.mark.asyncio
 async def test_many_tasks_share_one_decorated_function(
-    serves: str, pooled: bool, comet: FakeProvider, backup: FakeProvider
+    serves: str, comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    ask = _concurrent_ask("async", serves, comet, backup, pooled)
+    ask = _concurrent_ask("async", serves, comet, backup)
     questions = [f"q{i}" for i in range(50)]
     answers = await asyncio.gather(*(ask(q) for q in questions))
     assert answers == [f"[{serves}] {q}" for q in questions]
