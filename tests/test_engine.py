@@ -138,25 +138,24 @@ def test_deadline_with_every_provider_hanging_raises_deadline_exceeded(
 ) -> None:
     comet.hang(5)
     backup.hang(5)
-    result, elapsed = timed(lambda: call(chain, how, deadline=0.4, **NO_BREAKER))
+    result, elapsed = timed(lambda: call(chain, how, deadline=0.3, **NO_BREAKER))
     assert_deadline_error(result, elapsed)
     assert result.exceptions[0].__class__ is openai.APITimeoutError
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_deadline_spans_attempts(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
     comet.hang(5)
     backup.hang(5)
     settings = {"attempt_timeout": 0.15, "deadline": 0.3, **NO_BREAKER}
-    result, elapsed = timed(lambda: call(chain, f"decorator-{mode}", **settings))
+    result, elapsed = timed(lambda: call(chain, "decorator-sync", **settings))
     assert_deadline_error(result, elapsed)
     assert [a.provider for a in result.attempts] == ["comet", "backup", "deadline"]
     assert len(backup.requests) == 1
 
 
-@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("how", ["decorator-sync", "decorator-async", "proxy-sync", "proxy-async"])
 def test_deadline_clips_a_larger_explicit_timeout(
     comet: FakeProvider, chain: tuple[Provider, Provider], how: str
 ) -> None:
