@@ -42,9 +42,6 @@ from failover.testing import FakeProvider, _Fault, _Server
 
 MODEL = "fake-model"
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
-# The fake is a test server: give it a listen backlog like a real provider's, so that
-# a burst of concurrent connects is not slowed by dropped SYNs (1 s retransmits).
-_Server.request_queue_size = 2048
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -874,8 +871,15 @@ QUICK = Sizes(
 
 @contextmanager
 def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
-    with FakeProvider("comet") as comet, FakeProvider("backup") as backup:
-        yield comet, backup
+    # The fake is a test server: give it a listen backlog like a real provider's, so
+    # that a burst of concurrent connects is not slowed by dropped SYNs (1 s retries).
+    backlog = _Server.request_queue_size
+    _Server.request_queue_size = 2048
+    try:
+        with FakeProvider("comet") as comet, FakeProvider("backup") as backup:
+            yield comet, backup
+    finally:
+        _Server.request_queue_size = backlog
 
 
 def run(sizes: Sizes, only: set[str] | None = None) -> Report:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -25,10 +26,10 @@ REDIS_SERVER = shutil.which("redis-server")
 if REDIS_SERVER is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
-from conftest import MESSAGES, provider  # noqa: E402
+from conftest import MESSAGES  # noqa: E402
 
 import failover  # noqa: E402
-from failover import Breaker, State, fallback_clients, with_fallback  # noqa: E402
+from failover import Breaker, Provider, State, fallback_clients, with_fallback  # noqa: E402
 from failover._health import (  # noqa: E402
     Health,
     HealthStore,
@@ -48,6 +49,7 @@ KEY = "comet http://127.0.0.1:9/v1"
 #: Short real cooldowns: with Redis, ``now`` is the server's wall clock.
 BREAKER = Breaker(failures=2, cooldown=0.1, max_cooldown=0.8)
 WORKERS = 8
+Chain = tuple[Provider, Provider]
 
 
 # -- the server ------------------------------------------------------------------
@@ -290,9 +292,8 @@ def ask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
 
 @pytest.mark.parametrize("form", ["decorator", "fallback_clients"])
 def test_a_chain_trips_and_skips_through_the_store(
-    store: HealthStore, form: str, comet: FakeProvider, backup: FakeProvider
+    store: HealthStore, form: str, comet: FakeProvider, chain: Chain
 ) -> None:
-    chain = (provider(comet), provider(backup))
     settings = {"breaker": Breaker(failures=2, cooldown=60.0), "health": store}
     comet.fail(500)
     for _ in range(3):
@@ -376,9 +377,8 @@ print(ask())
 
 
 def test_a_breaker_tripped_in_one_process_skips_in_another(
-    redis_server: RedisServer, ns: str, comet: FakeProvider, backup: FakeProvider
+    redis_server: RedisServer, ns: str, comet: FakeProvider, backup: FakeProvider, chain: Chain
 ) -> None:
-    chain = (provider(comet), provider(backup))
     settings = {
         "breaker": Breaker(failures=2, cooldown=60.0),
         "health": shared(redis_server.url, ns),
@@ -407,10 +407,14 @@ def test_a_breaker_tripped_in_one_process_skips_in_another(
 
 
 def test_keys_expire_and_name_provider_and_url_never_the_api_key(
-    redis_server: RedisServer, raw: Any, ns: str, comet: FakeProvider, backup: FakeProvider
+    redis_server: RedisServer,
+    raw: Any,
+    ns: str,
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: Chain,
 ) -> None:
     comet.fail(500, times=1)
-    chain = (provider(comet), provider(backup))
     assert ask_through("decorator", chain, health=shared(redis_server.url, ns)) == "[backup] hello"
     keys = {key.decode(): raw.get(key).decode() for key in raw.scan_iter(match=f"{ns}:*")}
     assert len(keys) == 2
@@ -438,15 +442,15 @@ def test_import_failover_does_not_import_redis() -> None:
 
 
 @pytest.fixture(params=["refusing", "silent"])
-def unreachable_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A port where nothing listens, or where connections are never answered."""
+def unreachable(request: pytest.FixtureRequest, ns: str) -> Iterator[Callable[..., RedisHealth]]:
+    """RedisHealth stores on a port where nothing listens, or where nothing ever answers."""
     if request.param == "refusing":
-        yield f"redis://127.0.0.1:{free_port()}/0"
+        yield partial(RedisHealth, f"redis://127.0.0.1:{free_port()}/0", namespace=ns)
         return
     with socket.socket() as sock:  # accepts connections (backlog), never replies
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+        yield partial(RedisHealth, f"redis://127.0.0.1:{sock.getsockname()[1]}/0", namespace=ns)
 
 
 def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -458,32 +462,41 @@ def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_unreachable_redis_never_fails_or_slows_a_call(
-    unreachable_url: str,
-    ns: str,
+    unreachable: Callable[..., RedisHealth],
     comet: FakeProvider,
-    backup: FakeProvider,
+    chain: Chain,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = RedisHealth(unreachable_url, namespace=ns)
-    chain = (provider(comet), provider(backup))
+    store = unreachable()
     comet.fail(500, times=1)
     caplog.set_level(logging.WARNING, logger="failover")
     for expected in ("[backup] hello", "[comet] hello", "[comet] hello"):
         started = time.monotonic()
         assert ask_through("decorator", chain, health=store) == expected
         assert time.monotonic() - started < 1.0
-    assert len(redis_warnings(caplog)) == 1
     view = failover.health(store)
     assert view["comet"]["failures"] == 1  # kept in process meanwhile
     assert all(entry["source"].startswith("memory") for entry in view.values())  # type: ignore[union-attr]
 
 
+def test_unreachable_redis_logs_one_warning_however_often_it_is_retried(
+    unreachable: Callable[..., RedisHealth],
+    comet: FakeProvider,
+    chain: Chain,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = unreachable(retry_interval=0.0)  # retry every time
+    caplog.set_level(logging.WARNING, logger="failover")
+    for _ in range(4):
+        assert ask_through("decorator", chain, health=store) == "[comet] hello"
+    assert len(redis_warnings(caplog)) == 1
+
+
 def test_redis_killed_and_restarted_mid_run_loses_no_call(
-    ns: str, comet: FakeProvider, backup: FakeProvider
+    ns: str, comet: FakeProvider, chain: Chain
 ) -> None:
     server = RedisServer().start()
     store = RedisHealth(server.url, namespace=ns, retry_interval=0.1)
-    chain = (provider(comet), provider(backup))
     settings = {"breaker": Breaker(failures=100), "health": store}
     served = []
     try:
@@ -529,12 +542,12 @@ def test_configure_makes_the_store_the_default_of_chains(
     raw: Any,
     ns: str,
     comet: FakeProvider,
-    backup: FakeProvider,
+    chain: Chain,
     configured: Callable[[HealthStore], None],
 ) -> None:
     configured(shared(redis_server.url, ns))
     comet.fail(500, times=1)
-    assert ask_through("decorator", (provider(comet), provider(backup))) == "[backup] hello"
+    assert ask_through("decorator", chain) == "[backup] hello"
     stored = json.loads(raw.get(f"{ns}:health:comet {comet.base_url}"))
     assert (stored["name"], stored["failures"]) == ("comet", 1)
     failover.configure(health=None)
@@ -545,11 +558,10 @@ def test_health_shows_the_shared_state_and_its_source(
     redis_server: RedisServer,
     ns: str,
     comet: FakeProvider,
-    backup: FakeProvider,
+    chain: Chain,
     configured: Callable[[HealthStore], None],
 ) -> None:
     writer = shared(redis_server.url, ns)
-    chain = (provider(comet), provider(backup))
     comet.fail(500)
     for _ in range(2):
         ask_through("decorator", chain, breaker=Breaker(failures=2, cooldown=60.0), health=writer)

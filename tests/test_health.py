@@ -1,0 +1,479 @@
+"""The circuit breaker: its pure rules, and its behaviour over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from conftest import MESSAGES, provider
+
+import failover
+from failover import Breaker, FailoverError, Provider, ProviderSkipped, State, fallback_clients
+from failover._health import Health, Verdict, admit, failed, succeeded
+from failover._policy import Fault
+from failover.testing import FakeProvider
+
+T0 = 1_000_000.0
+
+
+class Clock:
+    """A fake clock: ``clock()`` reads it, ``clock.advance(s)`` moves it on."""
+
+    def __init__(self) -> None:
+        self.now = [T0]
+
+    def __call__(self) -> float:
+        return self.now[0]
+
+    def advance(self, seconds: float) -> None:
+        self.now[0] += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def breaker(clock: Clock, failures: int = 3, cooldown: float = 5.0) -> Breaker:
+    return Breaker(failures=failures, cooldown=cooldown, max_cooldown=60.0, clock=clock)
+
+
+# -- how a call is made: form x sync/async ---------------------------------------
+
+HOW = [f"{form}-{mode}" for mode in ("sync", "async") for form in ("decorator", "proxy", "block")]
+
+
+def chat(client: Any = None) -> str:
+    return str(
+        client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
+    )
+
+
+async def achat(client: Any = None) -> str:
+    reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+    return str(reply.choices[0].message.content)
+
+
+def ask_sync(chain: tuple[Provider, ...], form: str, settings: dict[str, Any]) -> str:
+    body = chat
+    if form == "decorator":
+        return failover.with_fallback(*chain, **settings)(body)()
+    clients = fallback_clients(*chain, **settings)
+    if form == "proxy":
+        with clients as client:
+            return body(client)
+    for attempt in clients:
+        with attempt as client:
+            text = body(client)
+    return text
+
+
+async def ask_async(chain: tuple[Provider, ...], form: str, settings: dict[str, Any]) -> str:
+    body = achat
+    if form == "decorator":
+        return await failover.with_fallback(*chain, **settings)(body)()
+    clients = fallback_clients(*chain, **settings)
+    if form == "proxy":
+        async with clients as client:
+            return await body(client)
+    async for attempt in clients:
+        async with attempt as client:
+            text = await body(client)
+    return text
+
+
+def ask(chain: tuple[Provider, ...], how: str = "decorator-sync", **settings: Any) -> Any:
+    """One call; returns the answer, or the exception it raised."""
+    form, mode = how.split("-")
+    try:
+        if mode == "async":
+            return asyncio.run(ask_async(chain, form, settings))
+        return ask_sync(chain, form, settings)
+    except Exception as exc:
+        return exc
+
+
+def state(name: str) -> dict[str, Any]:
+    return failover.health()[name]
+
+
+# -- the pure rules ------------------------------------------------------------
+
+B = Breaker(failures=3, cooldown=5.0, max_cooldown=60.0)
+OPEN = Health(state=State.OPEN, consecutive_failures=3, open_until=T0 + 5, cooldown=5.0)
+
+
+def test_breaker_defaults() -> None:
+    assert (Breaker().failures, Breaker().cooldown, Breaker().max_cooldown) == (3, 5.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"failures": 0}, {"cooldown": -1}, {"cooldown": 10, "max_cooldown": 5}],
+    ids=["no-failures", "negative-cooldown", "max-below-cooldown"],
+)
+def test_breaker_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="Breaker"):
+        Breaker(**kwargs)
+
+
+def test_state_values() -> None:
+    assert [s.value for s in State] == ["closed", "open", "half_open"]
+    assert State.HALF_OPEN == "half_open"
+
+
+def test_admit_tries_a_closed_provider_and_counts_the_call() -> None:
+    h, verdict = admit(Health(), B, T0, force=False)
+    assert verdict is Verdict.TRY
+    assert (h.state, h.calls) == (State.CLOSED, 1)
+
+
+def test_admit_skips_an_open_provider_before_its_cooldown() -> None:
+    h, verdict = admit(OPEN, B, T0 + 4.9, force=False)
+    assert verdict is Verdict.SKIP
+    assert (h.state, h.skipped, h.calls) == (State.OPEN, 1, 0)
+
+
+def test_admit_probes_after_the_cooldown_and_then_skips_others() -> None:
+    h, verdict = admit(OPEN, B, T0 + 5, force=False)
+    assert verdict is Verdict.PROBE
+    assert (h.state, h.calls) == (State.HALF_OPEN, 1)
+    h, verdict = admit(h, B, T0 + 5.1, force=False)
+    assert verdict is Verdict.SKIP
+
+
+def test_admit_forced_tries_an_open_provider() -> None:
+    assert admit(OPEN, B, T0, force=True)[1] is Verdict.TRY
+
+
+def test_succeeded_closes_and_counts_failovers_served() -> None:
+    h = succeeded(OPEN, after_failover=True)
+    assert (h.state, h.consecutive_failures, h.open_until, h.failovers_served) == (
+        State.CLOSED,
+        0,
+        0.0,
+        1,
+    )
+    assert succeeded(Health(), after_failover=False).failovers_served == 0
+
+
+def fail_n(h: Health, n: int, kind: Fault = Fault.UNWELL, now: float = T0) -> Health:
+    for _ in range(n):
+        h = failed(h, B, now, kind, None, probe=False)
+    return h
+
+
+def test_failed_opens_after_failures_in_a_row() -> None:
+    h = fail_n(Health(), 2)
+    assert (h.state, h.consecutive_failures, h.failures) == (State.CLOSED, 2, 2)
+    h = fail_n(h, 1)
+    assert (h.state, h.open_until) == (State.OPEN, T0 + 5)
+
+
+@pytest.mark.parametrize("kind", [Fault.REQUEST, Fault.REFUSAL])
+def test_failed_with_a_request_fault_breaks_the_row(kind: Fault) -> None:
+    h = fail_n(fail_n(Health(), 2), 1, kind)
+    assert (h.state, h.consecutive_failures, h.failures) == (State.CLOSED, 0, 3)
+    assert fail_n(h, 2).state is State.CLOSED
+
+
+@pytest.mark.parametrize(("wait", "until"), [(30.0, T0 + 30), (3600.0, T0 + 60)])
+def test_failed_with_retry_after_opens_at_once_capped(wait: float, until: float) -> None:
+    h = failed(Health(), B, T0, Fault.UNWELL, wait, probe=False)
+    assert (h.state, h.open_until) == (State.OPEN, until)
+
+
+def test_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
+    h, now, seen = OPEN, T0, []
+    for _ in range(5):
+        now = h.open_until
+        h = failed(admit(h, B, now, force=False)[0], B, now, Fault.UNWELL, None, probe=True)
+        seen.append(h.open_until - now)
+    assert seen == [10, 20, 40, 60, 60]
+
+
+# -- over HTTP: opening and skipping -------------------------------------------
+
+UNWELL: dict[str, Callable[[FakeProvider], None]] = {
+    "reset": lambda f: f.reset(),
+    "timeout": lambda f: f.hang(5),
+    "garbage": lambda f: f.garbage(),
+    **{str(s): (lambda f, s=s: f.fail(s)) for s in (401, 403, 408, 429, 500, 503)},
+}
+
+
+@pytest.mark.parametrize("fault", UNWELL.values(), ids=UNWELL.keys())
+def test_unwell_faults_open_the_breaker(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, fault: Callable[..., None]
+) -> None:
+    fault(comet)
+    chain = (provider(comet, timeout=0.2), provider(backup))
+    for _ in range(3):
+        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert state("comet")["state"] is State.OPEN
+    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert len(comet.requests) == 3  # the fourth call skipped it
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_open_provider_is_skipped_in_every_form(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(500)
+    for _ in range(3):
+        assert ask(chain, how) == "[backup] hello"  # the default breaker
+    backup.fail(503, times=1)
+    error = ask(chain, how)
+    assert isinstance(error, FailoverError)
+    skipped, tried = error.attempts
+    assert skipped.skipped is True
+    assert isinstance(skipped.error, ProviderSkipped)
+    assert error.exceptions[0] is skipped.error
+    assert (tried.provider, tried.skipped) == ("backup", False)
+    assert len(comet.requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_other_client_errors_fail_over_without_counting_and_break_the_row(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock, status: int
+) -> None:
+    for fault in (500, 500, status, 500, 500):
+        comet.fail(fault, times=1)
+        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert state("comet")["state"] is State.CLOSED
+    assert state("comet")["consecutive_failures"] == 2
+    assert ask(chain, breaker=breaker(clock)) == "[comet] hello"
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_content_refusal_is_raised_at_once_and_does_not_count(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    clock: Clock,
+    how: str,
+) -> None:
+    comet.fail(500, times=2)
+    comet.fail(400, times=1, code="content_policy_violation")
+    ask(chain, how, breaker=breaker(clock))
+    ask(chain, how, breaker=breaker(clock))
+    refusal = ask(chain, how, breaker=breaker(clock))
+    assert isinstance(refusal, openai.BadRequestError)
+    assert refusal.code == "content_policy_violation"
+    assert len(backup.requests) == 2
+    assert state("comet")["state"] is State.CLOSED
+    assert ask(chain, how, breaker=breaker(clock)) == "[comet] hello"
+
+
+def test_breaker_none_never_skips(comet: FakeProvider, chain: tuple[Provider, Provider]) -> None:
+    comet.fail(500)
+    for _ in range(5):
+        assert ask(chain, breaker=None) == "[backup] hello"
+    assert len(comet.requests) == 5
+    assert "comet" not in failover.health()
+
+
+# -- half-open probes ----------------------------------------------------------
+
+
+def test_failed_probes_reopen_with_doubled_cooldown_capped(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    comet.fail(500)
+    settings = {"breaker": breaker(clock, failures=1)}
+    ask(chain, **settings)
+    assert state("comet")["open_until"] == T0 + 5
+    for cooldown in (10, 20, 40, 60, 60):
+        clock.advance(state("comet")["open_until"] - clock())
+        requests = len(comet.requests)
+        assert ask(chain, **settings) == "[backup] hello"
+        assert len(comet.requests) == requests + 1  # the probe
+        assert state("comet")["state"] is State.OPEN
+        assert state("comet")["open_until"] == clock() + cooldown
+
+
+def test_successful_probe_closes(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    comet.fail(500, times=1)
+    settings = {"breaker": breaker(clock, failures=1)}
+    ask(chain, **settings)
+    clock.advance(4.9)
+    assert ask(chain, **settings) == "[backup] hello"  # still open
+    clock.advance(0.1)
+    assert ask(chain, **settings) == "[comet] hello"  # the probe
+    assert state("comet")["state"] is State.CLOSED
+    assert state("comet")["open_until"] is None
+    assert len(comet.requests) == 2
+
+
+def open_then_hang(comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock) -> Breaker:
+    """Open comet, move past its cooldown, and make its probe take a while."""
+    settings = breaker(clock, failures=1)
+    comet.fail(500, times=1)
+    ask(chain, breaker=settings)
+    clock.advance(5)
+    comet.hang(0.5, times=1)
+    return settings
+
+
+def assert_one_probe(comet: FakeProvider, answers: list[str]) -> None:
+    assert len(comet.requests) == 2  # the opening failure, then the single probe
+    assert sorted(answers) == ["[backup] hello"] * 49 + ["[comet] hello"]
+    assert state("comet")["state"] is State.CLOSED
+
+
+def test_single_probe_across_threads(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    settings = open_then_hang(comet, chain, clock)
+    call = failover.with_fallback(*chain, breaker=settings)(chat)
+    start = threading.Barrier(50)
+    answers: list[str] = []
+
+    def worker() -> None:
+        start.wait()
+        answers.append(call())
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert_one_probe(comet, answers)
+
+
+@pytest.mark.asyncio
+async def test_single_probe_across_tasks(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    call = failover.with_fallback(*chain, breaker=open_then_hang(comet, chain, clock))(achat)
+    answers = await asyncio.gather(*(call() for _ in range(50)))
+    assert_one_probe(comet, list(answers))
+
+
+# -- Retry-After ---------------------------------------------------------------
+
+
+def http_date(seconds: int) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return email.utils.format_datetime(when, usegmt=True)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize(
+    ("retry_after", "opens_for"),
+    [(30, 30), ("http-date", 30), (3600, 60)],
+    ids=["seconds", "http-date", "capped"],
+)
+def test_retry_after_opens_on_the_first_failure(
+    comet: FakeProvider,
+    chain: tuple[Provider, Provider],
+    clock: Clock,
+    status: int,
+    retry_after: Any,
+    opens_for: float,
+) -> None:
+    value = http_date(30) if retry_after == "http-date" else retry_after
+    comet.fail(status, times=1, retry_after=value)
+    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert state("comet")["state"] is State.OPEN
+    assert state("comet")["open_until"] == pytest.approx(T0 + opens_for, abs=2)
+    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert len(comet.requests) == 1
+
+
+# -- every provider open -------------------------------------------------------
+
+
+def test_when_every_provider_is_open_the_soonest_to_recover_is_tried_first(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    comet.fail(503, times=1, retry_after=30)
+    backup.fail(503, times=1, retry_after=10)
+    assert isinstance(ask(chain, breaker=breaker(clock)), FailoverError)
+    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert (len(comet.requests), len(backup.requests)) == (1, 2)
+
+
+def test_when_every_provider_is_open_all_are_still_tried(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    comet.fail(503, retry_after=10)
+    backup.fail(503, retry_after=30)
+    ask(chain, breaker=breaker(clock))
+    error = ask(chain, breaker=breaker(clock))
+    assert isinstance(error, FailoverError)
+    assert [(a.provider, a.skipped) for a in error.attempts] == [
+        ("comet", False),
+        ("backup", False),
+    ]
+    assert (len(comet.requests), len(backup.requests)) == (2, 2)
+
+
+# -- shared state and health() -------------------------------------------------
+
+
+def test_state_is_shared_by_chains_naming_the_same_provider(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock
+) -> None:
+    comet.fail(500)
+    first = (provider(comet), provider(backup))
+    second = (provider(comet), provider(backup))  # other objects, same name and base URL
+    for _ in range(3):
+        ask(first, "decorator-sync", breaker=breaker(clock))
+    assert ask(second, "proxy-async", breaker=breaker(clock)) == "[backup] hello"
+    assert len(comet.requests) == 3
+
+
+def test_health_counts_a_scripted_sequence(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    settings = {"breaker": breaker(clock, failures=2)}
+    ask(chain, **settings)  # comet serves
+    comet.fail(500, times=2)
+    ask(chain, **settings)  # comet fails, backup serves
+    ask(chain, **settings)  # comet fails and opens, backup serves
+    ask(chain, **settings)  # comet skipped, backup serves
+    clock.advance(5)
+    assert ask(chain, **settings) == "[comet] hello"  # the probe succeeds
+    report = failover.health()
+    expected = {
+        "comet": {
+            "state": State.CLOSED,
+            "consecutive_failures": 0,
+            "open_until": None,
+            "calls": 4,
+            "failures": 2,
+            "failovers_served": 0,
+            "skipped": 1,
+        },
+        "backup": {
+            "state": State.CLOSED,
+            "consecutive_failures": 0,
+            "open_until": None,
+            "calls": 3,
+            "failures": 0,
+            "failovers_served": 3,
+            "skipped": 0,
+        },
+    }
+    assert {name: {k: report[name][k] for k in expected[name]} for name in report} == expected
+    assert isinstance(report["comet"]["state"], State)
+
+
+def test_health_while_open(
+    comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
+) -> None:
+    comet.fail(500)
+    for _ in range(3):
+        ask(chain, breaker=breaker(clock))
+    assert state("comet")["state"] == "open"
+    assert state("comet")["consecutive_failures"] == 3
+    assert state("comet")["open_until"] == T0 + 5
