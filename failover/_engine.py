@@ -157,7 +157,12 @@ class Run:
                 )
             return False
         if settings.breaker is not None:
-            self._record(endpoint, settings.breaker, fault_kind(exc), retry_after(exc))
+            self._record(
+                endpoint,
+                settings.breaker,
+                fault_kind(exc),
+                retry_after(exc, settings.breaker.clock),
+            )
         self._add(Attempt(endpoint.name, exc, elapsed))
         upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
         logger.warning(

@@ -106,12 +106,10 @@ async def first_chunk_async(stream: TrackedAsyncStream) -> Any:
         return _NOTHING
 
 
-def interrupted(exc: Exception, provider: str, delivered: int) -> BaseException:
-    """A provider fault after ``delivered`` items reached the caller cannot fail over."""
+def interrupted(exc: Exception, provider: str, delivered: int) -> Exception:
+    """A provider fault after ``delivered`` chunks reached the caller cannot fail over."""
     if delivered and is_provider_fault(exc) and not isinstance(exc, StreamTruncated):
-        error = StreamInterrupted(provider, delivered, exc)
-        error.__cause__ = exc
-        return error
+        return StreamInterrupted(provider, delivered, exc)
     return exc
 
 
@@ -133,7 +131,10 @@ class PeekedStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = next(self.__wrapped__)
             except Exception as exc:
-                raise interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+                error = interrupted(exc, self._self_watch.provider, self._self_delivered)
+                if error is exc:
+                    raise
+                raise error from exc
         self._self_delivered += 1
         return chunk
 
@@ -159,6 +160,9 @@ class PeekedAsyncStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = await self.__wrapped__.__anext__()
             except Exception as exc:
-                raise interrupted(exc, self._self_watch.provider, self._self_delivered) from None
+                error = interrupted(exc, self._self_watch.provider, self._self_delivered)
+                if error is exc:
+                    raise
+                raise error from exc
         self._self_delivered += 1
         return chunk

@@ -110,7 +110,7 @@ def test_attempt_timeout_moves_a_hanging_primary_to_the_backup(
     comet: FakeProvider, chain: tuple[Provider, Provider], how: str
 ) -> None:
     comet.hang(5)
-    answer, elapsed = timed(lambda: call(chain, how, attempt_timeout=0.3, **NO_BREAKER))
+    answer, elapsed = timed(lambda: call(chain, how, attempt_timeout=0.2, **NO_BREAKER))
     assert answer == "[backup] hello"
     assert elapsed < 3
 
@@ -138,7 +138,7 @@ def test_deadline_with_every_provider_hanging_raises_deadline_exceeded(
 ) -> None:
     comet.hang(5)
     backup.hang(5)
-    result, elapsed = timed(lambda: call(chain, how, deadline=0.3, **NO_BREAKER))
+    result, elapsed = timed(lambda: call(chain, how, deadline=0.25, **NO_BREAKER))
     assert_deadline_error(result, elapsed)
     assert result.exceptions[0].__class__ is openai.APITimeoutError
 
@@ -161,7 +161,7 @@ def test_deadline_clips_a_larger_explicit_timeout(
 ) -> None:
     comet.hang(5)  # then it would answer: without the clip the call would succeed late
     request = {"timeout": 10}
-    result, elapsed = timed(lambda: call(chain, how, request=request, deadline=0.2, **NO_BREAKER))
+    result, elapsed = timed(lambda: call(chain, how, request=request, deadline=0.15, **NO_BREAKER))
     assert_deadline_error(result, elapsed)
 
 
@@ -174,7 +174,7 @@ def test_first_token_timeout_fails_a_silent_stream_over(
 ) -> None:
     comet.hang(5)
     body = asker(how.split("-")[1], stream=True)
-    settings = {"first_token_timeout": 0.2, **NO_BREAKER}
+    settings = {"first_token_timeout": 0.15, **NO_BREAKER}
     answer, elapsed = timed(lambda: call(chain, how, body=body, **settings))
     assert answer == "[backup] hello"
     assert elapsed < 3
