@@ -13,21 +13,18 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-import wrapt
 from openai._base_client import AsyncPaginator
 from openai._response import AsyncResponseContextManager
 
 from . import _attempts
 from ._engine import Chain
 from ._streaming import (
-    PeekedAsyncStream,
     PeekedStream,
-    TrackedAsyncStream,
     TrackedStream,
     first_chunk,
     first_chunk_async,
 )
-from ._tracking import Tracked, TrackedContext, is_navigation
+from ._tracking import Navigable, Tracked, TrackedContext, is_navigation
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +45,7 @@ def _resolve(client: Any, path: Path) -> Any:
     return target
 
 
-class Failover(wrapt.ObjectProxy[Any]):
+class Failover(Navigable):
     """Stands for ``template`` (a real client or resource) at ``path``."""
 
     def __init__(self, template: Any, chain: Chain, path: Path, is_async: bool) -> None:
@@ -56,30 +53,14 @@ class Failover(wrapt.ObjectProxy[Any]):
         self._self_chain = chain
         self._self_path = path
         self._self_async = is_async
-        self._self_children: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         names = ", ".join(e.name for e in self._self_chain.endpoints)
         return f"<failover {type(self.__wrapped__).__name__} [{names}]>"
 
-    def __getattr__(self, name: str) -> Any:
-        child = self._self_children.get(name)
-        if child is None:
-            value = getattr(self.__wrapped__, name)
-            if name.startswith("_"):
-                return value
-            if is_navigation(value):
-                child = Failover(
-                    value, self._self_chain, (*self._self_path, name), self._self_async
-                )
-            elif callable(value) and not isinstance(value, type):
-                child = FailoverMethod(
-                    value, self._self_chain, (*self._self_path, name), self._self_async
-                )
-            else:
-                return value
-            self._self_children[name] = child
-        return child
+    def _child(self, value: Any, name: str, method: bool) -> Any:
+        kind = FailoverMethod if method else Failover
+        return kind(value, self._self_chain, (*self._self_path, name), self._self_async)
 
 
 class FailoverMethod(Failover):
@@ -124,8 +105,8 @@ class FailoverMethod(Failover):
 async def _first_async(chain: Chain, step: Path) -> Any:
     async def attempt(client: Any) -> Any:
         result = await _resolve(client, step)
-        if isinstance(result, TrackedAsyncStream):
-            return PeekedAsyncStream(result, await first_chunk_async(result))
+        if isinstance(result, TrackedStream):
+            return PeekedStream(result, await first_chunk_async(result))
         return result
 
     streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only

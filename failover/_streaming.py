@@ -1,16 +1,16 @@
 """Streams: no answer may end silently cut short.
 
-``Tracked*Stream`` wrap the client's own streams on every client failover hands
-out: errors while reading count as the provider's, and a chat-completion stream
-that ends without a ``finish_reason`` raises :class:`StreamTruncated`.
-``Peeked*Stream`` are what the drop-in proxy returns: the first chunk was read
-inside the attempt (so a stream that fails before it fails over), and a failure
-after chunks reached the caller raises :class:`StreamInterrupted`.
+``TrackedStream`` wraps the client's own streams (sync or async) on every client
+failover hands out: errors while reading count as the provider's, and a
+chat-completion stream that ends without a ``finish_reason`` raises
+:class:`StreamTruncated`. ``PeekedStream`` is what the drop-in proxy returns: the
+first chunk was read inside the attempt (so a stream that fails before it fails
+over), and a failure after chunks reached the caller raises :class:`StreamInterrupted`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import wrapt
 from openai.types.chat import ChatCompletionChunk
@@ -44,6 +44,8 @@ class _Watch:
 
 
 class TrackedStream(wrapt.ObjectProxy[Any]):
+    """A client's ``Stream`` or ``AsyncStream``: reading errors are the provider's."""
+
     def __init__(self, stream: Any, provider: str) -> None:
         super().__init__(stream)
         self._self_watch = _Watch(stream, provider)
@@ -51,7 +53,16 @@ class TrackedStream(wrapt.ObjectProxy[Any]):
     def __enter__(self) -> TrackedStream:
         return self
 
+    async def __aenter__(self) -> TrackedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.__wrapped__.close()
+
     def __iter__(self) -> TrackedStream:
+        return self
+
+    def __aiter__(self) -> TrackedStream:
         return self
 
     def __next__(self) -> Any:
@@ -64,21 +75,6 @@ class TrackedStream(wrapt.ObjectProxy[Any]):
             mark_if_transport(exc)
             raise
         return self._self_watch.see(chunk)
-
-
-class TrackedAsyncStream(wrapt.ObjectProxy[Any]):
-    def __init__(self, stream: Any, provider: str) -> None:
-        super().__init__(stream)
-        self._self_watch = _Watch(stream, provider)
-
-    async def __aenter__(self) -> TrackedAsyncStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.__wrapped__.close()
-
-    def __aiter__(self) -> TrackedAsyncStream:
-        return self
 
     async def __anext__(self) -> Any:
         try:
@@ -99,7 +95,7 @@ def first_chunk(stream: TrackedStream) -> Any:
         return _NOTHING
 
 
-async def first_chunk_async(stream: TrackedAsyncStream) -> Any:
+async def first_chunk_async(stream: TrackedStream) -> Any:
     try:
         return await stream.__anext__()
     except StopAsyncIteration:
@@ -113,17 +109,23 @@ def interrupted(exc: Exception, provider: str, delivered: int) -> Exception:
     return exc
 
 
-class PeekedStream(wrapt.ObjectProxy[Any]):
+class PeekedStream(TrackedStream):
+    """What the drop-in client returns: the first chunk was read inside the attempt."""
+
     def __init__(self, stream: TrackedStream, first: Any) -> None:
-        super().__init__(stream)
+        wrapt.ObjectProxy.__init__(self, stream)
         self._self_first = first
         self._self_delivered = 0
 
-    def __enter__(self) -> PeekedStream:
-        return self
+    def _deliver(self, chunk: Any) -> Any:
+        self._self_delivered += 1
+        return chunk
 
-    def __iter__(self) -> PeekedStream:
-        return self
+    def _fail(self, exc: Exception) -> NoReturn:
+        error = interrupted(exc, self.__wrapped__._self_watch.provider, self._self_delivered)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def __next__(self) -> Any:
         chunk, self._self_first = self._self_first, _NOTHING
@@ -131,28 +133,8 @@ class PeekedStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = next(self.__wrapped__)
             except Exception as exc:
-                error = interrupted(exc, self._self_watch.provider, self._self_delivered)
-                if error is exc:
-                    raise
-                raise error from exc
-        self._self_delivered += 1
-        return chunk
-
-
-class PeekedAsyncStream(wrapt.ObjectProxy[Any]):
-    def __init__(self, stream: TrackedAsyncStream, first: Any) -> None:
-        super().__init__(stream)
-        self._self_first = first
-        self._self_delivered = 0
-
-    async def __aenter__(self) -> PeekedAsyncStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.__wrapped__.close()
-
-    def __aiter__(self) -> PeekedAsyncStream:
-        return self
+                self._fail(exc)
+        return self._deliver(chunk)
 
     async def __anext__(self) -> Any:
         chunk, self._self_first = self._self_first, _NOTHING
@@ -160,9 +142,5 @@ class PeekedAsyncStream(wrapt.ObjectProxy[Any]):
             try:
                 chunk = await self.__wrapped__.__anext__()
             except Exception as exc:
-                error = interrupted(exc, self._self_watch.provider, self._self_delivered)
-                if error is exc:
-                    raise
-                raise error from exc
-        self._self_delivered += 1
-        return chunk
+                self._fail(exc)
+        return self._deliver(chunk)

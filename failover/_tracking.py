@@ -21,7 +21,7 @@ from openai._response import AsyncResponseContextManager, ResponseContextManager
 
 from ._policy import mark_if_transport
 from ._scope import SCOPE, Scope
-from ._streaming import TrackedAsyncStream, TrackedStream
+from ._streaming import TrackedStream
 
 
 def is_navigation(value: Any) -> bool:
@@ -95,10 +95,8 @@ async def _tracked_await(awaitable: Any) -> Any:
 
 def track(value: Any) -> Any:
     """Wrap what a call on a tracked client returned."""
-    if isinstance(value, openai.Stream):
+    if isinstance(value, (openai.Stream, openai.AsyncStream)):
         return TrackedStream(value, _provider())
-    if isinstance(value, openai.AsyncStream):
-        return TrackedAsyncStream(value, _provider())
     if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
         return _tracked_await(value)
     if isinstance(value, ResponseContextManager):
@@ -112,12 +110,15 @@ def track(value: Any) -> Any:
     return value
 
 
-class Tracked(wrapt.ObjectProxy[Any]):
-    """A client or resource whose calls know which attempt they belong to."""
+class Navigable(wrapt.ObjectProxy[Any]):
+    """A proxy whose sub-resources and methods are proxies too, built once and cached."""
 
     def __init__(self, wrapped: Any) -> None:
         super().__init__(wrapped)
         self._self_children: dict[str, Any] = {}
+
+    def _child(self, value: Any, name: str, method: bool) -> Any:
+        raise NotImplementedError
 
     def __getattr__(self, name: str) -> Any:
         child = self._self_children.get(name)
@@ -126,13 +127,20 @@ class Tracked(wrapt.ObjectProxy[Any]):
             if name.startswith("_"):
                 return value
             if is_navigation(value):
-                child = Tracked(value)
+                child = self._child(value, name, method=False)
             elif callable(value) and not isinstance(value, type):
-                child = TrackedMethod(value)
+                child = self._child(value, name, method=True)
             else:
                 return value
             self._self_children[name] = child
         return child
+
+
+class Tracked(Navigable):
+    """A client or resource whose calls know which attempt they belong to."""
+
+    def _child(self, value: Any, name: str, method: bool) -> Any:
+        return TrackedMethod(value) if method else Tracked(value)
 
 
 class TrackedMethod(wrapt.ObjectProxy[Any]):
