@@ -598,3 +598,70 @@ def test_no_api_key_in_logs_or_errors(
     for text in texts:
         assert comet.api_key not in text
         assert backup.api_key not in text
+
+
+# -- generator functions -----------------------------------------------------------------
+
+
+def _word_generators(*providers: Any) -> dict[str, Callable[[], Any]]:
+    """A sync and an async generator function yielding the streamed answer's pieces."""
+    request = {"model": MODEL, "messages": _messages("one two three four"), "stream": True}
+
+    @with_fallback(*providers, **NO_BREAKER)
+    def words(client: Any = None) -> Any:
+        for chunk in client.chat.completions.create(**request):
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    @with_fallback(*providers, **NO_BREAKER)
+    async def awords(client: Any = None) -> Any:
+        async for chunk in await client.chat.completions.create(**request):
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    return {"sync": words, "async": awords}
+
+
+def _drain(mode: str, generator_function: Callable[[], Any]) -> str:
+    if mode == "sync":
+        return "".join(generator_function())
+
+    async def collect() -> str:
+        return "".join([piece async for piece in generator_function()])
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda fake: fake.fail(500), id="http-500"),
+        pytest.param(lambda fake: fake.cut_stream(after=0), id="cut-before-first-item"),
+    ],
+)
+def test_generator_fails_over_until_its_first_item(
+    mode: str, fault: Callable[[FakeProvider], None], comet: FakeProvider, backup: FakeProvider
+) -> None:
+    fault(comet)
+    words = _word_generators(provider(comet), provider(backup))[mode]
+    assert inspect.isgeneratorfunction(words) or inspect.isasyncgenfunction(words)
+    assert _drain(mode, words) == "[backup] one two three four"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda fake: fake.cut_stream(after=3), id="cut"),
+        pytest.param(lambda fake: fake.truncate_stream(after=3), id="truncated"),
+    ],
+)
+def test_generator_fault_after_items_were_delivered_raises_stream_interrupted(
+    mode: str, fault: Callable[[FakeProvider], None], comet: FakeProvider, backup: FakeProvider
+) -> None:
+    fault(comet)
+    words = _word_generators(provider(comet), provider(backup))[mode]
+    with pytest.raises(failover.StreamInterrupted) as info:
+        _drain(mode, words)
+    assert info.value.provider == "comet"
+    assert info.value.chunks >= 1
+    assert backup.requests == []
