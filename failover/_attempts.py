@@ -79,21 +79,14 @@ class AttemptContext(Generic[C]):
 
 
 class Attempts:
-    """Attempts in provider order until one block succeeds; ``FailoverError`` when none does.
+    """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
-    ``owned``: the chain belongs to this loop alone, so the clients it built are
-    closed when the loop ends.
-    """
-
-    def __init__(self, chain: Chain, *, owned: bool = False) -> None:
-        self._chain = chain
+    def __init__(self, chain: Chain) -> None:
         self._run = chain.run()
-        self._owned = owned
 
-    def _next(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any]:
+    def attempt(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any]:
+        """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
         run = self._run
-        if run.done:
-            raise StopIteration
         while (endpoint := run.next()) is not None:
             try:
                 client = build(endpoint)
@@ -108,43 +101,33 @@ class Attempts:
         return self
 
     def __next__(self) -> AttemptContext[Any]:
-        try:
-            return self._next(Endpoint.sync_client)
-        except (StopIteration, FailoverError):
-            if self._owned:
-                for endpoint in self._chain.endpoints:
-                    endpoint.close()
-            raise
+        if self._run.done:
+            raise StopIteration
+        return self.attempt(Endpoint.sync_client)
 
     def __aiter__(self) -> Attempts:
         return self
 
     async def __anext__(self) -> AttemptContext[Any]:
-        try:
-            return self._next(Endpoint.async_client)
-        except (StopIteration, FailoverError) as exc:
-            if self._owned:
-                for endpoint in self._chain.endpoints:
-                    await endpoint.aclose()
-            if isinstance(exc, StopIteration):
-                raise StopAsyncIteration from None
-            raise
+        if self._run.done:
+            raise StopAsyncIteration
+        return self.attempt(Endpoint.async_client)
 
 
 def call_sync(chain: Chain, fn: Callable[[Any], T]) -> T:
-    for attempt in Attempts(chain):
-        with attempt as client:
-            result = fn(client)
-    return result
+    attempts = Attempts(chain)
+    while True:  # ends by the return, or by FailoverError from attempt()
+        with attempts.attempt(Endpoint.sync_client) as client:
+            return fn(client)
 
 
 async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: bool = True) -> T:
     if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, fn, chain.settings.hedge)
-    async for attempt in Attempts(chain):
-        with attempt as client:
-            result = await fn(client)
-    return result
+    attempts = Attempts(chain)
+    while True:
+        with attempts.attempt(Endpoint.async_client) as client:
+            return await fn(client)
 
 
 def _interrupt(chain: Chain, exc: Exception, provider: str, delivered: int) -> None:
@@ -199,7 +182,7 @@ async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: fl
         while True:
             if not exhausted:
                 try:
-                    running.add(asyncio.ensure_future(one(await attempts.__anext__())))
+                    running.add(asyncio.ensure_future(one(attempts.attempt(Endpoint.async_client))))
                 except FailoverError:
                     exhausted = True
             if not running:

@@ -9,11 +9,11 @@ from typing import Any, cast
 import openai
 
 from ._attempts import AttemptContext, Attempts
-from ._decorator import _DEFAULT_BREAKER, make_chain
-from ._engine import Chain, Event
+from ._decorator import _DEFAULT_BREAKER
+from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
-from ._policy import OnSpec
-from ._providers import Endpoint, ProviderLike
+from ._policy import OnSpec, Policy
+from ._providers import Endpoint, ProviderLike, endpoints
 from ._proxy import Failover
 
 # Stands in for the client's shape when no provider's client can be built (every
@@ -24,8 +24,11 @@ _PLACEHOLDER = {"api_key": "unset", "base_url": "http://127.0.0.1:9/unset", "max
 class FallbackClients:
     """What :func:`fallback_clients` returns; see there."""
 
-    def __init__(self, chain: Chain) -> None:
-        self._chain = chain
+    def __init__(self, providers: tuple[ProviderLike, ...], settings: Settings) -> None:
+        self._providers = providers
+        self._settings = settings
+        # The context manager's own clients, closed on exit.
+        self._chain = Chain(endpoints(providers, shared=False), settings)
         self._placeholder: Any = None
 
     def __repr__(self) -> str:
@@ -64,11 +67,14 @@ class FallbackClients:
         if self._placeholder is not None:
             await self._placeholder.close()
 
+    # The block form is typically run once per request: it uses the clients shared by
+    # every chain that names the same Provider, so connections are reused across loops.
+
     def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
-        return Attempts(self._chain, owned=True)
+        return Attempts(Chain(endpoints(self._providers), self._settings))
 
     def __aiter__(self) -> AsyncIterator[AttemptContext[openai.AsyncOpenAI]]:
-        return Attempts(self._chain, owned=True)
+        return Attempts(Chain(endpoints(self._providers), self._settings))
 
 
 def fallback_clients(
@@ -85,21 +91,20 @@ def fallback_clients(
     """Clients that fail over across ``providers`` (CometAPI then OpenAI when none given).
 
     ``with fallback_clients() as client:`` gives a drop-in ``openai.OpenAI`` on which
-    every API call tries the providers in order (``async with``: an ``AsyncOpenAI``).
+    every API call tries the providers in order (``async with``: an ``AsyncOpenAI``);
+    the clients it built are closed on exit, clients you passed are not.
     ``for attempt in fallback_clients(): with attempt as client: ...`` re-runs a whole
-    block per provider (``async for`` likewise). Clients failover built are closed at
-    the end; clients you passed are not.
+    block per provider (``async for`` likewise), on clients built once per ``Provider``
+    and reused by every loop, as the decorator's are.
     """
-    return FallbackClients(
-        make_chain(
-            providers,
-            on=on,
-            breaker=breaker,
-            attempt_timeout=attempt_timeout,
-            deadline=deadline,
-            first_token_timeout=first_token_timeout,
-            hedge=hedge,
-            on_attempt=on_attempt,
-            health=health,
-        )
+    settings = Settings(
+        policy=Policy(on),
+        breaker=breaker,
+        store=health,
+        attempt_timeout=attempt_timeout,
+        deadline=deadline,
+        first_token_timeout=first_token_timeout,
+        hedge=hedge,
+        on_attempt=on_attempt,
     )
+    return FallbackClients(providers, settings)

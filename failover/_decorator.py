@@ -20,31 +20,6 @@ R = TypeVar("R")
 _DEFAULT_BREAKER = Breaker()
 
 
-def make_chain(
-    providers: tuple[ProviderLike, ...],
-    *,
-    on: OnSpec | None,
-    breaker: Breaker | None,
-    attempt_timeout: float | None,
-    deadline: float | None,
-    first_token_timeout: float | None,
-    hedge: float | None,
-    on_attempt: Callable[[Event], object] | None,
-    health: HealthStore | None,
-) -> Chain:
-    settings = Settings(
-        policy=Policy(on),
-        breaker=breaker,
-        store=health,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-    )
-    return Chain(endpoints(providers), settings)
-
-
 def _check_injectable(func: Callable[..., Any], inject: str) -> None:
     target = getattr(func, "__func__", func)
     parameters = inspect.signature(target).parameters.values()
@@ -74,17 +49,17 @@ def with_fallback(
     With no providers: CometAPI, then OpenAI, from the environment. A caller that
     passes ``inject`` itself gets exactly that client, once, with no failover.
     """
-    chain = make_chain(
-        providers,
-        on=on,
+    settings = Settings(
+        policy=Policy(on),
         breaker=breaker,
+        store=health,
         attempt_timeout=attempt_timeout,
         deadline=deadline,
         first_token_timeout=first_token_timeout,
         hedge=hedge,
         on_attempt=on_attempt,
-        health=health,
     )
+    chain = Chain(endpoints(providers), settings)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         _check_injectable(func, inject)

@@ -21,6 +21,7 @@ from ._health import (
     HealthStore,
     Verdict,
     admit,
+    count_skip,
     default_store,
     failed,
     released,
@@ -31,6 +32,14 @@ from ._providers import Endpoint
 from ._scope import Scope
 
 logger = logging.getLogger("failover")
+
+
+def _on_success(h: Health, now: float) -> tuple[Health, None]:
+    return succeeded(h, after_failover=False), None
+
+
+def _on_success_after_failover(h: Health, now: float) -> tuple[Health, None]:
+    return succeeded(h, after_failover=True), None
 
 
 def _admit(
@@ -73,71 +82,89 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class Chain:
     endpoints: tuple[Endpoint, ...]
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
+    # Without a time budget an attempt's scope never changes: build each one once.
+    scopes: dict[int, Scope] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ftt = self.settings.first_token_timeout
+        scopes = {id(e): Scope(e, None, ftt) for e in self.endpoints}
+        object.__setattr__(self, "scopes", scopes)
 
     def run(self) -> Run:
         return Run(self)
 
 
-@dataclass(slots=True)
 class Run:
     """One call's way through its chain."""
 
-    chain: Chain
-    attempts: list[Attempt] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    _pending: list[Endpoint] = field(default_factory=list)
-    _force: bool = False
-    _probe: set[int] = field(default_factory=set)
-    _exhausted: bool = False
-    done: bool = False  # an attempt succeeded
+    __slots__ = (
+        "_chain", "_exhausted", "_force", "_pending", "_probe", "_settings", "_store",
+        "_tried", "attempts", "done", "started",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        self._pending = list(self.chain.endpoints)
-        breaker = self.chain.settings.breaker
-        if breaker is not None and len(self._pending) > 1:
-            self._plan(breaker)
+    def __init__(self, chain: Chain) -> None:
+        settings = chain.settings
+        self._chain = chain
+        self._settings = settings
+        self._store = settings.store or default_store()
+        self._pending = list(chain.endpoints)
+        self._force = False
+        self._probe: set[int] = set()
+        self._exhausted = False
+        self.attempts: list[Attempt] = []
+        self.started = time.monotonic()
+        self.done = False  # an attempt succeeded
+        self._tried = False  # some provider was tried (or skipped) already
 
-    def _store(self) -> HealthStore:
-        return self.chain.settings.store or default_store()
+    def _all_open(self, breaker: Breaker) -> bool:
+        """Whether every provider is open; if so, try them all, soonest-to-recover first.
 
-    def _plan(self, breaker: Breaker) -> None:
-        # The breaker never refuses a call that might succeed: when every provider
-        # is open, try them all anyway, soonest-to-recover first.
-        records, now = self._store().read([e.key for e in self._pending], breaker.clock)
+        The breaker never refuses a call that might succeed. Asked at the first skip
+        only, so the healthy path never reads the store for it.
+        """
+        records, now = self._store.read([e.key for e in self._pending], breaker.clock)
         until = [record.open_until for record in records]
-        if all(u > now for u in until):
-            order = sorted(range(len(until)), key=until.__getitem__)
-            self._pending = [self._pending[i] for i in order]
-            self._force = True
+        if not all(u > now for u in until):
+            return False
+        order = sorted(range(len(until)), key=until.__getitem__)
+        self._pending = [self._pending[i] for i in order]
+        self._force = True
+        return True
 
     # -- decisions -------------------------------------------------------------
 
     def next(self) -> Endpoint | None:
         """The provider to try now, or None when the call must give up."""
-        settings = self.chain.settings
+        settings = self._settings
         while self._pending:
             if self._deadline_passed():
                 return None
-            endpoint = self._pending.pop(0)
+            endpoint = self._pending[0]
             breaker = settings.breaker
             if breaker is None:
-                return endpoint
-            verdict, record, now = self._store().update(
+                return self._pending.pop(0)
+            verdict, record, now = self._store.update(
                 endpoint.key,
                 endpoint.name,
                 functools.partial(_admit, breaker=breaker, force=self._force),
                 breaker.clock,
             )
+            if verdict is Verdict.SKIP and not self._tried and self._all_open(breaker):
+                continue
+            self._tried = True
+            self._pending.pop(0)
             if verdict is Verdict.PROBE:
                 self._probe.add(id(endpoint))
             if verdict is not Verdict.SKIP:
                 return endpoint
-            self._skip(endpoint, record, now)
+            self._skip(endpoint, record, now, breaker)
         return None
 
     def scope(self, endpoint: Endpoint) -> Scope:
-        settings = self.chain.settings
+        settings = self._settings
+        if settings.attempt_timeout is None and settings.deadline is None:
+            return self._chain.scopes[id(endpoint)]
         ends = [time.monotonic() + settings.attempt_timeout] if settings.attempt_timeout else []
         if settings.deadline is not None:
             ends.append(self.started + settings.deadline)
@@ -145,11 +172,11 @@ class Run:
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""
-        settings = self.chain.settings
+        settings = self._settings
         if not settings.policy.fails_over(exc):
             if settings.breaker is not None and id(endpoint) in self._probe:
                 # Says nothing of the provider's health: let another call probe it.
-                self._store().update(
+                self._store.update(
                     endpoint.key,
                     endpoint.name,
                     lambda h, now: (released(h), None),
@@ -176,13 +203,13 @@ class Run:
         return True
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
-        breaker = self.chain.settings.breaker
+        breaker = self._settings.breaker
         if breaker is not None:
             after = bool(self.attempts)
-            self._store().update(
+            self._store.update(
                 endpoint.key,
                 endpoint.name,
-                lambda h, now: (succeeded(h, after), None),
+                _on_success_after_failover if after else _on_success,
                 breaker.clock,
             )
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
@@ -190,7 +217,7 @@ class Run:
 
     def error(self) -> FailoverError:
         """What the call raises when no provider is left."""
-        deadline = self.chain.settings.deadline
+        deadline = self._settings.deadline
         if deadline is not None and self._deadline_passed() and not self._exhausted:
             self._exhausted = True
             self._add(
@@ -201,21 +228,24 @@ class Run:
     # -- bookkeeping -----------------------------------------------------------
 
     def _deadline_passed(self) -> bool:
-        deadline = self.chain.settings.deadline
+        deadline = self._settings.deadline
         return deadline is not None and time.monotonic() - self.started >= deadline
 
     def _record(
         self, endpoint: Endpoint, breaker: Breaker, kind: Fault, wait: float | None
     ) -> None:
         probe = id(endpoint) in self._probe
-        self._store().update(
+        self._store.update(
             endpoint.key,
             endpoint.name,
             lambda h, now: (failed(h, breaker, now, kind, wait, probe), None),
             breaker.clock,
         )
 
-    def _skip(self, endpoint: Endpoint, record: Health, now: float) -> None:
+    def _skip(self, endpoint: Endpoint, record: Health, now: float, breaker: Breaker) -> None:
+        self._store.update(
+            endpoint.key, endpoint.name, lambda h, now: (count_skip(h), None), breaker.clock
+        )
         open_for = max(0.0, record.open_until - now)
         reason = "circuit open" if open_for else "a recovery probe is in flight"
         skipped = ProviderSkipped(endpoint.name, reason, open_for)
@@ -234,6 +264,6 @@ class Run:
     def _emit(
         self, endpoint: Endpoint, outcome: str, exc: BaseException | None, elapsed: float
     ) -> None:
-        callback = self.chain.settings.on_attempt
+        callback = self._settings.on_attempt
         if callback is not None:
             callback(Event(endpoint.name, outcome, exc, elapsed))

@@ -11,8 +11,8 @@ import enum
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, TypeVar
 
 from ._policy import Fault
 
@@ -52,9 +52,8 @@ class Breaker:
             raise ValueError("Breaker needs failures >= 1 and 0 <= cooldown <= max_cooldown")
 
 
-@dataclass(frozen=True, slots=True)
-class Health:
-    """One provider's breaker state and counters."""
+class Health(NamedTuple):
+    """One provider's breaker state and counters (a tuple: copied on every call, so cheap)."""
 
     state: State = State.CLOSED
     consecutive_failures: int = 0
@@ -78,19 +77,27 @@ class Health:
         }
 
 
+FRESH = Health()  # a provider never seen: closed, no counts
+
+
 def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
     """May a call try this provider now? ``force`` tries it even while open."""
     if h.state is State.CLOSED or force:
-        return replace(h, calls=h.calls + 1), Verdict.TRY
+        return h._replace(calls=h.calls + 1), Verdict.TRY
     if now < h.open_until or now < h.probe_until:
-        return replace(h, skipped=h.skipped + 1), Verdict.SKIP
-    probing = replace(h, state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1)
+        return h, Verdict.SKIP  # counted by count_skip() once the engine is sure it skips
+    probing = h._replace(state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1)
     return probing, Verdict.PROBE
 
 
+def count_skip(h: Health) -> Health:
+    return h._replace(skipped=h.skipped + 1)
+
+
 def succeeded(h: Health, after_failover: bool) -> Health:
-    return replace(
-        h,
+    if h.state is State.CLOSED and not h.consecutive_failures and not after_failover:
+        return h  # the healthy path: nothing to write
+    return h._replace(
         state=State.CLOSED,
         consecutive_failures=0,
         open_until=0.0,
@@ -103,13 +110,13 @@ def succeeded(h: Health, after_failover: bool) -> Health:
 def released(h: Health) -> Health:
     """A probe that ended without news (the caller's bug, a cancellation): free the slot."""
     state = State.OPEN if h.state is State.HALF_OPEN else h.state
-    return replace(h, state=state, probe_until=0.0)
+    return h._replace(state=state, probe_until=0.0)
 
 
 def failed(
     h: Health, b: Breaker, now: float, kind: Fault, wait: float | None, probe: bool
 ) -> Health:
-    h = replace(h, failures=h.failures + 1)
+    h = h._replace(failures=h.failures + 1)
     if kind is not Fault.UNWELL:
         # The provider answered: the fault is the request's, so the row is broken.
         return succeeded(h, after_failover=False)
@@ -121,9 +128,8 @@ def failed(
     elif count >= b.failures:
         cooldown = b.cooldown
     else:
-        return replace(h, consecutive_failures=count)
-    return replace(
-        h,
+        return h._replace(consecutive_failures=count)
+    return h._replace(
         state=State.OPEN,
         consecutive_failures=count,
         open_until=now + cooldown,
@@ -173,14 +179,16 @@ class MemoryStore:
         clock: Callable[[], float],
     ) -> R:
         with self._lock:
-            current = self._records.get(key, (name, Health()))[1]
+            entry = self._records.get(key)
+            current = entry[1] if entry is not None else FRESH
             new, result = change(current, clock())
-            self._records[key] = (name, new)
+            if new is not current:
+                self._records[key] = (name, new)
         return result
 
     def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
         records = self._records
-        return [records[k][1] if k in records else Health() for k in keys], clock()
+        return [records[k][1] if k in records else FRESH for k in keys], clock()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
         with self._lock:

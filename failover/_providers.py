@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import weakref
@@ -41,19 +42,25 @@ class Provider:
     max_retries: int = 0
     models: ModelMap | None = None
     client_options: Mapping[str, Any] = field(default_factory=dict)
+    # The clients built for this provider, shared by every chain that names it.
+    _endpoint: Endpoint | None = field(default=None, init=False, repr=False)
+
+
+_ENV = ("COMETAPI_BASE_URL", "COMETAPI_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
 def default_providers() -> tuple[Provider, ...]:
     """The zero-config chain: CometAPI, then OpenAI, both from the environment."""
+    return _default_providers(tuple(os.environ.get(name) for name in _ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _default_providers(env: tuple[str | None, ...]) -> tuple[Provider, ...]:
+    # Cached per environment, so that calls with no providers reuse one set of clients.
+    comet_url, _, openai_url, _ = env
     return (
-        Provider(
-            "cometapi",
-            base_url=os.environ.get("COMETAPI_BASE_URL") or COMETAPI_BASE_URL,
-            api_key_env="COMETAPI_KEY",
-        ),
-        Provider(
-            "openai", base_url=os.environ.get("OPENAI_BASE_URL"), api_key_env="OPENAI_API_KEY"
-        ),
+        Provider("cometapi", base_url=comet_url or COMETAPI_BASE_URL, api_key_env="COMETAPI_KEY"),
+        Provider("openai", base_url=openai_url, api_key_env="OPENAI_API_KEY"),
     )
 
 
@@ -97,8 +104,9 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"<Endpoint {self.name!r} {self.key.partition(' ')[2]}>"
 
-    def rename(self, name: str) -> None:
-        self.name = name
+    def renamed(self, name: str) -> Endpoint:
+        """A copy under another name (same breaker key), with clients of its own."""
+        return Endpoint(name, self.key, self.spec, self._given)
 
     def map_model(self, model: str) -> str:
         models = self.spec.models if self.spec is not None else None
@@ -167,8 +175,17 @@ class Endpoint:
         self.close()
 
 
-def endpoint_for(provider: ProviderLike) -> Endpoint:
+_SHARING = threading.Lock()
+
+
+def endpoint_for(provider: ProviderLike, *, shared: bool = True) -> Endpoint:
+    """The endpoint of ``provider``; a ``Provider``'s is built once and ``shared``."""
     if isinstance(provider, Provider):
+        if shared:
+            with _SHARING:
+                if provider._endpoint is None:
+                    object.__setattr__(provider, "_endpoint", endpoint_for(provider, shared=False))
+                return provider._endpoint  # type: ignore[return-value]
         base_url = provider.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
         return Endpoint(provider.name, f"{provider.name} {base_url}", provider, None)
     if isinstance(provider, (openai.OpenAI, openai.AsyncOpenAI)):
@@ -180,12 +197,16 @@ def endpoint_for(provider: ProviderLike) -> Endpoint:
     )
 
 
-def endpoints(providers: Iterable[ProviderLike]) -> tuple[Endpoint, ...]:
-    """Endpoints for a chain (the zero-config default when empty), with unique names."""
-    chain = tuple(endpoint_for(p) for p in (tuple(providers) or default_providers()))
+def endpoints(providers: Iterable[ProviderLike], *, shared: bool = True) -> tuple[Endpoint, ...]:
+    """Endpoints for a chain (the zero-config default when empty), with unique names.
+
+    ``shared``: a ``Provider``'s clients are the ones every chain naming it uses (the
+    decorator, the block form); otherwise the chain builds and closes its own.
+    """
+    chain = [endpoint_for(p, shared=shared) for p in (tuple(providers) or default_providers())]
     seen: dict[str, int] = {}
-    for endpoint in chain:
+    for i, endpoint in enumerate(chain):
         count = seen[endpoint.name] = seen.get(endpoint.name, 0) + 1
         if count > 1:
-            endpoint.rename(f"{endpoint.name}#{count}")
-    return chain
+            chain[i] = endpoint.renamed(f"{endpoint.name}#{count}")
+    return tuple(chain)

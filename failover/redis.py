@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, fields
 from typing import TypeVar
 
 import redis
@@ -37,11 +36,11 @@ __all__ = ["RedisHealth"]
 R = TypeVar("R")
 T = TypeVar("T")
 logger = logging.getLogger("failover")
-_FIELDS = {f.name for f in fields(Health)}
+_FIELDS = frozenset(Health._fields)
 
 
 def _encode(name: str, record: Health) -> str:
-    return json.dumps({**asdict(record), "state": record.state.value, "name": name})
+    return json.dumps({**record._asdict(), "state": record.state.value, "name": name})
 
 
 def _decode(raw: bytes | str | None) -> Health:

@@ -498,20 +498,40 @@ def test_block_user_error_propagates_at_once(
     assert comet.requests == backup.requests == []
 
 
-def test_block_closes_clients_it_built(
-    block_mode: str, comet: FakeProvider, backup: FakeProvider
+def test_block_reuses_each_providers_clients_across_loops(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # A block form runs once per request: rebuilding clients (and TLS contexts,
+    # connection pools) per loop would cost more than the request itself.
+    comet.fail(500)
+    chain = (provider(comet), provider(backup))
+    loops = []
+    for _ in range(2):
+        clients = []
+        for attempt in failover.fallback_clients(*chain, **NO_BREAKER):
+            with attempt as client:
+                clients.append(client.__wrapped__)
+                client.models.list()
+        loops.append(clients)
+    assert [a is b for a, b in zip(*loops, strict=True)] == [True, True]
+    assert not any(c.is_closed() for c in loops[0])
+
+
+@pytest.mark.asyncio
+async def test_async_block_reuses_each_providers_clients_within_an_event_loop(
+    comet: FakeProvider, backup: FakeProvider
 ) -> None:
     comet.fail(500)
-    clients: list[Any] = []
-
-    async def body(attempt: Any, client: Any) -> str:
-        clients.append(client.__wrapped__)
-        return await Recorder()(attempt, client)
-
-    manager = failover.fallback_clients(provider(comet), provider(backup), **NO_BREAKER)
-    assert run_blocks(block_mode, manager, body) == "[backup] hello"
-    assert len(clients) == 2
-    assert all(c.is_closed() for c in clients)
+    chain = (provider(comet), provider(backup))
+    loops = []
+    for _ in range(2):
+        clients = []
+        async for attempt in failover.fallback_clients(*chain, **NO_BREAKER):
+            async with attempt as client:
+                clients.append(client.__wrapped__)
+                await client.models.list()
+        loops.append(clients)
+    assert [a is b for a, b in zip(*loops, strict=True)] == [True, True]
 
 
 def test_current_provider_is_none_outside_a_block() -> None:

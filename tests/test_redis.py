@@ -36,6 +36,7 @@ from failover._health import (  # noqa: E402
     MemoryStore,
     Verdict,
     admit,
+    count_skip,
     failed,
     released,
     succeeded,
@@ -137,8 +138,14 @@ def shared(url: str, ns: str, **kwargs: Any) -> RedisHealth:
 # -- driving a store with the breaker's pure rules ---------------------------------
 
 
+def _admit_and_count(h: Health, now: float, breaker: Breaker) -> tuple[Health, Verdict]:
+    # As the engine does: a skip is counted once it is sure to skip.
+    new, verdict = admit(h, breaker, now, False)
+    return (count_skip(new) if verdict is Verdict.SKIP else new), verdict
+
+
 def admit_now(store: HealthStore, breaker: Breaker = BREAKER, key: str = KEY) -> Verdict:
-    return store.update(key, NAME, lambda h, now: admit(h, breaker, now, False), time.time)
+    return store.update(key, NAME, lambda h, now: _admit_and_count(h, now, breaker), time.time)
 
 
 def fail_now(
