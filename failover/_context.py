@@ -27,15 +27,18 @@ class FallbackClients:
     def __init__(self, providers: tuple[ProviderLike, ...], settings: Settings) -> None:
         self._providers = providers
         self._settings = settings
-        # The context manager's own clients, closed on exit.
-        self._chain = Chain(endpoints(providers, shared=False), settings)
+        self._chain = Chain((), settings)  # the context manager's own clients, from __enter__
         self._placeholder: Any = None
 
     def __repr__(self) -> str:
-        return f"fallback_clients({', '.join(e.name for e in self._chain.endpoints)})"
+        return f"fallback_clients({', '.join(e.name for e in endpoints(self._providers))})"
+
+    def _own_chain(self) -> Chain:
+        self._chain = Chain(endpoints(self._providers, shared=False), self._settings)
+        return self._chain
 
     def _template(self, build: Callable[[Endpoint], Any], placeholder: Callable[..., Any]) -> Any:
-        for endpoint in self._chain.endpoints:
+        for endpoint in self._own_chain().endpoints:
             try:
                 return build(endpoint).__wrapped__
             except openai.OpenAIError:

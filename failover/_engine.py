@@ -19,6 +19,7 @@ from ._health import (
     Breaker,
     Health,
     HealthStore,
+    State,
     Verdict,
     admit,
     count_skip,
@@ -40,6 +41,9 @@ def _on_success(h: Health, now: float) -> tuple[Health, None]:
 
 def _on_success_after_failover(h: Health, now: float) -> tuple[Health, None]:
     return succeeded(h, after_failover=True), None
+
+
+Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
 
 
 def _admit(
@@ -83,13 +87,22 @@ class Settings:
 class Chain:
     endpoints: tuple[Endpoint, ...]
     settings: Settings = field(default_factory=Settings)
-    # Without a time budget an attempt's scope never changes: build each one once.
+    # Built once, not per call: without a time budget an attempt's scope never
+    # changes, and the breaker's admission rule is one of two (normal, forced).
     scopes: dict[int, Scope] = field(init=False, repr=False, compare=False)
+    admits: tuple[Admit, Admit] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ftt = self.settings.first_token_timeout
         scopes = {id(e): Scope(e, None, ftt) for e in self.endpoints}
         object.__setattr__(self, "scopes", scopes)
+        breaker = self.settings.breaker
+        admits = None
+        if breaker is not None:
+            admits = tuple(
+                functools.partial(_admit, breaker=breaker, force=f) for f in (False, True)
+            )
+        object.__setattr__(self, "admits", admits)
 
     def run(self) -> Run:
         return Run(self)
@@ -99,8 +112,18 @@ class Run:
     """One call's way through its chain."""
 
     __slots__ = (
-        "_chain", "_exhausted", "_force", "_pending", "_probe", "_settings", "_store",
-        "_tried", "attempts", "done", "started",
+        "_chain",
+        "_clean",
+        "_exhausted",
+        "_force",
+        "_pending",
+        "_probe",
+        "_settings",
+        "_store",
+        "_tried",
+        "attempts",
+        "done",
+        "started",
     )  # fmt: skip
 
     def __init__(self, chain: Chain) -> None:
@@ -116,6 +139,7 @@ class Run:
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
+        self._clean: set[int] = set()  # tried while closed with no failure in a row
 
     def _all_open(self, breaker: Breaker) -> bool:
         """Whether every provider is open; if so, try them all, soonest-to-recover first.
@@ -137,18 +161,17 @@ class Run:
     def next(self) -> Endpoint | None:
         """The provider to try now, or None when the call must give up."""
         settings = self._settings
+        deadline = settings.deadline
         while self._pending:
-            if self._deadline_passed():
+            if deadline is not None and self._deadline_passed():
                 return None
             endpoint = self._pending[0]
             breaker = settings.breaker
             if breaker is None:
                 return self._pending.pop(0)
+            admit = self._chain.admits[self._force]  # type: ignore[index]
             verdict, record, now = self._store.update(
-                endpoint.key,
-                endpoint.name,
-                functools.partial(_admit, breaker=breaker, force=self._force),
-                breaker.clock,
+                endpoint.key, endpoint.name, admit, breaker.clock
             )
             if verdict is Verdict.SKIP and not self._tried and self._all_open(breaker):
                 continue
@@ -156,6 +179,8 @@ class Run:
             self._pending.pop(0)
             if verdict is Verdict.PROBE:
                 self._probe.add(id(endpoint))
+            elif record.state is State.CLOSED and not record.consecutive_failures:
+                self._clean.add(id(endpoint))
             if verdict is not Verdict.SKIP:
                 return endpoint
             self._skip(endpoint, record, now, breaker)
@@ -204,8 +229,10 @@ class Run:
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
         breaker = self._settings.breaker
-        if breaker is not None:
-            after = bool(self.attempts)
+        after = bool(self.attempts)
+        # A success on a provider that was clean when admitted changes nothing (bar
+        # failovers_served): the healthy path then costs one store update, not two.
+        if breaker is not None and (after or id(endpoint) not in self._clean):
             self._store.update(
                 endpoint.key,
                 endpoint.name,

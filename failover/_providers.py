@@ -43,7 +43,7 @@ class Provider:
     models: ModelMap | None = None
     client_options: Mapping[str, Any] = field(default_factory=dict)
     # The clients built for this provider, shared by every chain that names it.
-    _endpoint: Endpoint | None = field(default=None, init=False, repr=False)
+    _failover_endpoint: Endpoint | None = field(default=None, init=False, repr=False)
 
 
 _ENV = ("COMETAPI_BASE_URL", "COMETAPI_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
@@ -134,6 +134,8 @@ class Endpoint:
 
     def sync_client(self) -> Any:
         """The tracked sync client (built on first use, then reused)."""
+        if self._sync is not None:  # the common case needs no lock
+            return self._sync
         with self._lock:
             if self._sync is None:
                 given = self._given
@@ -145,6 +147,9 @@ class Endpoint:
     def async_client(self) -> Any:
         """The tracked async client of the running event loop."""
         loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is not None:  # the common case needs no lock
+            return client
         with self._lock:
             client = self._async.get(loop)
             if client is None:
@@ -176,16 +181,20 @@ class Endpoint:
 
 
 _SHARING = threading.Lock()
+_ENDPOINT = "_failover_endpoint"
 
 
 def endpoint_for(provider: ProviderLike, *, shared: bool = True) -> Endpoint:
-    """The endpoint of ``provider``; a ``Provider``'s is built once and ``shared``."""
+    """The endpoint of ``provider``: built once and ``shared`` by every chain naming it."""
+    if shared:
+        # Kept on the provider itself, so it lives exactly as long as the provider does.
+        with _SHARING:
+            endpoint: Endpoint | None = getattr(provider, _ENDPOINT, None)
+            if endpoint is None:
+                endpoint = endpoint_for(provider, shared=False)
+                object.__setattr__(provider, _ENDPOINT, endpoint)
+            return endpoint
     if isinstance(provider, Provider):
-        if shared:
-            with _SHARING:
-                if provider._endpoint is None:
-                    object.__setattr__(provider, "_endpoint", endpoint_for(provider, shared=False))
-                return provider._endpoint  # type: ignore[return-value]
         base_url = provider.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
         return Endpoint(provider.name, f"{provider.name} {base_url}", provider, None)
     if isinstance(provider, (openai.OpenAI, openai.AsyncOpenAI)):
