@@ -438,14 +438,19 @@ def run_blocks(mode: str, manager: failover.FallbackClients, body: Scenario) -> 
 class Recorder:
     """A block body that records each run: (attempt.provider, current_provider())."""
 
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(self, error: Exception | None = None, stream: bool = False) -> None:
         self.runs: list[tuple[str, str | None]] = []
         self.error = error
+        self.stream = stream
 
     async def __call__(self, attempt: Any, client: Any) -> str:
         self.runs.append((attempt.provider, failover.current_provider()))
         if self.error is not None:
             raise self.error
+        if self.stream:  # read to the end: a cut or silently truncated stream must re-run
+            flavour = Flavour("sync" if isinstance(client, openai.OpenAI) else "async")
+            reply = await done(client.chat.completions.create(**chat(stream=True)))
+            return await stream_text(flavour, reply)
         return content_of(await done(client.chat.completions.create(**chat())))
 
 
@@ -454,12 +459,14 @@ def block_mode(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize("fault", [*FAULTS, "cut_stream", "truncate_stream"])
 def test_block_reruns_on_backup_when_primary_fails(
-    block_mode: str, comet: FakeProvider, backup: FakeProvider
+    block_mode: str, fault: str, comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    comet.fail(500)
-    body = Recorder()
-    manager = failover.fallback_clients(provider(comet), provider(backup), **NO_BREAKER)
+    hold_fault(comet, fault)
+    body = Recorder(stream=fault.endswith("_stream"))
+    chain = (provider(comet), provider(backup))
+    manager = failover.fallback_clients(*chain, attempt_timeout=0.3, **NO_BREAKER)
     assert run_blocks(block_mode, manager, body) == "[backup] hello"
     assert body.runs == [("comet", "comet"), ("backup", "backup")]
 
