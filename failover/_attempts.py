@@ -7,9 +7,10 @@
         with attempt as client:
             ...
 
-The decorator and the drop-in proxy drive their calls through the same
-iterator (``call_sync`` / ``call_async``), so the three forms cannot drift
-apart; ``call_hedged`` is the one driver that runs attempts side by side.
+The decorator and the drop-in proxy run their calls on the same attempts
+(``call_sync`` / ``call_async``, ``iterate_*`` for generators), so the three
+forms cannot drift apart; ``call_hedged`` is the one driver that runs attempts
+side by side.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class Attempts:
                 raise
             return AttemptContext(run, endpoint, client)
         raise run.error()
+
+    def error(self) -> FailoverError:
+        """What the call raises now that no attempt is left to succeed."""
+        return self._run.error()
 
     def __iter__(self) -> Attempts:
         return self
@@ -186,7 +191,7 @@ async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: fl
                 except FailoverError:
                     exhausted = True
             if not running:
-                raise attempts._run.error()
+                raise attempts.error()
             done, running = await asyncio.wait(
                 running, timeout=None if exhausted else delay, return_when=asyncio.FIRST_COMPLETED
             )
