@@ -87,6 +87,13 @@ class Attempts:
 
     def attempt(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any]:
         """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
+        attempt = self.next_attempt(build)
+        if attempt is None:
+            raise self.error()
+        return attempt
+
+    def next_attempt(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any] | None:
+        """The next attempt, or None when no provider is left to try."""
         run = self._run
         while (endpoint := run.next()) is not None:
             try:
@@ -96,7 +103,7 @@ class Attempts:
                     continue
                 raise
             return AttemptContext(run, endpoint, client)
-        raise run.error()
+        return None
 
     def error(self) -> FailoverError:
         """What the call raises now that no attempt is left to succeed."""
@@ -186,10 +193,11 @@ async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: fl
     try:
         while True:
             if not exhausted:
-                try:
-                    running.add(asyncio.ensure_future(one(attempts.attempt(Endpoint.async_client))))
-                except FailoverError:
-                    exhausted = True
+                attempt = attempts.next_attempt(Endpoint.async_client)
+                if attempt is None:
+                    exhausted = True  # the ones running may still win
+                else:
+                    running.add(asyncio.ensure_future(one(attempt)))
             if not running:
                 raise attempts.error()
             done, running = await asyncio.wait(

@@ -234,6 +234,18 @@ async def test_hedge_moves_on_at_once_when_the_primary_fails(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+async def test_hedge_waits_for_the_running_attempts_once_every_provider_runs(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], form: str
+) -> None:
+    # Both slow: after the backup starts no provider is left to add, and the call waits
+    # for whichever running attempt answers first.
+    comet.hang(3)
+    backup.hang(0.6)
+    assert await hedged(chain, form) == "[backup] hello"
+
+
+@pytest.mark.asyncio
 async def test_hedge_with_every_provider_failing_raises_failover_error(
     comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
