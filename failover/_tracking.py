@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+import pydantic
 import wrapt
 from openai._base_client import AsyncPaginator, BaseClient
 from openai._legacy_response import LegacyAPIResponse
@@ -95,6 +96,8 @@ async def _tracked_await(awaitable: Any) -> Any:
 
 def track(value: Any) -> Any:
     """Wrap what a call on a tracked client returned."""
+    if isinstance(value, pydantic.BaseModel):
+        return value  # a parsed answer (the common case): nothing left to read
     if isinstance(value, (openai.Stream, openai.AsyncStream)):
         return TrackedStream(value, _provider())
     if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
