@@ -85,7 +85,8 @@ def with_fallback(
                 return wrapped(*args, **kwargs)
 
             def body(client: Any) -> Any:
-                return wrapped(*args, **kwargs, **{inject: client})
+                kwargs[inject] = client  # this call's own dict: each attempt sets its client
+                return wrapped(*args, **kwargs)
 
             return driver(chain, body)
 

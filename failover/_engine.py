@@ -240,7 +240,8 @@ class Run:
                 breaker.clock,
             )
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
-        self._emit(endpoint, "success", None, elapsed)
+        if self._settings.on_attempt is not None:
+            self._emit(endpoint, "success", None, elapsed)
 
     def error(self) -> FailoverError:
         """What the call raises when no provider is left."""

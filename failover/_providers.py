@@ -41,7 +41,7 @@ class Provider:
     timeout: float | None = None
     max_retries: int = 0
     models: ModelMap | None = None
-    client_options: Mapping[str, Any] = field(default_factory=dict)
+    client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
     # The clients built for this provider, shared by every chain that names it.
     _failover_endpoint: Endpoint | None = field(default=None, init=False, repr=False)
 

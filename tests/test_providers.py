@@ -61,6 +61,12 @@ def test_provider_repr_hides_the_api_key() -> None:
     assert "comet" in text
 
 
+def test_provider_repr_hides_client_options_which_may_carry_credentials() -> None:
+    headers = {"Authorization": "Bearer sk-HIDDEN-43"}
+    text = repr(Provider("comet", client_options={"default_headers": headers}))
+    assert "sk-HIDDEN-43" not in text
+
+
 # -- names ---------------------------------------------------------------------
 
 
