@@ -16,6 +16,7 @@ side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
@@ -37,13 +38,14 @@ class AttemptContext(Generic[C]):
     goes on to the next provider; anything else propagates.
     """
 
-    __slots__ = ("_client", "_run", "_started", "_token", "endpoint")
+    __slots__ = ("_client", "_run", "_scope", "_started", "_token", "endpoint")
 
     def __init__(self, run: Run, endpoint: Endpoint, client: C) -> None:
         self._run = run
         self.endpoint = endpoint
         self._client = client
-        self._started = 0.0
+        self._scope = run.scope(endpoint)  # its time budget starts now
+        self._started = time.monotonic()
         self._token: Any = None
 
     @property
@@ -55,20 +57,33 @@ class AttemptContext(Generic[C]):
         return f"<attempt on {self.endpoint.name!r}>"
 
     def __enter__(self) -> C:
-        self._token = SCOPE.set(self._run.scope(self.endpoint))
-        self._started = time.monotonic()
+        self._token = SCOPE.set(self._scope)
         return self._client
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         SCOPE.reset(self._token)
+        return self.end(exc)
+
+    def end(self, exc: BaseException | None) -> bool:
+        """Record how the attempt ended; True when ``exc`` is a fault to fail over on."""
         elapsed = time.monotonic() - self._started
         if exc is None:
             self._run.succeeded(self.endpoint, elapsed)
             self._run.done = True
             return False
         return self._run.failed(self.endpoint, exc, elapsed)
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[C]:
+        """Just the attempt's scope, for one step of a generator: never held across a
+        ``yield``, which may resume in another context (a thread pool, another task)."""
+        token = SCOPE.set(self._scope)
+        try:
+            yield self._client
+        finally:
+            SCOPE.reset(token)
 
     async def __aenter__(self) -> C:
         return self.__enter__()
@@ -142,38 +157,68 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
             return await fn(client)
 
 
-def _interrupt(chain: Chain, exc: Exception, provider: str, delivered: int) -> None:
+def _interrupted(chain: Chain, exc: BaseException, provider: str, delivered: int) -> BaseException:
     # Items already reached the caller: re-running would repeat them, so a fault now ends it.
-    if delivered and chain.settings.policy.fails_over(exc):
-        raise StreamInterrupted(provider, delivered, exc) from exc
+    if delivered and isinstance(exc, Exception) and chain.settings.policy.fails_over(exc):
+        return StreamInterrupted(provider, delivered, exc)
+    return exc
 
 
 def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
-    for attempt in Attempts(chain):
-        with attempt as client:
-            delivered = 0
-            try:
-                for item in fn(client):
-                    yield item
-                    delivered += 1
-            except Exception as exc:
-                _interrupt(chain, exc, attempt.provider, delivered)
+    attempts = Attempts(chain)
+    while True:
+        attempt = attempts.attempt(Endpoint.sync_client)
+        delivered = 0
+        try:
+            with attempt.scoped() as client:
+                items = fn(client)
+            while True:
+                with attempt.scoped():
+                    item = next(items, _END)
+                if item is _END:
+                    break
+                yield item
+                delivered += 1
+        except BaseException as exc:
+            error = _interrupted(chain, exc, attempt.provider, delivered)
+            if attempt.end(error):
+                continue
+            if error is exc:
                 raise
+            raise error from exc
+        attempt.end(None)
+        return
 
 
 async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
-    async for attempt in Attempts(chain):
-        with attempt as client:
-            delivered = 0
-            try:
-                async for item in fn(client):
-                    yield item
-                    delivered += 1
-            except Exception as exc:
-                _interrupt(chain, exc, attempt.provider, delivered)
+    attempts = Attempts(chain)
+    while True:
+        attempt = attempts.attempt(Endpoint.async_client)
+        delivered = 0
+        try:
+            with attempt.scoped() as client:
+                items = fn(client)
+            while True:
+                with attempt.scoped():
+                    item = await anext(items, _END)
+                if item is _END:
+                    break
+                yield item
+                delivered += 1
+        except BaseException as exc:
+            error = _interrupted(chain, exc, attempt.provider, delivered)
+            if attempt.end(error):
+                continue
+            if error is exc:
                 raise
+            raise error from exc
+        attempt.end(None)
+        return
+
+
+_END: Any = object()
 
 
 async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: float) -> T:

@@ -27,48 +27,50 @@ class FallbackClients:
     def __init__(self, providers: tuple[ProviderLike, ...], settings: Settings) -> None:
         self._providers = providers
         self._settings = settings
-        self._chain = Chain((), settings)  # the context manager's own clients, from __enter__
-        self._placeholder: Any = None
+        # Each ``with`` builds clients of its own, closed on its exit (innermost last).
+        self._open: list[tuple[Chain, Any]] = []
 
     def __repr__(self) -> str:
         return f"fallback_clients({', '.join(e.name for e in endpoints(self._providers))})"
 
-    def _own_chain(self) -> Chain:
-        self._chain = Chain(endpoints(self._providers, shared=False), self._settings)
-        return self._chain
-
-    def _template(self, build: Callable[[Endpoint], Any], placeholder: Callable[..., Any]) -> Any:
-        for endpoint in self._own_chain().endpoints:
+    def _enter(self, build: Callable[[Endpoint], Any], kind: type[Any], is_async: bool) -> Any:
+        chain = Chain(endpoints(self._providers, shared=False), self._settings)
+        placeholder = None
+        for endpoint in chain.endpoints:
             try:
-                return build(endpoint).__wrapped__
+                template = build(endpoint).__wrapped__
+                break
             except openai.OpenAIError:
                 continue
-        self._placeholder = placeholder(**_PLACEHOLDER)
-        return self._placeholder
+        else:
+            template = placeholder = kind(**_PLACEHOLDER)
+        self._open.append((chain, placeholder))
+        return Failover(template, chain, (), is_async=is_async)
 
     def __enter__(self) -> openai.OpenAI:
-        template = self._template(Endpoint.sync_client, openai.OpenAI)
-        return cast(openai.OpenAI, Failover(template, self._chain, (), is_async=False))
+        return cast(openai.OpenAI, self._enter(Endpoint.sync_client, openai.OpenAI, False))
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for endpoint in self._chain.endpoints:
+        chain, placeholder = self._open.pop()
+        for endpoint in chain.endpoints:
             endpoint.close()
-        if self._placeholder is not None:
-            self._placeholder.close()
+        if placeholder is not None:
+            placeholder.close()
 
     async def __aenter__(self) -> openai.AsyncOpenAI:
-        template = self._template(Endpoint.async_client, openai.AsyncOpenAI)
-        return cast(openai.AsyncOpenAI, Failover(template, self._chain, (), is_async=True))
+        client = self._enter(Endpoint.async_client, openai.AsyncOpenAI, True)
+        return cast(openai.AsyncOpenAI, client)
 
     async def __aexit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for endpoint in self._chain.endpoints:
+        chain, placeholder = self._open.pop()
+        for endpoint in chain.endpoints:
             await endpoint.aclose()
-        if self._placeholder is not None:
-            await self._placeholder.close()
+        if placeholder is not None:
+            await placeholder.close()
 
     # The block form is typically run once per request: it uses the clients shared by
     # every chain that names the same Provider, so connections are reused across loops.

@@ -27,8 +27,9 @@ from ._health import (
     failed,
     released,
     succeeded,
+    unavailable,
 )
-from ._policy import Fault, Policy, fault_kind, retry_after
+from ._policy import Fault, Policy, fault_kind, is_provider_fault, retry_after
 from ._providers import Endpoint
 from ._scope import Scope
 
@@ -113,7 +114,6 @@ class Run:
 
     __slots__ = (
         "_chain",
-        "_clean",
         "_exhausted",
         "_force",
         "_pending",
@@ -139,7 +139,6 @@ class Run:
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
-        self._clean: set[int] = set()  # tried while closed with no failure in a row
 
     def _all_open(self, breaker: Breaker) -> bool:
         """Whether every provider is open; if so, try them all, soonest-to-recover first.
@@ -148,9 +147,9 @@ class Run:
         only, so the healthy path never reads the store for it.
         """
         records, now = self._store.read([e.key for e in self._pending], breaker.clock)
-        until = [record.open_until for record in records]
-        if not all(u > now for u in until):
+        if not all(unavailable(record, now) for record in records):
             return False
+        until = [max(record.open_until, record.probe_until) for record in records]
         order = sorted(range(len(until)), key=until.__getitem__)
         self._pending = [self._pending[i] for i in order]
         self._force = True
@@ -179,8 +178,6 @@ class Run:
             self._pending.pop(0)
             if verdict is Verdict.PROBE:
                 self._probe.add(id(endpoint))
-            elif record.state is State.CLOSED and not record.consecutive_failures:
-                self._clean.add(id(endpoint))
             if verdict is not Verdict.SKIP:
                 return endpoint
             self._skip(endpoint, record, now, breaker)
@@ -198,23 +195,19 @@ class Run:
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""
         settings = self._settings
-        if not settings.policy.fails_over(exc):
-            if settings.breaker is not None and id(endpoint) in self._probe:
-                # Says nothing of the provider's health: let another call probe it.
-                self._store.update(
-                    endpoint.key,
-                    endpoint.name,
-                    lambda h, now: (released(h), None),
-                    settings.breaker.clock,
-                )
-            return False
-        if settings.breaker is not None:
-            self._record(
-                endpoint,
-                settings.breaker,
-                fault_kind(exc),
-                retry_after(exc, settings.breaker.clock),
+        breaker = settings.breaker
+        fails_over = settings.policy.fails_over(exc)
+        if breaker is not None and (fails_over or is_provider_fault(exc)):
+            # News of the provider's health, even when raised to the caller: a refusal
+            # proves it answers, a 5xx that on= keeps from failing over does not.
+            self._record(endpoint, breaker, fault_kind(exc), retry_after(exc, breaker.clock))
+        elif breaker is not None and id(endpoint) in self._probe:
+            # Says nothing of the provider's health: let another call probe it.
+            self._store.update(
+                endpoint.key, endpoint.name, lambda h, now: (released(h), None), breaker.clock
             )
+        if not fails_over:
+            return False
         self._add(Attempt(endpoint.name, exc, elapsed))
         upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
         logger.warning(
@@ -229,16 +222,8 @@ class Run:
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
         breaker = self._settings.breaker
-        after = bool(self.attempts)
-        # A success on a provider that was clean when admitted changes nothing (bar
-        # failovers_served): the healthy path then costs one store update, not two.
-        if breaker is not None and (after or id(endpoint) not in self._clean):
-            self._store.update(
-                endpoint.key,
-                endpoint.name,
-                _on_success_after_failover if after else _on_success,
-                breaker.clock,
-            )
+        if breaker is not None:
+            self._record_success(endpoint, breaker, after_failover=bool(self.attempts))
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
         if self._settings.on_attempt is not None:
             self._emit(endpoint, "success", None, elapsed)
@@ -258,6 +243,20 @@ class Run:
     def _deadline_passed(self) -> bool:
         deadline = self._settings.deadline
         return deadline is not None and time.monotonic() - self.started >= deadline
+
+    def _record_success(self, endpoint: Endpoint, breaker: Breaker, after_failover: bool) -> None:
+        if not after_failover:
+            # On a clean provider a success changes nothing: a read (no lock, or one
+            # Redis round trip) decides, and the healthy path writes nothing.
+            (record,), _ = self._store.read([endpoint.key], breaker.clock)
+            if record.state is State.CLOSED and not record.consecutive_failures:
+                return
+        self._store.update(
+            endpoint.key,
+            endpoint.name,
+            _on_success_after_failover if after_failover else _on_success,
+            breaker.clock,
+        )
 
     def _record(
         self, endpoint: Endpoint, breaker: Breaker, kind: Fault, wait: float | None

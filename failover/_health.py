@@ -80,14 +80,23 @@ class Health(NamedTuple):
 FRESH = Health()  # a provider never seen: closed, no counts
 
 
+def unavailable(h: Health, now: float) -> bool:
+    """Open and cooling down, or its one probe in flight: a call would skip it."""
+    return h.state is not State.CLOSED and (now < h.open_until or now < h.probe_until)
+
+
 def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
-    """May a call try this provider now? ``force`` tries it even while open."""
-    if h.state is State.CLOSED or force:
+    """May a call try this provider now? ``force`` tries it even while unavailable."""
+    if h.state is State.CLOSED:
         return h._replace(calls=h.calls + 1), Verdict.TRY
-    if now < h.open_until or now < h.probe_until:
-        return h, Verdict.SKIP  # counted by count_skip() once the engine is sure it skips
-    probing = h._replace(state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1)
-    return probing, Verdict.PROBE
+    if not unavailable(h, now):
+        probing = h._replace(
+            state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1
+        )
+        return probing, Verdict.PROBE
+    if force:
+        return h._replace(calls=h.calls + 1), Verdict.TRY
+    return h, Verdict.SKIP  # counted by count_skip() once the engine is sure it skips
 
 
 def count_skip(h: Health) -> Health:
@@ -125,10 +134,18 @@ def failed(
         cooldown = min(wait, b.max_cooldown)
     elif probe:
         cooldown = min(max(h.cooldown, b.cooldown) * 2, b.max_cooldown)
-    elif count >= b.failures:
+    elif count >= b.failures or h.state is not State.CLOSED:
         cooldown = b.cooldown
     else:
         return h._replace(consecutive_failures=count)
+    if h.state is not State.CLOSED and not probe:
+        # A call admitted before the breaker opened (or forced), ending now: it may
+        # lengthen the open window, never shorten it, nor touch a probe in flight.
+        return h._replace(
+            consecutive_failures=count,
+            open_until=max(h.open_until, now + cooldown),
+            cooldown=max(h.cooldown, cooldown),
+        )
     return h._replace(
         state=State.OPEN,
         consecutive_failures=count,

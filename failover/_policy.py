@@ -22,7 +22,7 @@ from typing import Union
 
 import openai
 
-from ._errors import MissingAPIKey, StreamTruncated
+from ._errors import MissingAPIKey, StreamInterrupted, StreamTruncated
 
 _TRANSPORT_MODULES = frozenset(
     {"openai._base_client", "openai._response", "openai._legacy_response", "openai._streaming"}
@@ -111,8 +111,10 @@ class Policy:
     on: OnSpec | None = None
 
     def fails_over(self, exc: BaseException) -> bool:
-        if not isinstance(exc, Exception):
-            return False  # KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError
+        if not isinstance(exc, Exception) or isinstance(exc, StreamInterrupted):
+            # KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError; and a stream
+            # whose chunks already reached the caller, which no re-run can take back.
+            return False
         if self.on is None:
             return is_provider_fault(exc) and fault_kind(exc) is not Fault.REFUSAL
         if isinstance(self.on, (type, tuple)):

@@ -97,6 +97,7 @@ class Endpoint:
         self._given = client
         self._lock = threading.Lock()
         self._sync: Any = None  # Tracked proxies of the clients
+        self._renamed: dict[str, Endpoint] = {}
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -105,8 +106,12 @@ class Endpoint:
         return f"<Endpoint {self.name!r} {self.key.partition(' ')[2]}>"
 
     def renamed(self, name: str) -> Endpoint:
-        """A copy under another name (same breaker key), with clients of its own."""
-        return Endpoint(name, self.key, self.spec, self._given)
+        """A copy under another name (same breaker key), with clients of its own, made once."""
+        with self._lock:
+            copy = self._renamed.get(name)
+            if copy is None:
+                copy = self._renamed[name] = Endpoint(name, self.key, self.spec, self._given)
+            return copy
 
     def map_model(self, model: str) -> str:
         models = self.spec.models if self.spec is not None else None
@@ -151,6 +156,10 @@ class Endpoint:
         if client is not None:  # the common case needs no lock
             return client
         with self._lock:
+            # A client keeps its loop alive (so the weak keys never die by themselves):
+            # drop the clients of loops that are gone, whose connections are dead anyway.
+            for stale in [other for other in self._async if other.is_closed()]:
+                del self._async[stale]
             client = self._async.get(loop)
             if client is None:
                 given = self._given

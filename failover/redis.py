@@ -29,7 +29,7 @@ from typing import TypeVar
 
 import redis
 
-from ._health import Health, MemoryStore, State
+from ._health import FRESH, Health, MemoryStore, State
 
 __all__ = ["RedisHealth"]
 
@@ -45,10 +45,15 @@ def _encode(name: str, record: Health) -> str:
 
 def _decode(raw: bytes | str | None) -> Health:
     if raw is None:
-        return Health()
-    data = json.loads(raw)
-    data["state"] = State(data["state"])
-    return Health(**{k: v for k, v in data.items() if k in _FIELDS})
+        return FRESH
+    try:
+        data = json.loads(raw)
+        data["state"] = State(data["state"])
+        return Health(**{k: v for k, v in data.items() if k in _FIELDS})
+    except (ValueError, KeyError, TypeError):
+        # Junk under our key (another version, a stray write) must not fail a call.
+        logger.warning("failover: unreadable health record in Redis; starting it afresh")
+        return FRESH
 
 
 class RedisHealth:
@@ -70,7 +75,9 @@ class RedisHealth:
             )
         self._redis = client
         self._prefix = f"{namespace}:health:"
-        self._ttl = int(ttl)
+        if ttl <= 0 or timeout <= 0:
+            raise ValueError("RedisHealth needs a positive ttl and timeout")
+        self._ttl_ms = max(1, round(ttl * 1000))
         self._retry_interval = retry_interval
         self._local = MemoryStore()  # the fallback while Redis is unreachable
         self._lock = threading.Lock()
@@ -145,7 +152,7 @@ class RedisHealth:
                     seconds, micros = pipe.time()
                     new, result = change(current, seconds + micros / 1e6)
                     pipe.multi()
-                    pipe.set(key, _encode(name, new), ex=self._ttl)
+                    pipe.set(key, _encode(name, new), px=self._ttl_ms)
                     pipe.execute()
                     return result
                 except redis.WatchError:

@@ -365,9 +365,9 @@ def test_user_errors_are_not_failed_over(
 # -- closing ---------------------------------------------------------------------
 
 
-def _endpoint_clients(manager: failover.FallbackClients, f: Flavour) -> list[Any]:
+def _endpoint_clients(proxy: Any, f: Flavour) -> list[Any]:
     build = "async_client" if f.is_async else "sync_client"
-    return [getattr(e, build)().__wrapped__ for e in manager._chain.endpoints]
+    return [getattr(e, build)().__wrapped__ for e in proxy._self_chain.endpoints]
 
 
 def test_clients_failover_built_are_closed_on_exit(
@@ -379,7 +379,7 @@ def test_clients_failover_built_are_closed_on_exit(
     async def main() -> list[Any]:
         async with flavour.enter(manager) as client:
             assert await op_chat(flavour, client) == "[backup] hello"
-            built = _endpoint_clients(manager, flavour)
+            built = _endpoint_clients(client, flavour)
             assert not any(c.is_closed() for c in built)
         return built
 

@@ -1,0 +1,365 @@
+"""Review: bugs found in the drop-in proxy, tracking, streams, policy, errors and CLI.
+
+Each test states the behaviour the library should have; the ones that fail today are
+marked ``xfail(strict=True)`` with the bug they show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import openai
+import pytest
+from conftest import MESSAGES, NO_BREAKER
+
+import failover
+from failover import Breaker, FailoverError, Provider, StreamTruncated, with_fallback
+from failover._cli import main as cli_main
+from failover.testing import FakeProvider
+
+MODEL = "gpt-test"
+
+
+def chat(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": MESSAGES, **kw}
+
+
+def text_of(chunks: Any) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def helper_text(client: Any) -> str:
+    """``client.chat.completions.stream(...)``: the SDK's own stream helper."""
+    with client.chat.completions.stream(**chat()) as stream:
+        return stream.get_final_completion().choices[0].message.content  # type: ignore[no-any-return]
+
+
+async def helper_text_async(client: Any) -> str:
+    async with client.chat.completions.stream(**chat()) as stream:
+        completion = await stream.get_final_completion()
+    return completion.choices[0].message.content  # type: ignore[no-any-return]
+
+
+def raw_stream_text(client: Any) -> str:
+    """``with_raw_response.create(stream=True)`` read to its end through ``.parse()``."""
+    raw = client.chat.completions.with_raw_response.create(**chat(stream=True))
+    return text_of(raw.parse())
+
+
+def streaming_response_text(client: Any) -> str:
+    with client.chat.completions.with_streaming_response.create(**chat()) as response:
+        return response.parse().choices[0].message.content  # type: ignore[no-any-return]
+
+
+def decorated(chain: tuple[Provider, Provider], body: Any, **kw: Any) -> Any:
+    """``body(client)`` run under ``@with_fallback(*chain)``."""
+
+    @with_fallback(*chain, **{**NO_BREAKER, **kw})
+    def run(client: Any = None) -> Any:
+        return body(client)
+
+    return run()
+
+
+def proxied(chain: tuple[Provider, Provider], body: Any, **kw: Any) -> Any:
+    """``body(client)`` run on the drop-in client of ``fallback_clients(*chain)``."""
+    with failover.fallback_clients(*chain, **{**NO_BREAKER, **kw}) as client:
+        return body(client)
+
+
+FORMS = {"proxy": proxied, "decorator": decorated}
+
+
+def assert_never_truncated(form: Any, chain: tuple[Provider, Provider], body: Any) -> None:
+    """A cut-short stream must raise StreamTruncated or be answered whole by the backup."""
+    try:
+        answer = form(chain, body)
+    except StreamTruncated:
+        return
+    assert answer == "[backup] hello"
+
+
+# -- the SDK's stream helper (chat.completions.stream) ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: chat.completions.stream() returns a ChatCompletionStreamManager that does "
+    "no I/O until entered; the proxy's attempt 'succeeds' on it and the request is sent "
+    "later, outside any attempt, on the first provider only (_proxy.py:81, _tracking.py:97 "
+    "track() returns the manager unwrapped): a 500 from the primary is raised, no failover",
+)
+def test_proxy_stream_helper_fails_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+    assert proxied(chain, helper_text) == "[backup] hello"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: async proxy: _call_async returns the template's AsyncChatCompletionStream"
+    "Manager probe itself (_proxy.py:102), so the helper runs on the first provider only",
+)
+def test_async_proxy_stream_helper_fails_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+
+    async def main() -> str:
+        async with failover.fallback_clients(*chain, **NO_BREAKER) as client:
+            return await helper_text_async(client)
+
+    assert asyncio.run(main()) == "[backup] hello"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the stream helper's stream is not a TrackedStream (track() leaves the "
+    "manager alone), so a stream cut short without finish_reason ends silently with a "
+    "partial answer instead of StreamTruncated / failover",
+)
+@pytest.mark.parametrize("form", FORMS)
+def test_stream_helper_never_returns_a_truncated_answer(
+    form: str, comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.truncate_stream(after=2)
+    assert_never_truncated(FORMS[form], chain, helper_text)
+
+
+# -- with_raw_response / with_streaming_response streams ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: with_raw_response.create(stream=True) gives a LegacyAPIResponse whose "
+    ".parse() returns a plain openai.Stream (track() wraps only Stream objects, "
+    "_tracking.py:101,109), so a truncated chat stream ends silently",
+)
+@pytest.mark.parametrize("form", FORMS)
+def test_raw_response_stream_never_returns_a_truncated_answer(
+    form: str, comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.truncate_stream(after=2)
+    assert_never_truncated(FORMS[form], chain, raw_stream_text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: proxy with_raw_response.create(stream=True): the attempt ends at the "
+    "headers and the body is read outside it, so a stream reset before its first chunk "
+    "raises APIConnectionError instead of failing over (unlike create(stream=True))",
+)
+def test_proxy_raw_response_stream_cut_before_first_chunk_fails_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.cut_stream(after=0)
+    assert proxied(chain, raw_stream_text) == "[backup] hello"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: decorator: with_streaming_response's APIResponse is not tracked "
+    "(TrackedContext.__enter__ returns it bare, _tracking.py:160-162), so a 200 with a "
+    "non-JSON body read by response.parse() inside the decorated body raises "
+    "json.JSONDecodeError instead of failing over",
+)
+def test_decorator_streaming_response_bad_body_fails_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.garbage()
+    assert decorated(chain, streaming_response_text) == "[backup] hello"
+
+
+# -- policy: the transport-traceback rule ------------------------------------------------
+
+
+def unserialisable(client: Any) -> Any:
+    messages = [{"role": "user", "content": object()}]
+    return client.chat.completions.create(model=MODEL, messages=messages)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the caller's own bug (an argument that is not JSON-serialisable) raises "
+    "TypeError while the request is built in openai._base_client / httpx, so "
+    "mark_if_transport (_policy.py:49-64) marks it a provider fault: every provider is "
+    "tried (and blamed by the breaker) and FailoverError is raised instead of TypeError",
+)
+@pytest.mark.parametrize("form", FORMS)
+def test_unserialisable_argument_is_the_callers_bug(
+    form: str, comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    with pytest.raises(TypeError):
+        FORMS[form](chain, unserialisable)
+    assert backup.requests == []
+
+
+def test_json_error_in_user_code_after_a_call_is_not_failed_over(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    def body(client: Any) -> Any:
+        import json
+
+        reply = client.chat.completions.create(**chat())
+        return json.loads(reply.choices[0].message.content)  # not JSON: the caller's bug
+
+    with pytest.raises(ValueError):
+        decorated(chain, body)
+    assert backup.requests == []
+
+
+# -- time budget ------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _timeout() treats any non-number timeout as 'the caller's own httpx "
+    "Timeout' (_tracking.py:75-76), so timeout=openai.NOT_GIVEN (what wrappers forward "
+    "when unset) silently disables attempt_timeout: the hang is waited out in full",
+)
+def test_attempt_timeout_holds_when_timeout_is_not_given(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.hang(3, times=1)
+
+    def body(client: Any) -> str:
+        reply = client.chat.completions.create(**chat(timeout=openai.NOT_GIVEN))
+        return reply.choices[0].message.content  # type: ignore[no-any-return]
+
+    started = time.monotonic()
+    assert decorated(chain, body, attempt_timeout=0.3) == "[backup] hello"
+    assert time.monotonic() - started < 2.5
+
+
+# -- non-API calls on the sync proxy are run as attempts ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the sync proxy runs every method through _attempts.call_sync "
+    "(_proxy.py:81), so with_options()/copy() (no I/O) count as attempts: on_attempt "
+    "reports a 'success' for each, although only one request was sent",
+)
+def test_sync_proxy_reports_one_event_per_api_call(chain: tuple[Provider, Provider]) -> None:
+    events: list[failover.Event] = []
+
+    def body(client: Any) -> None:
+        client.with_options(max_retries=0).embeddings.create(model="emb", input="hi")
+
+    proxied(chain, body, on_attempt=events.append)
+    assert [(e.provider, e.outcome) for e in events] == [("comet", "success")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: client.with_options() on the sync proxy is admitted as the breaker's "
+    "half-open probe and its (I/O-free) 'success' closes the breaker of a provider that "
+    "is still down (_proxy.py:81 via Run.succeeded)",
+)
+def test_with_options_does_not_close_an_open_breaker(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+    breaker = Breaker(failures=1, cooldown=0.1, max_cooldown=1.0)
+    with failover.fallback_clients(*chain, breaker=breaker) as client:
+        assert client.chat.completions.create(**chat()).choices[0].message.content == (
+            "[backup] hello"
+        )
+        time.sleep(0.15)  # the cooldown ends: the next call on comet is its probe
+        client.with_options(timeout=5)
+    assert failover.health()["comet"]["state"] is not failover.State.CLOSED
+
+
+# -- FailoverError.derive ------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: FailoverError.derive keeps attempts by identity (_errors.py:94), but "
+    "split()/except* pass derived copies of nested groups, so the attempts of nested "
+    "FailoverErrors are dropped and .attempts no longer pairs .exceptions",
+)
+def test_split_keeps_attempts_of_nested_groups(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+    backup.fail(503)
+
+    def inner(client: Any) -> Any:
+        return decorated(chain, lambda c: c.chat.completions.create(**chat()))
+
+    with pytest.raises(FailoverError) as info:
+        decorated(chain, inner, on=(FailoverError, openai.APIError))
+    match, _ = info.value.split(openai.InternalServerError)
+    assert match is not None
+    assert len(match.attempts) == len(match.exceptions) == 2
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: run_chat's 'except openai.OpenAIError' uses events[-1] (_cli.py:359), "
+    "but a refusal on the first provider is not failed over and emits no event, so the "
+    "CLI crashes with IndexError instead of exiting 1",
+)
+def test_cli_chat_refusal_on_first_provider_exits_1(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for (url_var, key_var), fake in (
+        (("COMETAPI_BASE_URL", "COMETAPI_KEY"), comet),
+        (("OPENAI_BASE_URL", "OPENAI_API_KEY"), backup),
+    ):
+        monkeypatch.setenv(url_var, fake.base_url)
+        monkeypatch.setenv(key_var, fake.api_key)
+    comet.fail(400, code="content_policy_violation")
+    assert cli_main(["chat", "hi"]) == 1
+
+
+# -- things that work (kept as guards) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["completions", "images", "files"])
+def test_unknown_endpoints_fail_over_then_raise_failover_error(
+    call: str, chain: tuple[Provider, Provider], backup: FakeProvider
+) -> None:
+    def body(client: Any) -> Any:
+        if call == "completions":
+            return client.completions.create(model=MODEL, prompt="hi")
+        if call == "images":
+            return client.images.generate(prompt="hi")
+        return client.files.list()
+
+    with pytest.raises(FailoverError) as info:
+        proxied(chain, body)
+    assert [type(e) for e in info.value.exceptions] == [openai.NotFoundError] * 2
+
+
+def test_proxy_stream_as_context_manager_closes_the_response(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(500)
+
+    def body(client: Any) -> tuple[str, bool]:
+        with client.chat.completions.create(**chat(stream=True)) as stream:
+            text = text_of(stream)
+        return text, stream.response.is_closed
+
+    assert proxied(chain, body) == ("[backup] hello", True)
+
+
+def test_proxy_attribute_reads_and_isinstance(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    def body(client: Any) -> None:
+        assert isinstance(client, openai.OpenAI)
+        assert str(client.base_url).startswith(comet.base_url)
+        assert client.api_key == comet.api_key
+        assert comet.api_key not in repr(client.with_options(max_retries=0))
+        assert [m.owned_by for m in client.copy().models.list()] == ["comet"]
+
+    proxied(chain, body)
