@@ -332,6 +332,7 @@ def run_chat(args: argparse.Namespace, out: Term) -> int:
     err = Term(sys.stderr)
     events: list[failover.Event] = []
     written: list[str] = []  # what the current attempt has printed so far
+    tried: list[str] = []  # the provider of each run of the body
 
     def show(text: str) -> None:
         written.append(text)
@@ -341,6 +342,7 @@ def run_chat(args: argparse.Namespace, out: Term) -> int:
     @failover.with_fallback(on_attempt=events.append)  # the zero-config chain
     def ask(client: openai.OpenAI | None = None) -> str:
         assert client is not None  # injected by @with_fallback
+        tried.append(failover.current_provider() or "unknown")
         if written:  # a stream broke after printing: say so, and start the answer afresh
             show("\n")
             err.line(err.paint("(the stream broke; answer restarted on the next provider)", YELLOW))
@@ -356,12 +358,12 @@ def run_chat(args: argparse.Namespace, out: Term) -> int:
             err.line(f"  {attempt.provider}: {explain(attempt.error)}")
         return 1
     except openai.OpenAIError as exc:  # not a provider fault (a refusal, say): no failover
-        err.line(err.paint(f"failover: {events[-1].provider}: {explain(exc)}", RED))
+        err.line(err.paint(f"failover: {tried[-1] if tried else 'chain'}: {explain(exc)}", RED))
         return 1
     out.line("" if args.stream else answer)
     note = "".join(f"; {e.provider} failed: {explain(e.error)}" for e in events if e.error)
     took = ms(time.monotonic() - started)
-    err.line(err.paint(f"served by {events[-1].provider} ({args.model}, {took}){note}", DIM))
+    err.line(err.paint(f"served by {tried[-1]} ({args.model}, {took}){note}", DIM))
     return 0
 
 

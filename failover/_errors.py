@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import openai
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on old Pythons only
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 __all__ = [
     "Attempt",
@@ -90,9 +90,25 @@ class FailoverError(ExceptionGroup[Exception]):
         return cls(f"all providers failed ({lines})", errors, attempts)  # type: ignore[arg-type]
 
     def derive(self, excs: Sequence[Exception]) -> FailoverError:  # type: ignore[override]
-        # except* splits the group: keep the attempts whose errors remain in the part.
-        kept = [a for a in self.attempts if any(a.error is e for e in excs)]
+        # except* splits the group: keep the attempts whose errors remain in the part
+        # (a nested group comes back as a new, smaller group of the same leaves).
+        kept = [a for a in self.attempts if any(_within(e, a.error) for e in excs)]
         return FailoverError(self.message, excs, kept)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _within(part: BaseException, whole: BaseException) -> bool:
+    """``part`` is ``whole``, or what a split kept of it."""
+    if part is whole:
+        return True
+    if not isinstance(part, BaseExceptionGroup) or not isinstance(whole, BaseExceptionGroup):
+        return False
+    return all(any(leaf is mine for mine in _leaves(whole)) for leaf in _leaves(part))
 
 
 class MissingAPIKey(openai.OpenAIError):

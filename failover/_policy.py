@@ -57,7 +57,12 @@ def _from_transport(tb: TracebackType | None) -> bool:
 
 def mark_if_transport(exc: BaseException) -> None:
     """Called on errors leaving a call on a handed-out client: remember the provider's."""
-    if isinstance(exc, Exception) and _from_transport(exc.__traceback__):
+    # A TypeError is the caller's (an argument the client cannot encode), wherever raised.
+    if (
+        isinstance(exc, Exception)
+        and not isinstance(exc, TypeError)
+        and _from_transport(exc.__traceback__)
+    ):
         try:
             setattr(exc, _MARK, True)
         except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from openai._base_client import AsyncPaginator
-from openai._response import AsyncResponseContextManager
 
 from . import _attempts
 from ._engine import Chain
@@ -24,7 +23,7 @@ from ._streaming import (
     first_chunk,
     first_chunk_async,
 )
-from ._tracking import Navigable, Tracked, TrackedContext, is_navigation
+from ._tracking import Navigable, is_navigation
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +62,23 @@ class Failover(Navigable):
         return kind(value, self._self_chain, (*self._self_path, name), self._self_async)
 
 
+# Sync calls send at once, so they cannot be tried out on the template as async ones
+# are: the few that send nothing are known by name. Copies of the client navigate;
+# streaming responses and stream helpers send when entered.
+_NAVIGATION = frozenset({"with_options", "copy"})
+_DEFERRED = frozenset({"with_streaming_response", "stream"})
+
+
 class FailoverMethod(Failover):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         step = (*self._self_path, _Call(args, kwargs))
         if self._self_async:
             return self._call_async(step, args, kwargs)
         chain = self._self_chain
+        if self._self_path[-1] in _NAVIGATION:
+            return Failover(self.__wrapped__(*args, **kwargs), chain, step, is_async=False)
+        if any(step in _DEFERRED for step in self._self_path if isinstance(step, str)):
+            return FailoverContext(chain, step)
 
         def attempt(client: Any) -> Any:
             result = _resolve(client, step)
@@ -78,12 +88,7 @@ class FailoverMethod(Failover):
                 else result
             )
 
-        result = _attempts.call_sync(chain, attempt)
-        if isinstance(result, TrackedContext):
-            return FailoverContext(chain, step)
-        if isinstance(result, Tracked):
-            return Failover(result.__wrapped__, chain, step, is_async=False)
-        return result
+        return _attempts.call_sync(chain, attempt)
 
     def _call_async(self, step: Path, args: Any, kwargs: Any) -> Any:
         # An async API method does no I/O until awaited (or entered), so calling it on
@@ -94,8 +99,10 @@ class FailoverMethod(Failover):
             if inspect.iscoroutine(probe):
                 probe.close()
             return FailoverAwaitable(chain, step)
-        if isinstance(probe, AsyncResponseContextManager):
-            probe._api_request.close()  # type: ignore[attr-defined]  # the unsent request
+        if hasattr(probe, "__aenter__") and not is_navigation(probe):
+            # A streaming response or a stream helper: it sends when entered.
+            for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
+                unsent.close()
             return FailoverAsyncContext(chain, step)
         if is_navigation(probe):
             return Failover(probe, chain, step, is_async=True)
@@ -131,7 +138,10 @@ class FailoverAwaitable:
 
 
 class _Deferred:
-    """``with_streaming_response``: the request is sent, with failover, on enter."""
+    """A streaming response or stream helper: the request is sent, with failover, on enter.
+
+    Never hedged: only one entered context may be left to exit.
+    """
 
     def __init__(self, chain: Chain, step: Path) -> None:
         self._chain = chain
@@ -161,7 +171,7 @@ class FailoverAsyncContext(_Deferred):
             self._context = context
             return response
 
-        return await _attempts.call_async(self._chain, attempt)
+        return await _attempts.call_async(self._chain, attempt, hedge=False)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)

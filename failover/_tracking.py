@@ -18,7 +18,7 @@ import wrapt
 from openai._base_client import AsyncPaginator, BaseClient
 from openai._legacy_response import LegacyAPIResponse
 from openai._resource import AsyncAPIResource, SyncAPIResource
-from openai._response import AsyncResponseContextManager, ResponseContextManager
+from openai._response import AsyncResponseContextManager, BaseAPIResponse, ResponseContextManager
 
 from ._policy import mark_if_transport
 from ._scope import SCOPE, Scope
@@ -69,6 +69,8 @@ def _timeout(scope: Scope, kwargs: dict[str, Any]) -> float | openai.Timeout | N
     the first chunk is in).
     """
     given = kwargs.get("timeout")
+    if isinstance(given, (openai.NotGiven, openai.Omit)):
+        given = None  # the client's sentinels for "no timeout given"
     budget = scope.timeout()
     if isinstance(given, (int, float)):
         budget = given if budget is None else min(given, budget)
@@ -106,8 +108,10 @@ def track(value: Any) -> Any:
         return TrackedContext(value)
     if isinstance(value, AsyncResponseContextManager):
         return TrackedAsyncContext(value)
-    if isinstance(value, LegacyAPIResponse) and not value._stream:
-        value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
+    if isinstance(value, (LegacyAPIResponse, BaseAPIResponse)):
+        if isinstance(value, LegacyAPIResponse) and not value._stream:
+            value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
+        return Tracked(value)  # its parse() and reads are calls on the provider too
     if is_navigation(value):
         return Tracked(value)
     return value
@@ -159,7 +163,7 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
 class TrackedContext(wrapt.ObjectProxy[Any]):
     def __enter__(self) -> Any:
         try:
-            return self.__wrapped__.__enter__()
+            return track(self.__wrapped__.__enter__())
         except BaseException as exc:
             mark_if_transport(exc)
             raise

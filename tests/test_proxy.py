@@ -1,7 +1,7 @@
-"""Review: bugs found in the drop-in proxy, tracking, streams, policy, errors and CLI.
+"""The drop-in proxy on calls beyond the basics, tracking, streams, policy and the CLI.
 
-Each test states the behaviour the library should have; the ones that fail today are
-marked ``xfail(strict=True)`` with the bug they show.
+Each test states the behaviour the library should have; the known limitations left are
+marked ``xfail(strict=True)``, so that lifting one is noticed.
 """
 
 from __future__ import annotations
@@ -84,13 +84,6 @@ def assert_never_truncated(form: Any, chain: tuple[Provider, Provider], body: An
 # -- the SDK's stream helper (chat.completions.stream) ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: chat.completions.stream() returns a ChatCompletionStreamManager that does "
-    "no I/O until entered; the proxy's attempt 'succeeds' on it and the request is sent "
-    "later, outside any attempt, on the first provider only (_proxy.py:81, _tracking.py:97 "
-    "track() returns the manager unwrapped): a 500 from the primary is raised, no failover",
-)
 def test_proxy_stream_helper_fails_over(
     comet: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -98,11 +91,6 @@ def test_proxy_stream_helper_fails_over(
     assert proxied(chain, helper_text) == "[backup] hello"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: async proxy: _call_async returns the template's AsyncChatCompletionStream"
-    "Manager probe itself (_proxy.py:102), so the helper runs on the first provider only",
-)
 def test_async_proxy_stream_helper_fails_over(
     comet: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -117,7 +105,8 @@ def test_async_proxy_stream_helper_fails_over(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: the stream helper's stream is not a TrackedStream (track() leaves the "
+    reason="KNOWN LIMITATION: the stream helper's stream is not a TrackedStream (track() "
+    "leaves the "
     "manager alone), so a stream cut short without finish_reason ends silently with a "
     "partial answer instead of StreamTruncated / failover",
 )
@@ -132,12 +121,6 @@ def test_stream_helper_never_returns_a_truncated_answer(
 # -- with_raw_response / with_streaming_response streams ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with_raw_response.create(stream=True) gives a LegacyAPIResponse whose "
-    ".parse() returns a plain openai.Stream (track() wraps only Stream objects, "
-    "_tracking.py:101,109), so a truncated chat stream ends silently",
-)
 @pytest.mark.parametrize("form", FORMS)
 def test_raw_response_stream_never_returns_a_truncated_answer(
     form: str, comet: FakeProvider, chain: tuple[Provider, Provider]
@@ -148,7 +131,7 @@ def test_raw_response_stream_never_returns_a_truncated_answer(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: proxy with_raw_response.create(stream=True): the attempt ends at the "
+    reason="KNOWN LIMITATION: proxy with_raw_response.create(stream=True): the attempt ends at the "
     "headers and the body is read outside it, so a stream reset before its first chunk "
     "raises APIConnectionError instead of failing over (unlike create(stream=True))",
 )
@@ -159,13 +142,6 @@ def test_proxy_raw_response_stream_cut_before_first_chunk_fails_over(
     assert proxied(chain, raw_stream_text) == "[backup] hello"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decorator: with_streaming_response's APIResponse is not tracked "
-    "(TrackedContext.__enter__ returns it bare, _tracking.py:160-162), so a 200 with a "
-    "non-JSON body read by response.parse() inside the decorated body raises "
-    "json.JSONDecodeError instead of failing over",
-)
 def test_decorator_streaming_response_bad_body_fails_over(
     comet: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -181,13 +157,6 @@ def unserialisable(client: Any) -> Any:
     return client.chat.completions.create(model=MODEL, messages=messages)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the caller's own bug (an argument that is not JSON-serialisable) raises "
-    "TypeError while the request is built in openai._base_client / httpx, so "
-    "mark_if_transport (_policy.py:49-64) marks it a provider fault: every provider is "
-    "tried (and blamed by the breaker) and FailoverError is raised instead of TypeError",
-)
 @pytest.mark.parametrize("form", FORMS)
 def test_unserialisable_argument_is_the_callers_bug(
     form: str, comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
@@ -214,12 +183,6 @@ def test_json_error_in_user_code_after_a_call_is_not_failed_over(
 # -- time budget ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _timeout() treats any non-number timeout as 'the caller's own httpx "
-    "Timeout' (_tracking.py:75-76), so timeout=openai.NOT_GIVEN (what wrappers forward "
-    "when unset) silently disables attempt_timeout: the hang is waited out in full",
-)
 def test_attempt_timeout_holds_when_timeout_is_not_given(
     comet: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -237,12 +200,6 @@ def test_attempt_timeout_holds_when_timeout_is_not_given(
 # -- non-API calls on the sync proxy are run as attempts ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the sync proxy runs every method through _attempts.call_sync "
-    "(_proxy.py:81), so with_options()/copy() (no I/O) count as attempts: on_attempt "
-    "reports a 'success' for each, although only one request was sent",
-)
 def test_sync_proxy_reports_one_event_per_api_call(chain: tuple[Provider, Provider]) -> None:
     events: list[failover.Event] = []
 
@@ -253,12 +210,6 @@ def test_sync_proxy_reports_one_event_per_api_call(chain: tuple[Provider, Provid
     assert [(e.provider, e.outcome) for e in events] == [("comet", "success")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: client.with_options() on the sync proxy is admitted as the breaker's "
-    "half-open probe and its (I/O-free) 'success' closes the breaker of a provider that "
-    "is still down (_proxy.py:81 via Run.succeeded)",
-)
 def test_with_options_does_not_close_an_open_breaker(
     comet: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -276,12 +227,6 @@ def test_with_options_does_not_close_an_open_breaker(
 # -- FailoverError.derive ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FailoverError.derive keeps attempts by identity (_errors.py:94), but "
-    "split()/except* pass derived copies of nested groups, so the attempts of nested "
-    "FailoverErrors are dropped and .attempts no longer pairs .exceptions",
-)
 def test_split_keeps_attempts_of_nested_groups(
     comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider]
 ) -> None:
@@ -301,12 +246,6 @@ def test_split_keeps_attempts_of_nested_groups(
 # -- CLI ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: run_chat's 'except openai.OpenAIError' uses events[-1] (_cli.py:359), "
-    "but a refusal on the first provider is not failed over and emits no event, so the "
-    "CLI crashes with IndexError instead of exiting 1",
-)
 def test_cli_chat_refusal_on_first_provider_exits_1(
     comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

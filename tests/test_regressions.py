@@ -1,8 +1,4 @@
-"""Review repros: suspected bugs in the engine, the breaker, the drivers and the endpoints.
-
-Each test states the documented behaviour; the ones that fail on the current code are
-marked ``xfail(strict=True)`` with the bug they show.
-"""
+"""Regressions found in review: the engine, the breaker, the drivers, the endpoints."""
 
 from __future__ import annotations
 
