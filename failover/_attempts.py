@@ -157,11 +157,15 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
             return await fn(client)
 
 
-def _interrupted(chain: Chain, exc: BaseException, provider: str, delivered: int) -> BaseException:
-    # Items already reached the caller: re-running would repeat them, so a fault now ends it.
+def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
+    """End a generator's attempt on ``exc``: return to re-run it, or raise."""
     if delivered and isinstance(exc, Exception) and chain.settings.policy.fails_over(exc):
-        return StreamInterrupted(provider, delivered, exc)
-    return exc
+        # Items already reached the caller: re-running would repeat them.
+        error = StreamInterrupted(attempt.provider, delivered, exc)
+        attempt.end(error)
+        raise error from exc
+    if not attempt.end(exc):
+        raise exc
 
 
 def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
@@ -181,12 +185,8 @@ def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
                 yield item
                 delivered += 1
         except BaseException as exc:
-            error = _interrupted(chain, exc, attempt.provider, delivered)
-            if attempt.end(error):
-                continue
-            if error is exc:
-                raise
-            raise error from exc
+            _settle(chain, attempt, exc, delivered)
+            continue
         attempt.end(None)
         return
 
@@ -208,12 +208,8 @@ async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> 
                 yield item
                 delivered += 1
         except BaseException as exc:
-            error = _interrupted(chain, exc, attempt.provider, delivered)
-            if attempt.end(error):
-                continue
-            if error is exc:
-                raise
-            raise error from exc
+            _settle(chain, attempt, exc, delivered)
+            continue
         attempt.end(None)
         return
 
