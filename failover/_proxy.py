@@ -10,6 +10,7 @@ its name, so every resource works, ``with_raw_response``,
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,8 @@ _DEFERRED = frozenset({"with_streaming_response", "stream"})
 
 
 class FailoverMethod(Failover):
+    _self_deferred: Callable[[Chain, Path], Any] | None = None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         step = (*self._self_path, _Call(args, kwargs))
         if self._self_async:
@@ -91,18 +94,23 @@ class FailoverMethod(Failover):
         return _attempts.call_sync(chain, attempt)
 
     def _call_async(self, step: Path, args: Any, kwargs: Any) -> Any:
-        # An async API method does no I/O until awaited (or entered), so calling it on
-        # the template tells what kind of call this is at no cost.
-        probe = self.__wrapped__(*args, **kwargs)
         chain = self._self_chain
+        deferred = self._self_deferred  # what this method returned before, if it sends later
+        if deferred is not None:
+            return deferred(chain, step)
+        # An async API method does no I/O until awaited (or entered), so calling it on
+        # the template tells what kind of call this is at no cost; it never changes.
+        probe = self.__wrapped__(*args, **kwargs)
         if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
             if inspect.iscoroutine(probe):
                 probe.close()
+            self._self_deferred = FailoverAwaitable
             return FailoverAwaitable(chain, step)
         if hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
                 unsent.close()
+            self._self_deferred = FailoverAsyncContext
             return FailoverAsyncContext(chain, step)
         if is_navigation(probe):
             return Failover(probe, chain, step, is_async=True)
