@@ -96,6 +96,11 @@ async def _tracked_await(awaitable: Any) -> Any:
         raise
 
 
+def _is_manager(value: Any, enter: str) -> bool:
+    """A stream helper's manager (``chat.completions.stream(...)``): it sends on enter."""
+    return type(value).__name__.endswith("StreamManager") and hasattr(value, enter)
+
+
 def track(value: Any) -> Any:
     """Wrap what a call on a tracked client returned."""
     if isinstance(value, pydantic.BaseModel):
@@ -104,10 +109,15 @@ def track(value: Any) -> Any:
         return TrackedStream(value, _provider())
     if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
         return _tracked_await(value)
-    if isinstance(value, ResponseContextManager):
+    if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
         return TrackedContext(value)
-    if isinstance(value, AsyncResponseContextManager):
+    if isinstance(value, AsyncResponseContextManager) or _is_manager(value, "__aenter__"):
         return TrackedAsyncContext(value)
+    raw = getattr(value, "_raw_stream", None)
+    if isinstance(raw, (openai.Stream, openai.AsyncStream)):
+        # A stream helper's events are read from the client's stream, lazily: watch it.
+        value._raw_stream = TrackedStream(raw, _provider())
+        return value
     if isinstance(value, (LegacyAPIResponse, BaseAPIResponse)):
         if isinstance(value, LegacyAPIResponse) and not value._stream:
             value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault

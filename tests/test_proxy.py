@@ -103,13 +103,6 @@ def test_async_proxy_stream_helper_fails_over(
     assert asyncio.run(main()) == "[backup] hello"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN LIMITATION: the stream helper's stream is not a TrackedStream (track() "
-    "leaves the "
-    "manager alone), so a stream cut short without finish_reason ends silently with a "
-    "partial answer instead of StreamTruncated / failover",
-)
 @pytest.mark.parametrize("form", FORMS)
 def test_stream_helper_never_returns_a_truncated_answer(
     form: str, comet: FakeProvider, chain: tuple[Provider, Provider]
