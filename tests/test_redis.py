@@ -331,8 +331,13 @@ def _race_for_the_probe(url: str, ns: str, start: Any, verdicts: Any) -> None:
     store.close()
 
 
+# Forks of a fresh server process, not of this one: forking a multi-threaded process (fake
+# servers run in threads) may deadlock, and Python 3.12+ warns about it.
+CONTEXT = multiprocessing.get_context("forkserver")
+
+
 def run_workers(target: Callable[..., None], *args: Any) -> None:
-    context = multiprocessing.get_context("fork")
+    context = CONTEXT
     workers = [context.Process(target=target, args=args) for _ in range(WORKERS)]
     for worker in workers:
         worker.start()
@@ -352,8 +357,7 @@ def test_exactly_one_process_claims_the_half_open_probe(redis_server: RedisServe
     store = shared(redis_server.url, ns)
     trip(store)
     wait_cooldown(store)
-    context = multiprocessing.get_context("fork")
-    start, verdicts = context.Barrier(WORKERS), context.Queue()
+    start, verdicts = CONTEXT.Barrier(WORKERS), CONTEXT.Queue()
     run_workers(_race_for_the_probe, redis_server.url, ns, start, verdicts)
     results = sorted(verdicts.get(timeout=5) for _ in range(WORKERS))
     assert results == sorted(["probe"] + ["skip"] * (WORKERS - 1))
