@@ -17,7 +17,7 @@ import logging
 from ._attempts import AttemptContext
 from ._context import FallbackClients, fallback_clients
 from ._decorator import with_fallback
-from ._engine import Event
+from ._engine import Event, Outcome
 from ._errors import (
     Attempt,
     DeadlineExceeded,
@@ -42,6 +42,7 @@ __all__ = [
     "FailoverError",
     "FallbackClients",
     "MissingAPIKey",
+    "Outcome",
     "Provider",
     "ProviderSkipped",
     "State",

@@ -210,7 +210,7 @@ class Demo:
             name = f"{e.provider} probe" if e.provider == PRIMARY and self.probe else e.provider
             if e.error is None:
                 steps.append(out.paint(f"{name} {out.sym('✓', 'ok')}", GREEN))
-            elif e.outcome == "skipped":
+            elif e.outcome is failover.Outcome.SKIPPED:
                 steps.append(out.paint(f"{name} skipped (open)", DIM))
             else:
                 steps.append(out.paint(f"{name} {out.sym('✗', 'x')} {reason(e.error)}", RED))
@@ -240,7 +240,10 @@ class Demo:
                     time.sleep(max(0.0, until - time.time()) / (probe_at - i + 1) + 0.01)
                 number += 1
                 self.show(number, phase, self.call(number, phase))
-                tried |= any(e.provider == PRIMARY and e.outcome != "skipped" for e in self.events)
+                tried |= any(
+                    e.provider == PRIMARY and e.outcome is not failover.Outcome.SKIPPED
+                    for e in self.events
+                )
 
     def summary(self) -> None:
         out, rows = self.out, self.rows

@@ -8,6 +8,7 @@ gives up. Sync and async drivers share it, so the rules exist once.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import time
@@ -54,12 +55,20 @@ def _admit(
     return new, (verdict, new, now)
 
 
+class Outcome(str, enum.Enum):
+    """How an attempt ended (a ``str`` enum: ``outcome == "success"`` holds too)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """What ``on_attempt=`` receives after each attempt."""
 
     provider: str
-    outcome: str  # "success", "failure" or "skipped"
+    outcome: Outcome
     error: BaseException | None
     elapsed: float
 
@@ -217,7 +226,7 @@ class Run:
             elapsed,
             f"trying {upcoming}" if upcoming else "no provider left",
         )
-        self._emit(endpoint, "failure", exc, elapsed)
+        self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
         return True
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
@@ -226,7 +235,7 @@ class Run:
             self._record_success(endpoint, breaker, after_failover=bool(self.attempts))
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
         if self._settings.on_attempt is not None:
-            self._emit(endpoint, "success", None, elapsed)
+            self._emit(endpoint, Outcome.SUCCESS, None, elapsed)
 
     def error(self) -> FailoverError:
         """What the call raises when no provider is left."""
@@ -278,7 +287,7 @@ class Run:
         skipped = ProviderSkipped(endpoint.name, reason, open_for)
         self._add(Attempt(endpoint.name, skipped, 0.0, skipped=True))
         logger.info("failover: skipping %s (%s)", endpoint.name, reason)
-        self._emit(endpoint, "skipped", skipped, 0.0)
+        self._emit(endpoint, Outcome.SKIPPED, skipped, 0.0)
 
     def _add(self, attempt: Attempt) -> None:
         number = len(self.attempts) + 1
@@ -289,7 +298,7 @@ class Run:
         self.attempts.append(attempt)
 
     def _emit(
-        self, endpoint: Endpoint, outcome: str, exc: BaseException | None, elapsed: float
+        self, endpoint: Endpoint, outcome: Outcome, exc: BaseException | None, elapsed: float
     ) -> None:
         callback = self._settings.on_attempt
         if callback is not None:

@@ -21,6 +21,7 @@ EXPECTED_ALL = [
     "FailoverError",
     "FallbackClients",
     "MissingAPIKey",
+    "Outcome",
     "Provider",
     "ProviderSkipped",
     "State",
