@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ._providers import Endpoint
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Scope:
     """The attempt in progress, seen by calls on the clients failover hands out."""
 
