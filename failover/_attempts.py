@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from ._engine import Chain, Run
 from ._errors import FailoverError, StreamInterrupted
+from ._policy import mark_fault
 from ._providers import Endpoint
 from ._scope import SCOPE
 
@@ -114,6 +115,7 @@ class Attempts:
             try:
                 client = build(endpoint)
             except Exception as exc:  # a client that cannot be built (no key) is a failed attempt
+                mark_fault(exc)
                 if run.failed(endpoint, exc, 0.0):
                     continue
                 raise

@@ -47,7 +47,15 @@ class FallbackClients:
         self._open.append((chain, placeholder))
         return Failover(template, chain, (), is_async=is_async)
 
+    def _unhedged(self, form: str) -> None:
+        if self._settings.hedge is not None:
+            raise TypeError(
+                f"hedge= starts attempts side by side, which {form} cannot do: "
+                "use it with `async with fallback_clients(...)` or an async def function"
+            )
+
     def __enter__(self) -> openai.OpenAI:
+        self._unhedged("a sync client")
         return cast(openai.OpenAI, self._enter(Endpoint.sync_client, openai.OpenAI, False))
 
     def __exit__(
@@ -76,9 +84,11 @@ class FallbackClients:
     # every chain that names the same Provider, so connections are reused across loops.
 
     def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
+        self._unhedged("the block form")
         return Attempts(Chain(endpoints(self._providers), self._settings))
 
     def __aiter__(self) -> AsyncIterator[AttemptContext[openai.AsyncOpenAI]]:
+        self._unhedged("the block form")
         return Attempts(Chain(endpoints(self._providers), self._settings))
 
 

@@ -73,6 +73,11 @@ def with_fallback(
             driver = call_async
         else:
             driver = call_sync
+        if hedge is not None and driver is not call_async:
+            raise TypeError(
+                "hedge= starts attempts side by side, which only async functions can do: "
+                f"{getattr(target, '__qualname__', target)!r} is not an async def function"
+            )
 
         @wrapt.decorator
         def wrapper(

@@ -63,10 +63,15 @@ def mark_if_transport(exc: BaseException) -> None:
         and not isinstance(exc, TypeError)
         and _from_transport(exc.__traceback__)
     ):
-        try:
-            setattr(exc, _MARK, True)
-        except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare
-            pass
+        mark_fault(exc)
+
+
+def mark_fault(exc: BaseException) -> None:
+    """Count ``exc`` as the provider's whatever its type (a client that cannot be built)."""
+    try:
+        setattr(exc, _MARK, True)
+    except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare
+        pass
 
 
 def is_provider_fault(exc: BaseException) -> bool:

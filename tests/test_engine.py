@@ -381,3 +381,25 @@ def test_current_provider_names_the_injected_client_s_provider(
     assert answer == "[backup] hello"
     assert seen == ["comet", "backup"]
     assert current_provider() is None
+
+
+# -- hedging needs async -------------------------------------------------------------
+
+
+def test_hedge_on_a_sync_function_is_refused_at_decoration(
+    chain: tuple[Provider, Provider],
+) -> None:
+    with pytest.raises(TypeError, match="async"):
+
+        @failover.with_fallback(*chain, hedge=0.2)
+        def ask(client: Any = None) -> None: ...
+
+
+def test_hedge_on_the_sync_client_or_the_block_form_is_refused(
+    chain: tuple[Provider, Provider],
+) -> None:
+    clients = failover.fallback_clients(*chain, hedge=0.2)
+    with pytest.raises(TypeError, match="async with"), clients:
+        pass
+    with pytest.raises(TypeError, match="block form"):
+        iter(clients)

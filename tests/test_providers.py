@@ -139,6 +139,16 @@ def test_default_chain_without_cometapi_key_goes_to_openai(
     assert auth(backup) == [f"Bearer {backup.api_key}"]
 
 
+def test_provider_whose_client_cannot_be_built_fails_over(
+    backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No api_key, no api_key_env and no OPENAI_API_KEY: openai refuses to build it.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    keyless = Provider("keyless", base_url="http://127.0.0.1:9/v1")
+    ask = asker(keyless, provider(backup), **NO_BREAKER)
+    assert ask() == "[backup] hello"
+
+
 @pytest.mark.usefixtures("environ")
 def test_default_chain_without_any_key(
     comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
