@@ -133,7 +133,7 @@ class Run:
         "attempts",
         "done",
         "started",
-    )  # fmt: skip
+    )
 
     def __init__(self, chain: Chain) -> None:
         settings = chain.settings

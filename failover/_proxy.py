@@ -80,7 +80,7 @@ class FailoverMethod(Failover):
         chain = self._self_chain
         if self._self_path[-1] in _NAVIGATION:
             return Failover(self.__wrapped__(*args, **kwargs), chain, step, is_async=False)
-        if any(step in _DEFERRED for step in self._self_path if isinstance(step, str)):
+        if any(name in _DEFERRED for name in self._self_path if isinstance(name, str)):
             return FailoverContext(chain, step)
 
         def attempt(client: Any) -> Any:
