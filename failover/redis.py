@@ -8,10 +8,11 @@
     failover.configure(health=health)          # or with_fallback(..., health=health)
 
 The breaker's rules are the same pure functions as in-process (``failover._health``);
-this store only applies them atomically: ``WATCH`` the provider's key, read it and
-the server's ``TIME``, compute, write in ``MULTI``/``EXEC``, retry if another worker
-wrote first. No count is lost, exactly one worker claims a half-open probe, every
-host reads one clock (the server's), and keys expire on their own.
+this store only applies them atomically: read the provider's key and the server's
+``TIME`` (one round trip), compute, then write with a compare-and-set script that
+fails if another worker wrote first, in which case the change is recomputed. No count
+is lost, exactly one worker claims a half-open probe, every host reads one clock (the
+server's), and keys expire on their own.
 
 Redis down, slow or refusing never fails a call: every command is bounded by
 ``timeout`` (50 ms by default); on the first error the store logs one WARNING and
@@ -37,6 +38,17 @@ R = TypeVar("R")
 T = TypeVar("T")
 logger = logging.getLogger("failover")
 _FIELDS = frozenset(Health._fields)
+
+
+# Compare-and-set, the only server-side logic: the breaker's rules stay in Python (one
+# copy, shared with the in-process store), and a lost race is simply recomputed.
+_COMPARE_AND_SET = """
+if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
 
 
 def _encode(name: str, record: Health) -> str:
@@ -74,6 +86,7 @@ class RedisHealth:
                 url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None
             )
         self._redis = client
+        self._swap = client.register_script(_COMPARE_AND_SET)
         self._prefix = f"{namespace}:health:"
         if ttl <= 0 or timeout <= 0:
             raise ValueError("RedisHealth needs a positive ttl and timeout")
@@ -144,19 +157,18 @@ class RedisHealth:
     def _update(
         self, key: str, name: str, change: Callable[[Health, float], tuple[Health, R]]
     ) -> R:
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    current = _decode(pipe.get(key))
-                    seconds, micros = pipe.time()
-                    new, result = change(current, seconds + micros / 1e6)
-                    pipe.multi()
-                    pipe.set(key, _encode(name, new), px=self._ttl_ms)
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue  # another worker wrote first: recompute from its state
+        while True:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.time()
+                raw, (seconds, micros) = pipe.execute()
+            current = _decode(raw)
+            new, result = change(current, seconds + micros / 1e6)
+            if new is current:
+                return result  # nothing to write: the healthy path costs one round trip
+            if self._swap(keys=[key], args=[raw or b"", _encode(name, new), self._ttl_ms]):
+                return result
+            # Another worker wrote first: recompute from its state.
 
     def _down(self) -> bool:
         return time.monotonic() < self._down_until
