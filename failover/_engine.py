@@ -20,7 +20,6 @@ from ._health import (
     Breaker,
     Health,
     HealthStore,
-    State,
     Verdict,
     admit,
     count_skip,
@@ -254,12 +253,7 @@ class Run:
         return deadline is not None and time.monotonic() - self.started >= deadline
 
     def _record_success(self, endpoint: Endpoint, breaker: Breaker, after_failover: bool) -> None:
-        if not after_failover:
-            # On a clean provider a success changes nothing: a read (no lock, or one
-            # Redis round trip) decides, and the healthy path writes nothing.
-            (record,), _ = self._store.read([endpoint.key], breaker.clock)
-            if record.state is State.CLOSED and not record.consecutive_failures:
-                return
+        # On a clean provider succeeded() changes nothing, and the stores write nothing.
         self._store.update(
             endpoint.key,
             endpoint.name,
