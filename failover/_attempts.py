@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._engine import Chain, Run
-from ._errors import FailoverError, StreamInterrupted
+from ._errors import DeadlineExceeded, FailoverError, StreamInterrupted
 from ._policy import mark_fault
 from ._providers import Endpoint
 from ._scope import SCOPE
@@ -41,11 +43,15 @@ class AttemptContext(Generic[C]):
 
     __slots__ = ("_client", "_run", "_scope", "_started", "_token", "endpoint")
 
-    def __init__(self, run: Run, endpoint: Endpoint, client: C) -> None:
+    def __init__(self, run: Run, endpoint: Endpoint, client: Any, streams: bool = False) -> None:
         self._run = run
         self.endpoint = endpoint
-        self._client = client
-        self._scope = run.scope(endpoint)  # its time budget starts now
+        scope, shared = run.scope(endpoint)  # its time budget starts now
+        if streams:  # a generator's attempt: it closes what it opened if it ends early
+            scope, shared = dataclasses.replace(scope, opened=[]), False
+        self._scope = scope
+        # The client carries its attempt, so calls from worker threads keep its bounds.
+        self._client: C = client.bound(scope, cache=shared)
         self._started = time.monotonic()
         self._token: Any = None
 
@@ -64,7 +70,7 @@ class AttemptContext(Generic[C]):
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        SCOPE.reset(self._token)
+        _reset(self._token)
         return self.end(exc)
 
     def end(self, exc: BaseException | None) -> bool:
@@ -84,7 +90,16 @@ class AttemptContext(Generic[C]):
         try:
             yield self._client
         finally:
-            SCOPE.reset(token)
+            _reset(token)
+
+    def close_streams(self) -> None:
+        """Close the streams the attempt opened: it ended early, nobody will read them."""
+        for stream in self._scope.opened or ():
+            stream.close()
+
+    async def aclose_streams(self) -> None:
+        for stream in self._scope.opened or ():
+            await stream.close()
 
     async def __aenter__(self) -> C:
         return self.__enter__()
@@ -95,20 +110,31 @@ class AttemptContext(Generic[C]):
         return self.__exit__(typ, exc, tb)
 
 
+def _reset(token: contextvars.Token[Any]) -> None:
+    try:
+        SCOPE.reset(token)
+    except ValueError:
+        # Exited in another context than it was entered in (a generator resumed by a
+        # thread pool in a fresh copy_context()): that context never saw our value.
+        pass
+
+
 class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
     def __init__(self, chain: Chain) -> None:
         self._run = chain.run()
 
-    def attempt(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any]:
+    def attempt(self, build: Callable[[Endpoint], Any], streams: bool = False) -> AttemptContext[Any]:
         """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
-        attempt = self.next_attempt(build)
+        attempt = self.next_attempt(build, streams)
         if attempt is None:
             raise self.error()
         return attempt
 
-    def next_attempt(self, build: Callable[[Endpoint], Any]) -> AttemptContext[Any] | None:
+    def next_attempt(
+        self, build: Callable[[Endpoint], Any], streams: bool = False
+    ) -> AttemptContext[Any] | None:
         """The next attempt, or None when no provider is left to try."""
         run = self._run
         while (endpoint := run.next()) is not None:
@@ -119,7 +145,7 @@ class Attempts:
                 if run.failed(endpoint, exc, 0.0):
                     continue
                 raise
-            return AttemptContext(run, endpoint, client)
+            return AttemptContext(run, endpoint, client, streams)
         return None
 
     def error(self) -> FailoverError:
@@ -161,7 +187,12 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
 
 def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
     """End a generator's attempt on ``exc``: return to re-run it, or raise."""
-    if delivered and isinstance(exc, Exception) and chain.settings.policy.fails_over(exc):
+    if (
+        delivered
+        and isinstance(exc, Exception)
+        and not isinstance(exc, DeadlineExceeded)  # the call is over: FailoverError says so
+        and chain.settings.policy.fails_over(exc)
+    ):
         # Items already reached the caller: re-running would repeat them.
         error = StreamInterrupted(attempt.provider, delivered, exc)
         attempt.end(error)
@@ -174,8 +205,9 @@ def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
     attempts = Attempts(chain)
     while True:
-        attempt = attempts.attempt(Endpoint.sync_client)
+        attempt = attempts.attempt(Endpoint.sync_client, streams=True)
         delivered = 0
+        items: Iterator[T] | None = None
         try:
             with attempt.scoped() as client:
                 items = fn(client)
@@ -187,8 +219,15 @@ def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
                 yield item
                 delivered += 1
         except BaseException as exc:
+            # At once, not at a garbage collection: the body's finally runs now, and
+            # the streams it opened stop (and stop billing) now.
+            if items is not None:
+                items.close()  # type: ignore[attr-defined]
+            attempt.close_streams()
             _settle(chain, attempt, exc, delivered)
             continue
+        finally:
+            items = None  # no frame of ours keeps a finished body alive
         attempt.end(None)
         return
 
@@ -197,8 +236,9 @@ async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> 
     """:func:`iterate_sync` for async generators."""
     attempts = Attempts(chain)
     while True:
-        attempt = attempts.attempt(Endpoint.async_client)
+        attempt = attempts.attempt(Endpoint.async_client, streams=True)
         delivered = 0
+        items: AsyncIterator[T] | None = None
         try:
             with attempt.scoped() as client:
                 items = fn(client)
@@ -210,8 +250,13 @@ async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> 
                 yield item
                 delivered += 1
         except BaseException as exc:
+            if items is not None:
+                await items.aclose()  # type: ignore[attr-defined]
+            await attempt.aclose_streams()
             _settle(chain, attempt, exc, delivered)
             continue
+        finally:
+            items = None
         attempt.end(None)
         return
 

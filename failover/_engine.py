@@ -82,11 +82,12 @@ class Settings:
     attempt_timeout: float | None = None
     deadline: float | None = None
     first_token_timeout: float | None = None
+    stall_timeout: float | None = None
     hedge: float | None = None
     on_attempt: Callable[[Event], object] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("attempt_timeout", "deadline", "first_token_timeout", "hedge"):
+        for name in ("attempt_timeout", "deadline", "first_token_timeout", "stall_timeout", "hedge"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
@@ -102,8 +103,15 @@ class Chain:
     admits: tuple[Admit, Admit] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ftt = self.settings.first_token_timeout
-        scopes = {id(e): Scope(e, None, ftt) for e in self.endpoints}
+        settings = self.settings
+        scopes = {
+            id(e): Scope(
+                e,
+                first_token_timeout=settings.first_token_timeout,
+                stall_timeout=settings.stall_timeout,
+            )
+            for e in self.endpoints
+        }
         object.__setattr__(self, "scopes", scopes)
         breaker = self.settings.breaker
         admits = None
@@ -191,21 +199,31 @@ class Run:
             self._skip(endpoint, record, now, breaker)
         return None
 
-    def scope(self, endpoint: Endpoint) -> Scope:
+    def scope(self, endpoint: Endpoint) -> tuple[Scope, bool]:
+        """The attempt's scope, and whether it is the chain's own (the same for every call)."""
         settings = self._settings
         if settings.attempt_timeout is None and settings.deadline is None:
-            return self._chain.scopes[id(endpoint)]
-        ends = [time.monotonic() + settings.attempt_timeout] if settings.attempt_timeout else []
-        if settings.deadline is not None:
-            ends.append(self.started + settings.deadline)
-        return Scope(endpoint, min(ends) if ends else None, settings.first_token_timeout)
+            return self._chain.scopes[id(endpoint)], True
+        attempt, deadline = settings.attempt_timeout, settings.deadline
+        scope = Scope(
+            endpoint,
+            ends_at=time.monotonic() + attempt if attempt is not None else None,
+            deadline_at=self.started + deadline if deadline is not None else None,
+            deadline=deadline,
+            first_token_timeout=settings.first_token_timeout,
+            stall_timeout=settings.stall_timeout,
+        )
+        return scope, False
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""
         settings = self._settings
         breaker = settings.breaker
         fails_over = settings.policy.fails_over(exc)
-        if breaker is not None and (fails_over or is_provider_fault(exc)):
+        # A deadline that ran out while the provider was delivering is the caller's
+        # budget, no news of the provider's health.
+        news = not isinstance(exc, DeadlineExceeded) and (fails_over or is_provider_fault(exc))
+        if breaker is not None and news:
             # News of the provider's health, even when raised to the caller: a refusal
             # proves it answers, a 5xx that on= keeps from failing over does not.
             self._record(endpoint, breaker, fault_kind(exc), retry_after(exc, breaker.clock))
@@ -239,7 +257,13 @@ class Run:
     def error(self) -> FailoverError:
         """What the call raises when no provider is left."""
         deadline = self._settings.deadline
-        if deadline is not None and self._deadline_passed() and not self._exhausted:
+        last = self.attempts[-1].error if self.attempts else None
+        if (
+            deadline is not None
+            and self._deadline_passed()
+            and not self._exhausted
+            and not isinstance(last, DeadlineExceeded)
+        ):
             self._exhausted = True
             self._add(
                 Attempt("deadline", DeadlineExceeded(deadline), time.monotonic() - self.started)

@@ -18,12 +18,7 @@ from openai._base_client import AsyncPaginator
 
 from . import _attempts
 from ._engine import Chain
-from ._streaming import (
-    PeekedStream,
-    TrackedStream,
-    first_chunk,
-    first_chunk_async,
-)
+from ._streaming import AsyncPeekedStream, AsyncStream, SyncPeekedStream, SyncStream
 from ._tracking import Navigable, is_navigation
 
 
@@ -85,11 +80,7 @@ class FailoverMethod(Failover):
 
         def attempt(client: Any) -> Any:
             result = _resolve(client, step)
-            return (
-                PeekedStream(result, first_chunk(result))
-                if isinstance(result, TrackedStream)
-                else result
-            )
+            return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
         return _attempts.call_sync(chain, attempt)
 
@@ -120,8 +111,8 @@ class FailoverMethod(Failover):
 async def _first_async(chain: Chain, step: Path) -> Any:
     async def attempt(client: Any) -> Any:
         result = await _resolve(client, step)
-        if isinstance(result, TrackedStream):
-            return PeekedStream(result, await first_chunk_async(result))
+        if isinstance(result, AsyncStream):
+            return await AsyncPeekedStream.peek(result)
         return result
 
     streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only

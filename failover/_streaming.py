@@ -1,131 +1,295 @@
-"""Streams: no answer may end silently cut short.
+"""Streams: no answer may end silently cut short, none may outlive its bounds.
 
-``TrackedStream`` wraps the client's own streams (sync or async) on every client
-failover hands out: errors while reading count as the provider's, and a
-chat-completion stream that ends without a ``finish_reason`` raises
-:class:`StreamTruncated`. ``PeekedStream`` is what the drop-in proxy returns: the
-first chunk was read inside the attempt (so a stream that fails before it fails
-over), and a failure after chunks reached the caller raises :class:`StreamInterrupted`.
+Every stream a handed-out client returns is wrapped (sync and async ones by
+separate classes, so ``isinstance(s, AsyncIterator)`` tells them apart as it does
+for the client's own): errors while reading count as the provider's, and a chat,
+completions or Responses stream that ends without its terminal event (a
+``finish_reason``, ``response.completed``) raises :class:`StreamTruncated`.
+Streams are recognised by shape, so one wrapped by an instrumentation keeps
+these guarantees. Time bounds the request's timeout cannot express (the first
+chunk, stalls between chunks, the call's deadline) are kept by the watchdog.
+
+The ``Peeked`` streams are what the drop-in client returns: their first chunk was
+read inside the attempt (so a stream that fails before it fails over), and a
+failure after chunks reached the caller raises :class:`StreamInterrupted`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import time
+from collections.abc import Callable
+from typing import Any
 
+import openai
 import wrapt
+from openai.types import Completion
 from openai.types.chat import ChatCompletionChunk
+from openai.types.responses import ResponseStreamEvent
 
-from ._errors import StreamInterrupted, StreamTruncated
-from ._policy import is_provider_fault, mark_if_transport
+from ._errors import DeadlineExceeded, StreamInterrupted, StreamTruncated, add_note
+from ._policy import is_provider_fault, mark_fault, mark_if_transport
+from ._scope import Scope
+from ._watchdog import WATCHDOG, Timer
 
 _NOTHING: Any = object()
+KEEP: Any = object()  # a stream whose read timeout failover did not narrow
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_CHOICES = {"chat.completion.chunk": "chat", "text_completion": "completion"}
+_INNER = ("response", "__wrapped__", "stream", "_stream", "_raw_stream", "_wrapped")
+
+
+def _find(stream: Any, found: Callable[[Any], bool], depth: int = 3) -> Any:
+    """What ``found`` accepts under ``stream``, looked for through wrappers of it."""
+    for name in _INNER:
+        inner = getattr(stream, name, None)
+        if inner is None:
+            continue
+        if found(inner):
+            return inner
+        if depth > 1 and (deeper := _find(inner, found, depth - 1)) is not None:
+            return deeper
+    return None
+
+
+def _is_response(value: Any) -> bool:
+    return hasattr(value, "extensions") and hasattr(value, "request")
+
+
+def _kind_of(stream: Any) -> str | None:
+    """What the stream's terminal event looks like, from its chunk type when it has one."""
+    inner = stream if hasattr(stream, "_cast_to") else _find(stream, _has_cast)
+    cast = getattr(inner, "_cast_to", None)
+    if cast is ChatCompletionChunk:
+        return "chat"
+    if cast is Completion:
+        return "completion"
+    if cast is not None and cast == ResponseStreamEvent:
+        return "response"
+    return None  # known from the first chunk, if at all
+
+
+def _has_cast(value: Any) -> bool:
+    return hasattr(value, "_cast_to")
+
+
+def is_stream(value: Any, requested: bool) -> bool:
+    """A client stream, or (for a call that asked for one) anything iterated like it."""
+    if isinstance(value, (openai.Stream, openai.AsyncStream)):
+        return True
+    return requested and (hasattr(value, "__next__") or hasattr(value, "__anext__"))
 
 
 class _Watch:
-    """What a stream has shown so far."""
+    """What a stream has shown so far, and the bounds it must keep."""
 
-    __slots__ = ("chat", "chunks", "finished", "provider")
+    __slots__ = ("chunks", "finished", "kind", "provider", "response", "scope", "timer")
 
-    def __init__(self, stream: Any, provider: str) -> None:
-        self.chat = getattr(stream, "_cast_to", None) is ChatCompletionChunk
-        self.provider = provider
+    def __init__(
+        self, stream: Any, scope: Scope | None, started: float | None, body_read: Any
+    ) -> None:
+        self.provider = scope.endpoint.name if scope is not None else "unknown"
+        self.scope = scope
         self.chunks = 0
         self.finished = False
+        self.kind = _kind_of(stream)
+        self.timer: Timer | None = None
+        self.response = None
+        if scope is None or not scope.bounded:
+            return
+        self.response = response = _find(stream, _is_response)
+        if response is not None and body_read is not KEEP:
+            # The request's read timeout held the first-chunk bound until the headers;
+            # the body reads get the client's own back (the watchdog bounds the rest).
+            response.request.extensions["timeout"]["read"] = body_read
+        first = scope.first_chunk_by(time.monotonic() if started is None else started)
+        if first is not None or scope.stall_timeout is not None:
+            self.timer = Timer(first if first is not None else float("inf"), response)
+            WATCHDOG.schedule(self.timer)
 
     def see(self, chunk: Any) -> Any:
         self.chunks += 1
-        if self.chat and any(c.finish_reason for c in chunk.choices):
-            self.finished = True
+        if not self.finished:
+            self._check(chunk)
+        timer = self.timer
+        if timer is not None:
+            if timer.fired:  # no socket to shut down: caught at the next chunk
+                raise self.expired()
+            scope = self.scope
+            stall = scope.stall_timeout  # type: ignore[union-attr]
+            later = scope.deadline_at  # type: ignore[union-attr]
+            if stall is not None:
+                bound = time.monotonic() + stall
+                later = bound if later is None else min(later, bound)
+            timer.expiry = float("inf") if later is None else later
+            WATCHDOG.schedule(timer)
         return chunk
 
+    def _check(self, chunk: Any) -> None:
+        kind = self.kind
+        if kind is None:
+            kind = self.kind = _CHOICES.get(getattr(chunk, "object", None), "")
+            if not kind and str(getattr(chunk, "type", "")).startswith("response."):
+                kind = self.kind = "response"
+        if kind == "response":
+            self.finished = chunk.type in _RESPONSE_ENDS
+        elif kind:
+            self.finished = any(c.finish_reason for c in chunk.choices)
+
     def end(self) -> None:
-        if self.chat and not self.finished:
+        """The stream ended cleanly: raise if its answer is cut short."""
+        timer = self.timer
+        if timer is not None:
+            timer.disarm()
+            if timer.fired:
+                raise self.expired()
+        if self.kind and not self.finished:
             raise StreamTruncated(self.provider, self.chunks)
 
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.disarm()
 
-class TrackedStream(wrapt.ObjectProxy[Any]):
-    """A client's ``Stream`` or ``AsyncStream``: reading errors are the provider's."""
+    def error(self, exc: BaseException) -> BaseException | None:
+        """What a read error means: a bound that expired (returned), or the provider's."""
+        timer = self.timer
+        if timer is not None:
+            timer.disarm()
+            if timer.fired:
+                return self.expired()
+        mark_if_transport(exc)
+        return None
 
-    def __init__(self, stream: Any, provider: str) -> None:
+    def expired(self) -> Exception:
+        scope = self.scope
+        assert scope is not None and self.timer is not None
+        self.timer.fired = False  # reported once
+        request = self.response.request if self.response is not None else None
+        if self.chunks and scope.deadline_at is not None and time.monotonic() >= scope.deadline_at:
+            error: Exception = DeadlineExceeded(scope.deadline or 0.0)
+            mark_fault(error)
+            return error
+        error = openai.APITimeoutError(request=request)  # type: ignore[arg-type]
+        if self.chunks:
+            add_note(error, f"failover: no chunk for {scope.stall_timeout}s (stall_timeout)")
+        else:
+            add_note(error, "failover: no first chunk in time (first_token_timeout/budget)")
+        return error
+
+
+class SyncStream(wrapt.BaseObjectProxy[Any]):
+    """A sync stream of a handed-out client (``openai.Stream`` or a wrapper of one)."""
+
+    def __init__(
+        self,
+        stream: Any,
+        scope: Scope | None,
+        started: float | None = None,
+        body_read: Any = KEEP,
+    ) -> None:
         super().__init__(stream)
-        self._self_watch = _Watch(stream, provider)
+        self._self_watch = _Watch(stream, scope, started, body_read)
 
-    def __enter__(self) -> TrackedStream:
-        return self
-
-    async def __aenter__(self) -> TrackedStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.__wrapped__.close()
-
-    def __iter__(self) -> TrackedStream:
-        return self
-
-    def __aiter__(self) -> TrackedStream:
+    def __iter__(self) -> SyncStream:
         return self
 
     def __next__(self) -> Any:
+        watch = self._self_watch
         try:
             chunk = next(self.__wrapped__)
         except StopIteration:
-            self._self_watch.end()
+            watch.end()
             raise
         except BaseException as exc:
-            mark_if_transport(exc)
-            raise
-        return self._self_watch.see(chunk)
+            error = watch.error(exc)
+            if error is None:
+                raise
+            self.__wrapped__.close()
+            raise error from exc
+        return watch.see(chunk)
+
+    def __enter__(self) -> SyncStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._self_watch.stop()
+        self.__wrapped__.close()
+
+
+class AsyncStream(wrapt.BaseObjectProxy[Any]):
+    """:class:`SyncStream` for async streams."""
+
+    def __init__(
+        self,
+        stream: Any,
+        scope: Scope | None,
+        started: float | None = None,
+        body_read: Any = KEEP,
+    ) -> None:
+        super().__init__(stream)
+        self._self_watch = _Watch(stream, scope, started, body_read)
+
+    def __aiter__(self) -> AsyncStream:
+        return self
 
     async def __anext__(self) -> Any:
+        watch = self._self_watch
         try:
             chunk = await self.__wrapped__.__anext__()
         except StopAsyncIteration:
-            self._self_watch.end()
+            watch.end()
             raise
         except BaseException as exc:
-            mark_if_transport(exc)
-            raise
-        return self._self_watch.see(chunk)
+            error = watch.error(exc)
+            if error is None:
+                raise
+            await self.__wrapped__.close()
+            raise error from exc
+        return watch.see(chunk)
 
+    async def __aenter__(self) -> AsyncStream:
+        return self
 
-def first_chunk(stream: TrackedStream) -> Any:
-    try:
-        return next(stream)
-    except StopIteration:
-        return _NOTHING
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
-
-async def first_chunk_async(stream: TrackedStream) -> Any:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return _NOTHING
+    async def close(self) -> None:
+        self._self_watch.stop()
+        await self.__wrapped__.close()
 
 
 def interrupted(exc: Exception, provider: str, delivered: int) -> Exception:
     """A provider fault after ``delivered`` chunks reached the caller cannot fail over."""
-    if delivered and is_provider_fault(exc) and not isinstance(exc, StreamTruncated):
+    if (
+        delivered
+        and is_provider_fault(exc)
+        and not isinstance(exc, (StreamTruncated, DeadlineExceeded))
+    ):
         return StreamInterrupted(provider, delivered, exc)
     return exc
 
 
-class PeekedStream(TrackedStream):
-    """What the drop-in client returns: the first chunk was read inside the attempt."""
+class _Peeked:
+    """Shared by the peeked streams: the chunk read ahead, and what a late fault means."""
 
-    def __init__(self, stream: TrackedStream, first: Any) -> None:
-        wrapt.ObjectProxy.__init__(self, stream)
-        self._self_first = first
+    _self_first: Any
+    _self_delivered: int
+    __wrapped__: Any
+
+    def _fail(self, exc: Exception) -> Exception:
+        watch = self.__wrapped__._self_watch
+        return interrupted(exc, watch.provider, self._self_delivered)
+
+
+class SyncPeekedStream(_Peeked, SyncStream):
+    """What the sync drop-in client returns: the first chunk was read inside the attempt."""
+
+    def __init__(self, stream: SyncStream) -> None:
+        wrapt.BaseObjectProxy.__init__(self, stream)
+        self._self_first = next(stream, _NOTHING)
         self._self_delivered = 0
-
-    def _deliver(self, chunk: Any) -> Any:
-        self._self_delivered += 1
-        return chunk
-
-    def _fail(self, exc: Exception) -> NoReturn:
-        error = interrupted(exc, self.__wrapped__._self_watch.provider, self._self_delivered)
-        if error is exc:
-            raise exc
-        raise error from exc
 
     def __next__(self) -> Any:
         chunk, self._self_first = self._self_first, _NOTHING
@@ -133,8 +297,25 @@ class PeekedStream(TrackedStream):
             try:
                 chunk = next(self.__wrapped__)
             except Exception as exc:
-                self._fail(exc)
-        return self._deliver(chunk)
+                error = self._fail(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+        self._self_delivered += 1
+        return chunk
+
+
+class AsyncPeekedStream(_Peeked, AsyncStream):
+    """:class:`SyncPeekedStream` for the async drop-in client (build it with :meth:`peek`)."""
+
+    def __init__(self, stream: AsyncStream, first: Any) -> None:
+        wrapt.BaseObjectProxy.__init__(self, stream)
+        self._self_first = first
+        self._self_delivered = 0
+
+    @classmethod
+    async def peek(cls, stream: AsyncStream) -> AsyncPeekedStream:
+        return cls(stream, await anext(stream, _NOTHING))
 
     async def __anext__(self) -> Any:
         chunk, self._self_first = self._self_first, _NOTHING
@@ -142,5 +323,9 @@ class PeekedStream(TrackedStream):
             try:
                 chunk = await self.__wrapped__.__anext__()
             except Exception as exc:
-                self._fail(exc)
-        return self._deliver(chunk)
+                error = self._fail(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+        self._self_delivered += 1
+        return chunk

@@ -1,14 +1,17 @@
 """The clients failover hands to user code (``wrapt`` proxies: ``isinstance`` holds).
 
-Every call on a ``Tracked`` client marks errors that came from the transport as
-the provider's, applies the attempt's timeout and model name, and wraps what it
-returns (streams, awaitables, sub-resources) so that the same holds for them.
+A ``Tracked`` client carries the :class:`~failover._scope.Scope` of its attempt,
+so every call on it, from any thread, marks errors that came from the transport
+as the provider's, applies the attempt's timeouts and model name, and wraps what
+it returns (streams, awaitables, sub-resources) so that the same holds for them.
+Methods are looked up on each call, so instrumenting ``openai`` later is seen.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,18 +24,17 @@ from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._response import AsyncResponseContextManager, BaseAPIResponse, ResponseContextManager
 
 from ._policy import mark_if_transport
-from ._scope import SCOPE, Scope
-from ._streaming import TrackedStream
+from ._scope import Scope, narrowed, phases
+from ._streaming import KEEP, AsyncStream, SyncStream, is_stream
+
+_VIEWS = ("WithRawResponse", "WithStreamingResponse", "WithStreamedResponse")
 
 
 def is_navigation(value: Any) -> bool:
     """A client, a resource or a raw/streaming-response view: no I/O of its own."""
     if isinstance(value, (BaseClient, SyncAPIResource, AsyncAPIResource)):
         return True
-    name = type(value).__name__
-    return type(value).__module__.startswith("openai.") and name.endswith(
-        ("WithRawResponse", "WithStreamingResponse")
-    )
+    return type(value).__module__.startswith("openai.") and type(value).__name__.endswith(_VIEWS)
 
 
 @functools.lru_cache(maxsize=512)
@@ -44,53 +46,58 @@ def _accepts(func: Callable[..., Any], name: str) -> bool:
     return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
-_OPENAI_DEFAULT_TIMEOUT = 600.0
+def _own_timeout(owner: Any, given: Any) -> Any:
+    """The timeout the call would have without failover: its own, else its client's."""
+    if not isinstance(given, (openai.NotGiven, openai.Omit)):
+        return given
+    client = getattr(owner, "_client", owner)
+    timeout = getattr(client, "timeout", None)
+    return None if isinstance(timeout, (openai.NotGiven, openai.Omit)) else timeout
 
 
-def _adjust(method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The attempt's model name and timeout, applied to one call's arguments."""
-    scope = SCOPE.get()
-    if scope is None:
-        return kwargs
-    model = kwargs.get("model")
-    if isinstance(model, str) and scope.endpoint.spec is not None and scope.endpoint.spec.models:
-        kwargs = {**kwargs, "model": scope.endpoint.map_model(model)}
-    timeout = _timeout(scope, kwargs)
-    if timeout is not None and _accepts(getattr(method, "__func__", method), "timeout"):
-        kwargs = {**kwargs, "timeout": timeout}
-    return kwargs
+class _Call:
+    """One call's arguments as the attempt adjusts them, and what its stream needs."""
+
+    __slots__ = ("body_read", "kwargs", "started", "stream")
+
+    def __init__(self, owner: Any, method: Any, kwargs: dict[str, Any], scope: Scope) -> None:
+        self.stream = kwargs.get("stream") is True
+        self.started = time.monotonic()
+        self.body_read: Any = KEEP
+        spec = scope.endpoint.spec
+        model = kwargs.get("model")
+        if isinstance(model, str) and spec is not None and spec.models:
+            kwargs = {**kwargs, "model": scope.endpoint.map_model(model)}
+        if scope.bounded and _accepts(getattr(method, "__func__", method), "timeout"):
+            own = phases(_own_timeout(owner, kwargs.get("timeout", openai.NOT_GIVEN)))
+            limit = scope.remaining(self.started)
+            if self.stream and scope.first_token_timeout is not None:
+                first = scope.first_token_timeout
+                limit = first if limit is None else min(limit, first)
+            if limit is not None:
+                # Every phase gets the smallest bound that applies; a stream's body
+                # reads get the client's own back once the headers are in.
+                kwargs = {**kwargs, "timeout": narrowed(own, limit)}
+                self.body_read = own[1]
+        self.kwargs = kwargs
 
 
-def _timeout(scope: Scope, kwargs: dict[str, Any]) -> float | openai.Timeout | None:
-    """The attempt's budget, clipping the caller's own; for streams, a first-token bound.
-
-    The first-token bound is the read timeout of the request, so it bounds the wait
-    for the response and for each chunk alike (the transport cannot change it once
-    the first chunk is in).
-    """
-    given = kwargs.get("timeout")
-    if isinstance(given, (openai.NotGiven, openai.Omit)):
-        given = None  # the client's sentinels for "no timeout given"
-    budget = scope.timeout()
-    if isinstance(given, (int, float)):
-        budget = given if budget is None else min(given, budget)
-    elif given is not None:
-        return None  # the caller's own httpx Timeout object: leave it alone
-    first = scope.first_token_timeout
-    if first is None or kwargs.get("stream") is not True:
-        return budget
-    total = budget if budget is not None else _OPENAI_DEFAULT_TIMEOUT
-    return openai.Timeout(total, read=min(first, total))
-
-
-def _provider() -> str:
-    scope = SCOPE.get()
-    return scope.endpoint.name if scope is not None else "unknown"
-
-
-async def _tracked_await(awaitable: Any) -> Any:
+def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[str, Any]) -> Any:
+    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope``."""
+    method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
     try:
-        return track(await awaitable)
+        if scope is None:
+            return track(method(*args, **kwargs), None)
+        call = _Call(owner, method, kwargs, scope)
+        return track(method(*args, **call.kwargs), scope, call)
+    except BaseException as exc:
+        mark_if_transport(exc)
+        raise
+
+
+async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
+    try:
+        return track(await awaitable, scope, call)
     except BaseException as exc:
         mark_if_transport(exc)
         raise
@@ -101,34 +108,45 @@ def _is_manager(value: Any, enter: str) -> bool:
     return type(value).__name__.endswith("StreamManager") and hasattr(value, enter)
 
 
-def track(value: Any) -> Any:
+def _stream(value: Any, scope: Scope | None, call: _Call | None) -> Any:
+    kind = AsyncStream if hasattr(value, "__anext__") else SyncStream
+    if call is None:
+        stream = kind(value, scope)
+    else:
+        stream = kind(value, scope, call.started, call.body_read)
+    if scope is not None and scope.opened is not None:
+        scope.opened.append(stream)
+    return stream
+
+
+def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
     """Wrap what a call on a tracked client returned."""
     if isinstance(value, pydantic.BaseModel):
         return value  # a parsed answer (the common case): nothing left to read
-    if isinstance(value, (openai.Stream, openai.AsyncStream)):
-        return TrackedStream(value, _provider())
+    if is_stream(value, call is not None and call.stream):
+        return _stream(value, scope, call)
     if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
-        return _tracked_await(value)
+        return _tracked_await(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
-        return TrackedContext(value)
+        return TrackedContext(value, scope)
     if isinstance(value, AsyncResponseContextManager) or _is_manager(value, "__aenter__"):
-        return TrackedAsyncContext(value)
+        return TrackedAsyncContext(value, scope)
     raw = getattr(value, "_raw_stream", None)
     if isinstance(raw, (openai.Stream, openai.AsyncStream)):
         # A stream helper's events are read from the client's stream, lazily: watch it.
-        value._raw_stream = TrackedStream(raw, _provider())
+        value._raw_stream = _stream(raw, scope, call)
         return value
     if isinstance(value, (LegacyAPIResponse, BaseAPIResponse)):
         if isinstance(value, LegacyAPIResponse) and not value._stream:
             value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
-        return Tracked(value)  # its parse() and reads are calls on the provider too
+        return Tracked(value, scope)  # its parse() and reads are calls on the provider too
     if is_navigation(value):
-        return Tracked(value)
+        return Tracked(value, scope)
     return value
 
 
 class Navigable(wrapt.ObjectProxy[Any]):
-    """A proxy whose sub-resources and methods are proxies too, built once and cached."""
+    """A proxy whose sub-resources and methods are proxies too, built once per proxy."""
 
     def __init__(self, wrapped: Any) -> None:
         super().__init__(wrapped)
@@ -154,34 +172,61 @@ class Navigable(wrapt.ObjectProxy[Any]):
 
 
 class Tracked(Navigable):
-    """A client or resource whose calls know which attempt they belong to."""
+    """A client or resource whose calls belong to the attempt ``scope``."""
+
+    def __init__(self, wrapped: Any, scope: Scope | None = None) -> None:
+        super().__init__(wrapped)
+        self._self_scope = scope
+        self._self_bound: dict[int, Tracked] = {}
+
+    def bound(self, scope: Scope, cache: bool) -> Tracked:
+        """This client as handed out for ``scope`` (kept, when the scope is a chain's own)."""
+        if not cache:
+            return Tracked(self.__wrapped__, scope)
+        client = self._self_bound.get(id(scope))
+        if client is None or client._self_scope is not scope:
+            client = self._self_bound[id(scope)] = Tracked(self.__wrapped__, scope)
+        return client
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
-        return TrackedMethod(value) if method else Tracked(value)
+        if method:
+            return TrackedMethod(value, self.__wrapped__, name, self._self_scope)
+        return Tracked(value, self._self_scope)
 
 
 class TrackedMethod(wrapt.ObjectProxy[Any]):
+    """A method of a tracked client, looked up on its owner at each call."""
+
+    def __init__(self, method: Any, owner: Any, name: str, scope: Scope | None) -> None:
+        super().__init__(method)
+        self._self_owner = owner
+        self._self_name = name
+        self._self_scope = scope
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        method = self.__wrapped__
-        try:
-            return track(method(*args, **_adjust(method, kwargs)))
-        except BaseException as exc:
-            mark_if_transport(exc)
-            raise
+        return _call(self._self_owner, self._self_name, self._self_scope, args, kwargs)
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):
+    def __init__(self, wrapped: Any, scope: Scope | None) -> None:
+        super().__init__(wrapped)
+        self._self_scope = scope
+
     def __enter__(self) -> Any:
         try:
-            return track(self.__wrapped__.__enter__())
+            return track(self.__wrapped__.__enter__(), self._self_scope)
         except BaseException as exc:
             mark_if_transport(exc)
             raise
 
 
 class TrackedAsyncContext(wrapt.ObjectProxy[Any]):
+    def __init__(self, wrapped: Any, scope: Scope | None) -> None:
+        super().__init__(wrapped)
+        self._self_scope = scope
+
     async def __aenter__(self) -> Any:
-        return await _tracked_await(self.__wrapped__.__aenter__())
+        return await _tracked_await(self.__wrapped__.__aenter__(), self._self_scope, None)
 
     async def __aexit__(self, *exc_info: Any) -> Any:
         return await self.__wrapped__.__aexit__(*exc_info)
