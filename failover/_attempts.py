@@ -125,7 +125,9 @@ class Attempts:
     def __init__(self, chain: Chain) -> None:
         self._run = chain.run()
 
-    def attempt(self, build: Callable[[Endpoint], Any], streams: bool = False) -> AttemptContext[Any]:
+    def attempt(
+        self, build: Callable[[Endpoint], Any], streams: bool = False
+    ) -> AttemptContext[Any]:
         """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
         attempt = self.next_attempt(build, streams)
         if attempt is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from ._health import (
     succeeded,
     unavailable,
 )
-from ._policy import Fault, Policy, fault_kind, is_provider_fault, retry_after
+from ._policy import Fault, Policy, fault_kind, provider_fault, retry_after
 from ._providers import Endpoint
 from ._scope import Scope
 
@@ -87,10 +88,27 @@ class Settings:
     on_attempt: Callable[[Event], object] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("attempt_timeout", "deadline", "first_token_timeout", "stall_timeout", "hedge"):
+        for name in (
+            "attempt_timeout",
+            "deadline",
+            "first_token_timeout",
+            "stall_timeout",
+            "hedge",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        callback = self.on_attempt
+        if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+            getattr(callback, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+        ):
+            raise TypeError(
+                "on_attempt is called, never awaited, so an async callback would never run: "
+                "pass a plain function and schedule the async work from it, e.g. "
+                "`lambda event: tasks.add(asyncio.get_running_loop().create_task(record(event)))` "
+                "(keep a reference to the task), or `asyncio.run_coroutine_threadsafe(...)` "
+                "from a sync caller"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,19 +237,30 @@ class Run:
         """Record a failed attempt; True when the call moves on to the next provider."""
         settings = self._settings
         breaker = settings.breaker
-        fails_over = settings.policy.fails_over(exc)
+        judging: Exception | None = None
+        try:
+            fails_over = settings.policy.fails_over(exc)
+        except Exception as error:  # on='s predicate raised: the caller gets that error
+            fails_over, judging = False, error
+        # What a framework raised its own error from is what tells of the provider.
+        fault = provider_fault(exc)
         # A deadline that ran out while the provider was delivering is the caller's
         # budget, no news of the provider's health.
-        news = not isinstance(exc, DeadlineExceeded) and (fails_over or is_provider_fault(exc))
-        if breaker is not None and news:
+        told = not isinstance(exc, DeadlineExceeded) and (fails_over or fault is not None)
+        if breaker is not None and told:
             # News of the provider's health, even when raised to the caller: a refusal
             # proves it answers, a 5xx that on= keeps from failing over does not.
-            self._record(endpoint, breaker, fault_kind(exc), retry_after(exc, breaker.clock))
+            news = exc if fault is None else fault
+            self._record(endpoint, breaker, fault_kind(news), retry_after(news, breaker.clock))
         elif breaker is not None and id(endpoint) in self._probe:
             # Says nothing of the provider's health: let another call probe it.
             self._store.update(
                 endpoint.key, endpoint.name, lambda h, now: (released(h), None), breaker.clock
             )
+        if judging is not None:
+            # Still an attempt that ended (and, above, a probe that is no longer claimed).
+            self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
+            raise judging
         if not fails_over:
             return False
         self._add(Attempt(endpoint.name, exc, elapsed))
@@ -239,7 +268,7 @@ class Run:
         logger.warning(
             "failover: %s failed with %s after %.3fs; %s",
             endpoint.name,
-            describe(exc),
+            describe(exc) if fault in (None, exc) else f"{describe(exc)} from {describe(fault)}",
             elapsed,
             f"trying {upcoming}" if upcoming else "no provider left",
         )
@@ -319,5 +348,15 @@ class Run:
         self, endpoint: Endpoint, outcome: Outcome, exc: BaseException | None, elapsed: float
     ) -> None:
         callback = self._settings.on_attempt
-        if callback is not None:
+        if callback is None:
+            return
+        try:
             callback(Event(endpoint.name, outcome, exc, elapsed))
+        except Exception:
+            # The caller's metrics code: it must neither discard a paid answer nor stop
+            # failover. KeyboardInterrupt and the like still propagate.
+            logger.exception(
+                "failover: on_attempt callback raised on the %s event of %s; ignored",
+                outcome.value,
+                endpoint.name,
+            )

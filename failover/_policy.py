@@ -8,6 +8,12 @@ handed out* and its traceback passes through the client's transport (sending,
 reading or parsing a response). Argument checks that the client does before any
 request (``TypeError``, ``ValueError`` for an empty id) never reach the transport,
 so they stay the caller's bug.
+
+Frameworks (instructor, pydantic-ai) catch the client's error and raise their own
+``from`` it: such an error is the provider's when its explicit cause chain holds a
+provider fault, and that fault is what the breaker, fault kinds and ``Retry-After``
+read (see :func:`provider_fault`). A mere ``__context__`` (an error raised while
+handling another, without ``from``) is not followed: that is the caller's code.
 """
 
 from __future__ import annotations
@@ -81,6 +87,20 @@ def is_provider_fault(exc: BaseException) -> bool:
     )
 
 
+def provider_fault(exc: BaseException) -> BaseException | None:
+    """The provider fault ``exc`` is, or was raised ``from`` (its ``__cause__`` chain)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if is_provider_fault(link):
+            return link
+        if isinstance(link, StreamInterrupted):
+            return None  # chunks reached the caller: what it was raised from is spent
+        seen.add(id(link))
+        link = link.__cause__
+    return None
+
+
 def status_of(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
@@ -126,7 +146,9 @@ class Policy:
             # whose chunks already reached the caller, which no re-run can take back.
             return False
         if self.on is None:
-            return is_provider_fault(exc) and fault_kind(exc) is not Fault.REFUSAL
+            fault = provider_fault(exc)
+            return fault is not None and fault_kind(fault) is not Fault.REFUSAL
         if isinstance(self.on, (type, tuple)):
-            return isinstance(exc, self.on)
+            # Matched on what a framework wrapped, too: on=RateLimitError around instructor.
+            return isinstance(exc, self.on) or isinstance(provider_fault(exc), self.on)
         return bool(self.on(exc))

@@ -127,7 +127,7 @@ class _Watch:
     def _check(self, chunk: Any) -> None:
         kind = self.kind
         if kind is None:
-            kind = self.kind = _CHOICES.get(getattr(chunk, "object", None), "")
+            kind = self.kind = _CHOICES.get(str(getattr(chunk, "object", "")), "")
             if not kind and str(getattr(chunk, "type", "")).startswith("response."):
                 kind = self.kind = "response"
         if kind == "response":
@@ -161,7 +161,8 @@ class _Watch:
 
     def expired(self) -> Exception:
         scope = self.scope
-        assert scope is not None and self.timer is not None
+        assert scope is not None
+        assert self.timer is not None
         self.timer.fired = False  # reported once
         request = self.response.request if self.response is not None else None
         if self.chunks and scope.deadline_at is not None and time.monotonic() >= scope.deadline_at:

@@ -665,3 +665,34 @@ def test_generator_fault_after_items_were_delivered_raises_stream_interrupted(
     assert info.value.provider == "comet"
     assert info.value.chunks >= 1
     assert backup.requests == []
+
+
+class _FrameworkError(Exception):
+    """Stands in for a framework's own error, raised ``from`` the client's (pydantic-ai)."""
+
+
+def test_generator_fails_over_on_a_provider_fault_a_framework_wrapped(
+    mode: str, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.fail(503)
+    request = {"model": MODEL, "messages": _messages("one two"), "stream": True}
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def words(client: Any = None) -> Any:
+        try:
+            stream = client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            raise _FrameworkError("request failed") from exc
+        yield from (c.choices[0].delta.content for c in stream if c.choices[0].delta.content)
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    async def awords(client: Any = None) -> Any:
+        try:
+            stream = await client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            raise _FrameworkError("request failed") from exc
+        async for c in stream:
+            if c.choices[0].delta.content:
+                yield c.choices[0].delta.content
+
+    assert _drain(mode, words if mode == "sync" else awords) == "[backup] one two"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -329,6 +330,281 @@ def test_on_attempt_reports_skipped_providers(
     assert outcomes(events) == [("comet", "skipped", ProviderSkipped), ("backup", "success", None)]
     assert events[0].elapsed == 0
     assert len(comet.requests) == 1
+
+
+# -- on_attempt callbacks that fail, or are async --------------------------------
+
+
+def callback_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "failover" and "on_attempt" in r.message]
+
+
+def broken(events: list[Event]) -> Callable[[Event], None]:
+    """An on_attempt callback whose metrics backend is down."""
+
+    def on_attempt(event: Event) -> None:
+        events.append(event)
+        raise RuntimeError("metrics backend down")
+
+    return on_attempt
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_raising_on_attempt_never_discards_a_success(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[Event] = []
+    assert call(chain, how, on_attempt=broken(events), **NO_BREAKER) == "[comet] hello"
+    assert outcomes(events) == [("comet", "success", None)]
+    assert (len(comet.requests), len(backup.requests)) == (1, 0)
+    [record] = callback_errors(caplog)  # logged once, with its traceback
+    assert record.exc_info is not None
+    assert record.exc_info[0] is RuntimeError
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_raising_on_attempt_never_stops_failover(
+    comet: FakeProvider,
+    chain: tuple[Provider, Provider],
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    comet.fail(500, times=1)
+    events: list[Event] = []
+    assert call(chain, how, on_attempt=broken(events), **NO_BREAKER) == "[backup] hello"
+    assert outcomes(events) == [
+        ("comet", "failure", openai.InternalServerError),
+        ("backup", "success", None),
+    ]
+    assert [r.exc_info[0] for r in callback_errors(caplog) if r.exc_info] == [RuntimeError] * 2
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("primary", ["succeeds", "fails"])
+def test_keyboard_interrupt_from_on_attempt_propagates(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    how: str,
+    primary: str,
+) -> None:
+    if primary == "fails":
+        comet.fail(500)
+
+    def on_attempt(event: Event) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        call(chain, how, on_attempt=on_attempt, **NO_BREAKER)
+    assert backup.requests == []
+
+
+async def arecord(event: Event) -> None: ...
+
+
+class AsyncRecorder:
+    async def __call__(self, event: Event) -> None: ...
+
+
+@pytest.mark.parametrize("configure", [with_fallback, fallback_clients])
+@pytest.mark.parametrize("callback", [arecord, AsyncRecorder()], ids=["async-def", "async-call"])
+def test_an_async_on_attempt_is_refused_at_configuration(
+    chain: tuple[Provider, Provider], configure: Callable[..., Any], callback: Any
+) -> None:
+    with pytest.raises(TypeError, match=r"never awaited.*create_task"):
+        configure(*chain, on_attempt=callback)
+
+
+def test_a_sync_callable_object_is_a_fine_on_attempt(chain: tuple[Provider, Provider]) -> None:
+    class Recorder:
+        def __call__(self, event: Event) -> None: ...
+
+    with_fallback(*chain, on_attempt=Recorder())
+    fallback_clients(*chain, on_attempt=Recorder())
+
+
+# -- on= predicates that raise ---------------------------------------------------
+
+
+def bad_predicate(exc: BaseException) -> bool:
+    raise LookupError("a bug in the caller's on= predicate")
+
+
+def cooled_down(comet: FakeProvider, chain: tuple[Provider, Provider], how: str) -> Breaker:
+    """A breaker on an injected clock whose comet opened and has just cooled down."""
+    now = [1000.0]
+    breaker = Breaker(failures=1, cooldown=10, max_cooldown=60, clock=lambda: now[0])
+    comet.fail(500, times=1)
+    assert call(chain, how, breaker=breaker) == "[backup] hello"
+    now[0] += 11  # past the cooldown: the next call probes comet
+    return breaker
+
+
+def assert_probe_released(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str, breaker: Breaker
+) -> None:
+    seen = len(comet.requests)
+    assert call(chain, how, breaker=breaker) == "[comet] hello"  # tried, not skipped
+    assert len(comet.requests) == seen + 1
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_raising_predicate_on_a_probe_s_error_releases_the_probe(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    breaker = cooled_down(comet, chain, how)
+    comet.fail(404, times=1)  # the probe proves comet answers; the predicate chokes on it
+    events: list[Event] = []
+    with pytest.raises(LookupError):
+        call(chain, how, breaker=breaker, on=bad_predicate, on_attempt=events.append)
+    assert_probe_released(comet, chain, how, breaker)
+    assert outcomes(events) == [("comet", "failure", openai.NotFoundError)]
+
+
+@pytest.mark.parametrize("how", [h for h in HOW if not h.startswith("proxy")])
+def test_a_raising_predicate_on_the_caller_s_own_error_releases_the_probe(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    breaker = cooled_down(comet, chain, how)
+    ask = asker(how.split("-")[1])
+
+    def body(client: Any = None) -> Any:
+        ask(client)
+        raise ValueError("the caller's own bug")
+
+    async def abody(client: Any = None) -> Any:
+        await ask(client)
+        raise ValueError("the caller's own bug")
+
+    events: list[Event] = []
+    with pytest.raises(LookupError) as info:
+        call(
+            chain,
+            how,
+            body=abody if how.endswith("async") else body,
+            breaker=breaker,
+            on=bad_predicate,
+            on_attempt=events.append,
+        )
+    assert isinstance(info.value.__context__, ValueError)
+    assert len(backup.requests) == 1  # only the call that opened comet
+    assert_probe_released(comet, chain, how, breaker)
+    assert outcomes(events) == [("comet", "failure", ValueError)]
+
+
+# -- errors that frameworks wrap -------------------------------------------------
+
+
+class InstructorRetryException(Exception):
+    """Stands in for instructor's: raised ``from`` the last attempt's error."""
+
+    def __init__(self, last: BaseException, n_attempts: int = 1) -> None:
+        super().__init__(f"failed after {n_attempts} attempts: {type(last).__name__}")
+        self.n_attempts = n_attempts
+
+
+class ModelHTTPError(Exception):
+    """Stands in for pydantic-ai's: its own ``status_code`` and body, ``from`` the openai error."""
+
+    def __init__(self, exc: openai.APIError) -> None:
+        self.status_code = getattr(exc, "status_code", 0)
+        self.body = exc.body
+        super().__init__(f"status_code: {self.status_code}, model_name: gpt-4o-mini")
+
+
+WRAPPERS = [InstructorRetryException, ModelHTTPError]
+DIRECT = [h for h in HOW if not h.startswith("proxy")]  # the forms that run the caller's body
+
+
+def wrapped(how: str, wrap: Callable[[openai.APIError], Exception]) -> Callable[..., Any]:
+    """A body that asks as a framework does: the client's error re-raised ``from`` it."""
+    ask = asker(how.split("-")[1])
+
+    def body(client: Any = None) -> Any:
+        try:
+            return ask(client)
+        except openai.APIError as exc:
+            raise wrap(exc) from exc
+
+    async def abody(client: Any = None) -> Any:
+        try:
+            return await ask(client)
+        except openai.APIError as exc:
+            raise wrap(exc) from exc
+
+    return abody if how.endswith("async") else body
+
+
+@pytest.mark.parametrize("how", DIRECT)
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_a_provider_fault_a_framework_wrapped_fails_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str, wrapper: Any
+) -> None:
+    comet.fail(503)
+    events: list[Event] = []
+    body = wrapped(how, wrapper)
+    assert call(chain, how, body=body, on_attempt=events.append, **NO_BREAKER) == "[backup] hello"
+    assert outcomes(events) == [("comet", "failure", wrapper), ("backup", "success", None)]
+
+
+@pytest.mark.parametrize("how", DIRECT)
+def test_failover_error_keeps_what_the_body_raised(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(503)
+    backup.fail(500)
+    result, _ = timed(lambda: call(chain, how, body=wrapped(how, ModelHTTPError), **NO_BREAKER))
+    assert isinstance(result, FailoverError), result
+    assert [type(e) for e in result.exceptions] == [ModelHTTPError, ModelHTTPError]
+    causes = [type(e.__cause__) for e in result.exceptions]
+    assert causes == [openai.InternalServerError, openai.InternalServerError]
+
+
+@pytest.mark.parametrize("how", DIRECT)
+def test_a_wrapped_content_refusal_is_not_failed_over(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(400, code="content_policy_violation")
+    with pytest.raises(ModelHTTPError):
+        call(chain, how, body=wrapped(how, ModelHTTPError), **NO_BREAKER)
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("how", DIRECT)
+def test_a_wrapped_429_with_retry_after_opens_the_breaker(
+    comet: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    now = [1000.0]
+    breaker = Breaker(failures=5, cooldown=1, max_cooldown=60, clock=lambda: now[0])
+    comet.fail(429, times=1, retry_after=30)
+    body = wrapped(how, InstructorRetryException)
+    assert call(chain, how, body=body, breaker=breaker) == "[backup] hello"
+    assert failover.health()["comet"]["open_until"] == 1030.0  # the 429's Retry-After
+    events: list[Event] = []
+    assert call(chain, how, body=body, breaker=breaker, on_attempt=events.append) == (
+        "[backup] hello"
+    )
+    assert outcomes(events) == [("comet", "skipped", ProviderSkipped), ("backup", "success", None)]
+    assert len(comet.requests) == 1
+
+
+@pytest.mark.parametrize("how", DIRECT)
+def test_an_error_raised_while_handling_a_provider_fault_is_the_caller_s(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], how: str
+) -> None:
+    comet.fail(503)
+
+    def bug(exc: openai.APIError) -> Exception:
+        raise ValueError("the caller's own handler is broken")  # no `from`: only __context__
+
+    with pytest.raises(ValueError, match="handler") as info:
+        call(chain, how, body=wrapped(how, bug), **NO_BREAKER)
+    assert isinstance(info.value.__context__, openai.InternalServerError)
+    assert backup.requests == []
 
 
 # -- skipped attempts in FailoverError -----------------------------------------

@@ -13,8 +13,8 @@ import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER
 
-from failover import FailoverError, Provider, with_fallback
-from failover._policy import Fault, Policy, fault_kind, retry_after
+from failover import FailoverError, Provider, StreamInterrupted, with_fallback
+from failover._policy import Fault, Policy, fault_kind, provider_fault, retry_after
 from failover._tracking import Tracked
 from failover.testing import FakeProvider
 
@@ -282,3 +282,72 @@ def test_garbage_body_from_a_client_failover_did_not_hand_out_is_not_marked(
     exc = call_error(comet)
     assert isinstance(exc, json.JSONDecodeError)
     assert not Policy().fails_over(exc)
+
+
+# -- provider_fault: what a wrapper was raised from ------------------------------
+
+
+class Wrapper(Exception):
+    """A framework's own error (instructor, pydantic-ai), raised ``from`` the client's."""
+
+
+def wrap(exc: BaseException, *, explicit: bool = True) -> Exception:
+    """``exc`` re-raised as a Wrapper, with ``from`` or (``explicit=False``) without."""
+    try:
+        try:
+            raise exc
+        except BaseException as inner:
+            if explicit:
+                raise Wrapper("wrapped") from inner
+            raise Wrapper("raised while handling")  # noqa: B904 - the point: no `from`
+    except Wrapper as outer:
+        return outer
+
+
+def test_provider_fault_follows_the_cause_chain(comet: FakeProvider) -> None:
+    exc = status_error(comet, 503)
+    assert provider_fault(exc) is exc
+    assert provider_fault(wrap(exc)) is exc
+    assert provider_fault(wrap(wrap(exc))) is exc  # instructor: via tenacity's RetryError
+
+
+def test_provider_fault_does_not_follow_a_mere_context(comet: FakeProvider) -> None:
+    exc = status_error(comet, 503)
+    error = wrap(exc, explicit=False)
+    assert error.__cause__ is None
+    assert error.__context__ is not None
+    assert provider_fault(error) is None
+    assert not Policy().fails_over(error)
+
+
+def test_provider_fault_survives_a_cause_cycle() -> None:
+    a, b = Wrapper("a"), Wrapper("b")
+    a.__cause__, b.__cause__ = b, a
+    assert provider_fault(a) is None
+
+
+def test_provider_fault_stops_at_a_stream_that_reached_the_caller(comet: FakeProvider) -> None:
+    exc = status_error(comet, 503)
+    interrupted = StreamInterrupted("comet", 3, exc)
+    interrupted.__cause__ = exc
+    assert provider_fault(wrap(interrupted)) is None
+    assert not Policy().fails_over(wrap(interrupted))
+
+
+def test_on_a_type_matches_the_fault_a_framework_wrapped(comet: FakeProvider) -> None:
+    error = wrap(status_error(comet, 429))
+    assert Policy(on=openai.RateLimitError).fails_over(error)
+    assert not Policy(on=openai.APIConnectionError).fails_over(error)
+
+
+def test_an_on_predicate_sees_what_the_body_raised(comet: FakeProvider) -> None:
+    error = wrap(status_error(comet, 503))
+    seen: list[BaseException] = []
+    Policy(on=lambda exc: seen.append(exc) or True).fails_over(error)
+    assert seen == [error]
+
+
+def test_a_wrapped_interrupt_never_fails_over(comet: FakeProvider) -> None:
+    interrupt = KeyboardInterrupt()
+    interrupt.__cause__ = status_error(comet, 503)
+    assert not Policy().fails_over(interrupt)
