@@ -255,13 +255,13 @@ def test_cli_chat_refusal_on_first_provider_exits_1(
 # -- things that work (kept as guards) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", ["completions", "images", "files"])
+@pytest.mark.parametrize("call", ["moderations", "images", "files"])
 def test_unknown_endpoints_fail_over_then_raise_failover_error(
     call: str, chain: tuple[Provider, Provider], backup: FakeProvider
 ) -> None:
     def body(client: Any) -> Any:
-        if call == "completions":
-            return client.completions.create(model=MODEL, prompt="hi")
+        if call == "moderations":  # the fake serves legacy completions: not unknown any more
+            return client.moderations.create(input="hi")
         if call == "images":
             return client.images.generate(prompt="hi")
         return client.files.list()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import json
+import os
 import re
+import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx2
@@ -16,7 +21,7 @@ import openai
 import pytest
 
 from failover._pytest_plugin import FakeProviderFactory
-from failover.testing import FakeProvider
+from failover.testing import FakeProvider, RecordedRequest, unreachable
 
 pytest_plugins = ["pytester"]
 
@@ -468,3 +473,337 @@ def test_plugin_fixture(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "failover._pytest_plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+# -- slow streams: trickle and pause -------------------------------------------
+
+
+def timed(stream: Any) -> list[tuple[float, Any]]:
+    """Each event of a stream with the time it arrived, from the first one."""
+    arrived: list[tuple[float, Any]] = []
+    for event in stream:
+        arrived.append((time.monotonic(), event))
+    return [(at - arrived[0][0], event) for at, event in arrived]
+
+
+def test_trickle_paces_the_content_chunks(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.trickle(0.05, chunks=5, times=1)
+    arrived = timed(client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    assert len(arrived) == 1 + 5 + 1  # the role, five content chunks, the finish
+    assert "".join(c.choices[0].delta.content or "" for _, c in arrived) == "[comet] hello"
+    assert arrived[-1][1].choices[0].finish_reason == "stop"
+    at = [moment for moment, _ in arrived]
+    assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(at[:6]))
+    assert at[-1] - at[-2] < 0.04  # the finish follows the last chunk at once
+    assert stream_reasons(client) == [None] * 5 + ["stop"]  # times=1: back to normal
+
+
+def test_trickle_more_chunks_than_characters(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.trickle(0, chunks=20, times=1)
+    chunks = list(client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    assert len(chunks) == 22
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "[comet] hello"
+
+
+def test_trickle_and_pause_answer_plain_requests(
+    comet: FakeProvider, client: openai.OpenAI
+) -> None:
+    comet.trickle(5, times=1)
+    comet.pause(0, 5, times=1)
+    started = time.monotonic()
+    assert [chat(client), chat(client)] == ["[comet] hello"] * 2  # and the faults are used up
+    assert time.monotonic() - started < 4
+    with pytest.raises(ValueError):
+        comet.trickle(0.1, chunks=0)
+    with pytest.raises(ValueError):
+        comet.pause(-1, 1)
+
+
+@pytest.mark.parametrize("after", [0, 2, 100])
+def test_pause_goes_silent_then_finishes(
+    comet: FakeProvider, client: openai.OpenAI, after: int
+) -> None:
+    comet.pause(after, 0.3, times=1)
+    started = time.monotonic()
+    stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+    arrived = [(time.monotonic() - started, chunk) for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for _, c in arrived) == "[comet] hello"
+    assert arrived[-1][1].choices[0].finish_reason == "stop"
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
+    if after == 0:
+        assert arrived[0][0] >= 0.25  # silent from the start (the headers came at once)
+    elif after < len(arrived):
+        assert gaps.index(max(gaps)) == after - 1
+        assert max(gaps) >= 0.25
+    else:  # silent after the last event, before [DONE]
+        assert max(gaps) < 0.25
+        assert time.monotonic() - started >= 0.25
+
+
+def test_a_slow_stream_is_cut_short_by_stop(comet: FakeProvider, client: openai.OpenAI) -> None:
+    comet.trickle(10, chunks=3)
+    stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    threading.Timer(0.1, comet.stop).start()
+    started = time.monotonic()
+    with pytest.raises(openai.APIConnectionError):
+        list(stream)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.asyncio
+async def test_async_trickle_and_pause(comet: FakeProvider) -> None:
+    async with comet.async_client() as client:
+        comet.trickle(0.05, chunks=3, times=1)
+        started = time.monotonic()
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        chunks = [chunk async for chunk in stream]
+        assert len(chunks) == 5
+        assert time.monotonic() - started >= 0.15
+        comet.pause(1, 0.2, times=1)
+        started = time.monotonic()
+        response = await client.responses.create(model="m", input="hi", stream=True)
+        events = [event.type async for event in response]
+        assert events[-1] == "response.completed"
+        assert time.monotonic() - started >= 0.2
+
+
+# -- an address whose connect hangs ----------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs")
+def test_unreachable_connect_times_out() -> None:
+    before = open_fds()
+    timeout = openai.Timeout(5, connect=0.3)
+    with unreachable() as base_url:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
+        with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, timeout=timeout) as c:
+            for _ in range(2):  # every connect hangs, not only the first
+                started = time.monotonic()
+                with pytest.raises(openai.APITimeoutError) as info:
+                    chat(c)
+                assert isinstance(info.value.__cause__, httpx2.ConnectTimeout)
+                assert time.monotonic() - started < 3
+    assert open_fds() == before  # every socket closed on exit
+    port = int(base_url.split(":")[2].removesuffix("/v1"))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs")
+@pytest.mark.asyncio
+async def test_unreachable_connect_times_out_async() -> None:
+    timeout = openai.Timeout(5, connect=0.3)
+    with unreachable() as base_url:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0, timeout=timeout)
+        async with client:
+            started = time.monotonic()
+            with pytest.raises(openai.APITimeoutError) as info:
+                await achat(client)
+            assert isinstance(info.value.__cause__, httpx2.ConnectTimeout)
+            assert time.monotonic() - started < 3
+
+
+# -- legacy completions ----------------------------------------------------------
+
+
+def completion_stream(client: openai.OpenAI, **kwargs: Any) -> list[Any]:
+    return list(client.completions.create(model="m", prompt="hello", stream=True, **kwargs))
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hello")
+    assert (reply.object, reply.model) == ("text_completion", "gpt-3.5-turbo-instruct")
+    assert (reply.choices[0].text, reply.choices[0].finish_reason) == ("[comet] hello", "stop")
+    assert reply.usage is not None
+    assert reply.usage.total_tokens > 0
+    batch = client.completions.create(model="m", prompt=["one", "two"])
+    assert batch.choices[0].text == "[comet] one"
+
+
+def test_completions_stream(client: openai.OpenAI) -> None:
+    chunks = completion_stream(client)
+    assert "".join(c.choices[0].text for c in chunks) == "[comet] hello"
+    assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "stop"]
+    *_, finish, usage = completion_stream(client, stream_options={"include_usage": True})
+    assert finish.choices[0].finish_reason == "stop"
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert usage.usage.total_tokens > 0
+
+
+def cut_after(fake: FakeProvider, after: int, open_stream: Callable[[], Iterable[Any]]) -> int:
+    """How many events a stream delivers before ``cut_stream(after)`` resets it."""
+    fake.cut_stream(after=after, times=1)
+    received: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        received.extend(open_stream())
+    return len(received)
+
+
+def test_completions_broken_streams(comet: FakeProvider, client: openai.OpenAI) -> None:
+    stream = functools.partial(client.completions.create, model="m", prompt="hello", stream=True)
+    assert cut_after(comet, 2, stream) == 2
+    comet.truncate_stream(after=100, times=1)
+    chunks = completion_stream(client, stream_options={"include_usage": True})
+    assert "".join(c.choices[0].text for c in chunks) == "[comet] hello"
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * len(chunks)  # no usage
+    comet.trickle(0.05, chunks=3, times=1)
+    started = time.monotonic()
+    assert len(completion_stream(client)) == 4
+    assert time.monotonic() - started >= 0.15
+
+
+# -- the Responses API -------------------------------------------------------------
+
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * 4,
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def test_responses_stream_events(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="m", input="hello", stream=True))
+    assert [event.type for event in events] == RESPONSE_EVENTS
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "[comet] hello"
+    created, completed = events[0], events[-1]
+    assert created.type == "response.created"
+    assert completed.type == "response.completed"
+    assert created.response.status == "in_progress"
+    assert created.response.usage is None
+    assert completed.response.id == created.response.id
+    assert completed.response.output_text == "[comet] hello"
+    assert completed.response.usage is not None
+    assert completed.response.usage.total_tokens > 0
+
+
+def test_responses_stream_helper(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="m", input="hello") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "[comet] hello"
+    assert final.status == "completed"
+
+
+def test_responses_retrieve(comet: FakeProvider, client: openai.OpenAI) -> None:
+    made = client.responses.create(model="m", input="hi")
+    streamed = list(client.responses.create(model="m", input="yo", stream=True))[-1]
+    assert client.responses.retrieve(made.id).output_text == "[comet] hi"
+    assert streamed.type == "response.completed"
+    assert client.responses.retrieve(streamed.response.id).output_text == "[comet] yo"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.retrieve("resp_unknown")
+    assert "resp_unknown" in info.value.message
+    assert isinstance(info.value.body, dict)
+    assert "message" in info.value.body
+
+
+def test_responses_broken_streams(comet: FakeProvider, client: openai.OpenAI) -> None:
+    stream = functools.partial(client.responses.create, model="m", input="hello", stream=True)
+    assert cut_after(comet, 5, stream) == 5
+    comet.truncate_stream(after=100, times=1)
+    events = list(client.responses.create(model="m", input="hello", stream=True))
+    assert [event.type for event in events] == RESPONSE_EVENTS[:-1]  # ends before completed
+    comet.truncate_stream(after=100, times=1)
+    with client.responses.stream(model="m", input="hello") as stream:
+        list(stream)
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
+            stream.get_final_response()
+    comet.trickle(0.05, chunks=3, times=1)
+    started = time.monotonic()
+    events = list(client.responses.create(model="m", input="hello", stream=True))
+    assert [e.type for e in events].count("response.output_text.delta") == 3
+    assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.asyncio
+async def test_async_responses(comet: FakeProvider) -> None:
+    async with comet.async_client() as client:
+        response = await client.responses.create(model="m", input="hello", stream=True)
+        assert [event.type async for event in response] == RESPONSE_EVENTS
+        async with client.responses.stream(model="m", input="hi") as stream:
+            final = await stream.get_final_response()
+        assert (await client.responses.retrieve(final.id)).output_text == "[comet] hi"
+        comet.truncate_stream(after=3, times=1)
+        response = await client.responses.create(model="m", input="hello", stream=True)
+        assert [event.type async for event in response] == RESPONSE_EVENTS[:3]
+
+
+# -- which connection, which credential ----------------------------------------------
+
+
+def test_requests_record_the_peer(comet: FakeProvider) -> None:
+    with comet.client() as one, comet.client() as two:
+        chat(one)
+        chat(one)
+        chat(two)
+    first, again, other = (request.peer for request in comet.requests)
+    assert first == again != other
+    assert first[0] == "127.0.0.1"
+    assert first[1] > 0
+    assert RecordedRequest("GET", "/v1/models", {}, None).peer == ("", 0)  # the old signature
+
+
+def test_reply_can_be_a_string(fake_provider: FakeProviderFactory) -> None:
+    with fake_provider("x", reply="fixed").client() as client:
+        assert chat(client) == "fixed"
+        assert client.completions.create(model="m", prompt="p").choices[0].text == "fixed"
+        assert client.responses.create(model="m", input="hi").output_text == "fixed"
+
+
+def test_azure_client(comet: FakeProvider) -> None:
+    with comet.azure_client() as client:
+        assert isinstance(client, openai.AzureOpenAI)
+        assert chat(client) == "[comet] hello"
+        assert client.completions.create(model="d", prompt="hi").choices[0].text == "[comet] hi"
+        assert client.responses.create(model="d", input="hi").output_text == "[comet] hi"
+        assert len(client.embeddings.create(model="d", input="x").data) == 1
+        assert [model.id for model in client.models.list()] == ["fake-model"]
+    paths = [request.path.split("?") for request in comet.requests]
+    assert [path for path, _ in paths] == [
+        "/openai/deployments/m/chat/completions",
+        "/openai/deployments/d/completions",
+        "/openai/responses",
+        "/openai/deployments/d/embeddings",
+        "/openai/models",
+    ]
+    assert {query for _, query in paths} == {"api-version=2024-10-21"}
+    assert {request.headers["api-key"] for request in comet.requests} == {comet.api_key}
+    assert all("authorization" not in request.headers for request in comet.requests)
+
+
+def test_azure_wrong_key_and_explicit_base_url(fake_provider: FakeProviderFactory) -> None:
+    comet, nova = fake_provider("comet"), fake_provider("nova")
+    with (
+        comet.azure_client(api_key=nova.api_key) as wrong,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        chat(wrong)
+    base_url = f"http://127.0.0.1:{comet.port}/openai/deployments/dep"
+    with comet.azure_client(base_url=base_url) as client:
+        assert chat(client) == "[comet] hello"
+    assert comet.requests[-1].path.startswith("/openai/deployments/dep/chat/completions?")
+
+
+@pytest.mark.asyncio
+async def test_async_azure_client(comet: FakeProvider) -> None:
+    async with comet.async_azure_client() as client:
+        assert isinstance(client, openai.AsyncAzureOpenAI)
+        assert await achat(client) == "[comet] hello"
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        assert [c.choices[0].finish_reason async for c in stream if c.choices][-1] == "stop"
+    assert comet.requests[-1].headers["api-key"] == comet.api_key
