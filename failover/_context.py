@@ -99,6 +99,7 @@ def fallback_clients(
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
+    stall_timeout: float | None = None,
     hedge: float | None = None,
     on_attempt: Callable[[Event], object] | None = None,
     health: HealthStore | None = None,
@@ -119,6 +120,7 @@ def fallback_clients(
         attempt_timeout=attempt_timeout,
         deadline=deadline,
         first_token_timeout=first_token_timeout,
+        stall_timeout=stall_timeout,
         hedge=hedge,
         on_attempt=on_attempt,
     )

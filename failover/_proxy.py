@@ -21,33 +21,70 @@ from ._engine import Chain
 from ._streaming import AsyncPeekedStream, AsyncStream, SyncPeekedStream, SyncStream
 from ._tracking import Navigable, is_navigation
 
+Path = tuple[Any, ...]  # attribute names (str) and calls (_Call), from the client down
+# What private attributes of the template the caller read, by id: their paths.
+Own = dict[int, tuple[Path, Any]]
+
 
 @dataclass(frozen=True, slots=True)
 class _Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    # Arguments that are the template's own private parts (``client._client``, which
+    # pydantic-ai hands back to ``with_options``): each provider gets its own instead.
+    swaps: tuple[tuple[int | str, Path], ...] = ()
 
+    @classmethod
+    def of(cls, args: tuple[Any, ...], kwargs: dict[str, Any], own: Own) -> _Call:
+        if not own:
+            return cls(args, kwargs)
+        where: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        swaps = tuple(
+            (key, entry[0])
+            for key, value in where
+            if (entry := own.get(id(value))) is not None and entry[1] is value
+        )
+        return cls(args, kwargs, swaps)
 
-Path = tuple[Any, ...]  # attribute names (str) and calls (_Call), from the client down
+    def apply(self, client: Any, target: Any) -> Any:
+        if not self.swaps:
+            return target(*self.args, **self.kwargs)
+        args, kwargs = list(self.args), dict(self.kwargs)
+        for key, path in self.swaps:
+            mine = _resolve(client, path)
+            if isinstance(key, int):
+                args[key] = mine
+            else:
+                kwargs[key] = mine
+        return target(*args, **kwargs)
 
 
 def _resolve(client: Any, path: Path) -> Any:
     target = client
     for step in path:
-        target = (
-            getattr(target, step) if isinstance(step, str) else target(*step.args, **step.kwargs)
-        )
+        target = getattr(target, step) if isinstance(step, str) else step.apply(client, target)
     return target
 
 
 class Failover(Navigable):
     """Stands for ``template`` (a real client or resource) at ``path``."""
 
-    def __init__(self, template: Any, chain: Chain, path: Path, is_async: bool) -> None:
+    def __init__(
+        self, template: Any, chain: Chain, path: Path, is_async: bool, own: Own | None = None
+    ) -> None:
         super().__init__(template)
         self._self_chain = chain
         self._self_path = path
         self._self_async = is_async
+        self._self_own: Own = {} if own is None else own
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            value = getattr(self.__wrapped__, name)
+            if not isinstance(value, (str, int, float, type(None))):
+                self._self_own[id(value)] = ((*self._self_path, name), value)
+            return value
+        return super().__getattr__(name)
 
     def __repr__(self) -> str:
         names = ", ".join(e.name for e in self._self_chain.endpoints)
@@ -55,7 +92,8 @@ class Failover(Navigable):
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
         kind = FailoverMethod if method else Failover
-        return kind(value, self._self_chain, (*self._self_path, name), self._self_async)
+        path = (*self._self_path, name)
+        return kind(value, self._self_chain, path, self._self_async, self._self_own)
 
 
 # Sync calls send at once, so they cannot be tried out on the template as async ones
@@ -69,12 +107,13 @@ class FailoverMethod(Failover):
     _self_deferred: Callable[[Chain, Path], Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        step = (*self._self_path, _Call(args, kwargs))
+        step = (*self._self_path, _Call.of(args, kwargs, self._self_own))
         if self._self_async:
             return self._call_async(step, args, kwargs)
         chain = self._self_chain
         if self._self_path[-1] in _NAVIGATION:
-            return Failover(self.__wrapped__(*args, **kwargs), chain, step, is_async=False)
+            template = self.__wrapped__(*args, **kwargs)
+            return Failover(template, chain, step, False, self._self_own)
         if any(name in _DEFERRED for name in self._self_path if isinstance(name, str)):
             return FailoverContext(chain, step)
 
@@ -104,7 +143,7 @@ class FailoverMethod(Failover):
             self._self_deferred = FailoverAsyncContext
             return FailoverAsyncContext(chain, step)
         if is_navigation(probe):
-            return Failover(probe, chain, step, is_async=True)
+            return Failover(probe, chain, step, True, self._self_own)
         return probe
 
 
