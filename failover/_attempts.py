@@ -189,20 +189,25 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
 
 def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
     """End a generator's attempt on ``exc``: return to re-run it, or raise."""
-    # A deadline is not interrupted: the call is over, and FailoverError says so.
-    if delivered and isinstance(exc, Exception) and not isinstance(exc, DeadlineExceeded):
-        try:
-            faulted = chain.settings.policy.fails_over(exc)
-        except Exception:
-            attempt.end(exc)  # releases a probe, then raises the predicate's error
-            raise
-        if faulted:
-            # Items already reached the caller: re-running would repeat them.
-            error = StreamInterrupted(attempt.provider, delivered, exc)
-            attempt.end(error)
-            raise error from exc
-    if not attempt.end(exc):
-        raise exc
+    try:
+        # A deadline is not interrupted: the call is over, and FailoverError says so.
+        if delivered and isinstance(exc, Exception) and not isinstance(exc, DeadlineExceeded):
+            try:
+                faulted = chain.settings.policy.fails_over(exc)
+            except Exception:
+                attempt.end(exc)  # releases a probe, then raises the predicate's error
+                raise
+            if faulted:
+                # Items already reached the caller: re-running would repeat them.
+                error = StreamInterrupted(attempt.provider, delivered, exc)
+                attempt.end(error)
+                raise error from exc
+        if not attempt.end(exc):
+            raise exc
+    finally:
+        # The raised error's traceback holds this frame: without these, a cycle would
+        # keep the attempt (and the streams it opened) alive until a collection.
+        del exc, attempt
 
 
 def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:

@@ -1,0 +1,224 @@
+"""The drivers: clients that carry their attempt, generators that close at once,
+block forms resumed in other contexts (issue "Correct in the wild", items 4, 8, 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import gc
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from conftest import MESSAGES, NO_BREAKER, provider
+
+from failover import fallback_clients, health, with_fallback
+from failover.testing import FakeProvider
+
+MAPPED = {"models": {"gpt-x": "mapped-x"}}
+
+
+def _ask(client: Any) -> str:
+    reply = client.chat.completions.create(model="gpt-x", messages=MESSAGES)
+    return str(reply.choices[0].message.content)
+
+
+async def _aask(client: Any) -> str:
+    reply = await client.chat.completions.create(model="gpt-x", messages=MESSAGES)
+    return str(reply.choices[0].message.content)
+
+
+# -- item 8: a handed-out client carries its attempt into worker threads --------------
+
+
+def test_worker_thread_keeps_the_attempts_model_mapping_and_budget(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.hang(5)
+
+    @with_fallback(provider(comet, **MAPPED), provider(backup), attempt_timeout=0.3, **NO_BREAKER)
+    def ask(client: Any = None) -> str:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # no context is copied
+            return pool.submit(_ask, client).result(timeout=4)
+
+    assert ask() == "[backup] hello"  # comet's hang was cut at 0.3 s, not after 5 s
+    assert comet.requests[0].json["model"] == "mapped-x"
+
+
+@pytest.mark.asyncio
+async def test_run_in_executor_keeps_the_attempts_model_mapping_and_budget(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.hang(5)
+
+    @with_fallback(provider(comet, **MAPPED), provider(backup), attempt_timeout=0.3, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        loop = asyncio.get_running_loop()
+
+        def start() -> Any:  # the call is made (arguments fixed) in the worker thread
+            return client.chat.completions.create(model="gpt-x", messages=MESSAGES)
+
+        reply = await (await loop.run_in_executor(None, start))
+        return str(reply.choices[0].message.content)
+
+    assert await ask() == "[backup] hello"
+    assert comet.requests[0].json["model"] == "mapped-x"
+
+
+def _ask_sync_twin(client: Any) -> str:
+    # The async client's coroutine, run to its end on a fresh loop in the worker thread.
+    return asyncio.run(_aask(client))
+
+
+@pytest.mark.asyncio
+async def test_to_thread_keeps_the_attempts_model_mapping(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    @with_fallback(provider(comet, **MAPPED), provider(backup), **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return await asyncio.to_thread(_ask_sync_twin, client)
+
+    assert await ask() == "[comet] hello"
+    assert comet.requests[-1].json["model"] == "mapped-x"
+
+
+def test_block_form_client_carries_its_attempt_into_threads(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.hang(5)
+    for attempt in fallback_clients(
+        provider(comet, **MAPPED), provider(backup), attempt_timeout=0.3, **NO_BREAKER
+    ):
+        with attempt as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(_ask, client).result(timeout=4)
+    assert answer == "[backup] hello"
+    assert comet.requests[0].json["model"] == "mapped-x"
+
+
+# -- item 4: closing a decorated generator closes the body's generator at once -------
+
+
+def test_closing_a_decorated_generator_closes_the_body_and_its_stream(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.trickle(0.05, chunks=40)
+    seen: dict[str, Any] = {}
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def words(client: Any = None) -> Iterator[str]:
+        stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        seen["response"] = stream.response
+        try:
+            for chunk in stream:
+                yield chunk.choices[0].delta.content or ""
+        finally:
+            seen["finally"] = True
+
+    gen = words()
+    next(gen)
+    body = weakref.ref(gen.gi_frame.f_locals["items"])  # the body's own generator
+    gc.disable()  # what must happen, happens by itself: no collection helps
+    try:
+        gen.close()
+        assert seen.get("finally") is True
+        assert seen["response"].is_closed
+        del gen
+        assert body() is None  # no reference cycle keeps the finished body alive
+    finally:
+        gc.enable()
+    assert "cometapi" not in health()
+
+
+@pytest.mark.asyncio
+async def test_closing_a_decorated_async_generator_closes_the_body_and_its_stream(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.trickle(0.05, chunks=40)
+    seen: dict[str, Any] = {}
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    async def words(client: Any = None) -> AsyncIterator[str]:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        seen["stream"] = stream
+        try:
+            async for chunk in stream:
+                yield chunk.choices[0].delta.content or ""
+        finally:
+            seen["finally"] = True
+
+    gen = words()
+    await anext(gen)
+    await gen.aclose()
+    assert seen.get("finally") is True
+    assert seen["stream"].response.is_closed
+
+
+def test_break_in_a_for_over_a_decorated_generator_closes_the_body(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.trickle(0.05, chunks=40)
+    closed: list[bool] = []
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def words(client: Any = None) -> Iterator[str]:
+        try:
+            for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+                yield chunk.choices[0].delta.content or ""
+        finally:
+            closed.append(True)
+
+    gc.disable()
+    try:
+        for _ in words():
+            break
+        assert closed == [True]  # the for loop dropped the generator: closed by refcount
+    finally:
+        gc.enable()
+
+
+# -- item 9: the block form inside a generator resumed in fresh contexts -------------
+
+
+def _starlette_like(gen: Iterator[str]) -> list[str]:
+    """Each next() in a fresh copy_context() on a thread pool, as Starlette does."""
+    out: list[str] = []
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        while True:
+            context = contextvars.copy_context()
+            item = pool.submit(context.run, next, gen, None).result(timeout=5)
+            if item is None:
+                return out
+            out.append(item)
+
+
+def test_block_form_in_a_generator_resumed_in_other_contexts_records_success(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    def words() -> Iterator[str]:
+        for attempt in fallback_clients(provider(comet), provider(backup)):
+            with attempt as client:
+                stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+                for chunk in stream:
+                    yield chunk.choices[0].delta.content or ""
+
+    assert "".join(_starlette_like(words())) == "[comet] hello"
+    assert health()["comet"]["calls"] == 1  # the attempt ended, and was recorded
+
+
+@pytest.mark.parametrize("fault", ["fail", "hang"])
+def test_block_form_in_a_generator_resumed_elsewhere_still_fails_over(
+    comet: FakeProvider, backup: FakeProvider, fault: str
+) -> None:
+    comet.fail(503) if fault == "fail" else comet.hang(5)
+
+    def words() -> Iterator[str]:
+        chain = fallback_clients(provider(comet), provider(backup), attempt_timeout=0.3)
+        for attempt in chain:
+            with attempt as client:
+                stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+                for chunk in stream:
+                    yield chunk.choices[0].delta.content or ""
+
+    assert "".join(_starlette_like(words())) == "[backup] hello"
