@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MESSAGES, NO_BREAKER
+from conftest import MESSAGES, NO_BREAKER, provider
 
 import failover
 from failover import Breaker, FailoverError, Provider, StreamTruncated, with_fallback
@@ -295,3 +295,132 @@ def test_proxy_attribute_reads_and_isinstance(
         assert [m.owned_by for m in client.copy().models.list()] == ["comet"]
 
     proxied(chain, body)
+
+
+# -- client-level raw forms (issue 9 item 7) -----------------------------------------
+
+
+def client_raw_text(client: Any) -> str:
+    raw = client.with_raw_response.chat.completions.create(**chat(model="gpt-x"))
+    return raw.parse().choices[0].message.content  # type: ignore[no-any-return]
+
+
+def client_streaming_text(client: Any) -> str:
+    with client.with_streaming_response.chat.completions.create(**chat(model="gpt-x")) as response:
+        return response.parse().choices[0].message.content  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("body", [client_raw_text, client_streaming_text])
+def test_client_level_raw_forms_fail_over_with_model_mapping(
+    form: str, body: Any, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.fail(503)
+    mapped = {"models": {"gpt-x": "backup-x"}}
+    chain = (provider(comet), provider(backup, **mapped))
+    assert FORMS[form](chain, body) == "[backup] hello"
+    assert backup.requests[-1].json["model"] == "backup-x"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_client_level_streaming_response_keeps_the_attempt_timeout(
+    form: str, comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.hang(5)
+    started = time.monotonic()
+    assert FORMS[form](chain, client_streaming_text, attempt_timeout=0.3) == "[backup] hello"
+    assert time.monotonic() - started < 3
+
+
+def test_async_client_level_raw_forms_fail_over(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.fail(503)
+
+    async def main() -> tuple[str, str]:
+        async with failover.fallback_clients(*chain, **NO_BREAKER) as client:
+            raw = await client.with_raw_response.chat.completions.create(**chat())
+            async with client.with_streaming_response.chat.completions.create(**chat()) as r:
+                streamed = await r.parse()
+        return raw.parse().choices[0].message.content, streamed.choices[0].message.content
+
+    assert asyncio.run(main()) == ("[backup] hello", "[backup] hello")
+
+
+# -- instrumentation after the first call is seen (issue 9 item 10) ------------------
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_instrumenting_openai_after_the_first_call_is_seen(
+    form: str, chain: tuple[Provider, Provider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openai.resources.chat.completions import Completions
+
+    seen: list[str] = []
+    original = Completions.create
+
+    def instrumented(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["model"])
+        return original(self, *args, **kwargs)
+
+    def ask_twice(client: Any) -> str:
+        ask = client.chat.completions.create
+        ask(**chat())
+        monkeypatch.setattr(Completions, "create", instrumented)
+        return ask(**chat()).choices[0].message.content  # type: ignore[no-any-return]
+
+    assert FORMS[form](chain, ask_twice) == "[comet] hello"
+    assert seen == [MODEL]
+
+
+def test_async_drop_in_sees_instrumentation_added_after_the_first_call(
+    chain: tuple[Provider, Provider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openai.resources.chat.completions import AsyncCompletions
+
+    seen: list[str] = []
+    original = AsyncCompletions.create
+
+    async def instrumented(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["model"])
+        return await original(self, *args, **kwargs)
+
+    async def main() -> str:
+        async with failover.fallback_clients(*chain, **NO_BREAKER) as client:
+            await client.chat.completions.create(**chat())
+            monkeypatch.setattr(AsyncCompletions, "create", instrumented)
+            reply = await client.chat.completions.create(**chat())
+        return reply.choices[0].message.content  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == "[comet] hello"
+    assert seen == [MODEL]
+
+
+# -- a drop-in's own parts handed back keep each provider's transport (item 11) -------
+
+
+class _Counting(openai.DefaultHttpxClient):  # type: ignore[misc]
+    def __init__(self, sent: list[str], name: str) -> None:
+        super().__init__()
+        self._failover_sent, self._failover_name = sent, name
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self._failover_sent.append(self._failover_name)
+        return super().send(request, **kwargs)
+
+
+def test_with_options_http_client_round_trip_keeps_each_providers_transport(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    sent: list[str] = []
+    primary = comet.client(http_client=_Counting(sent, "comet"))
+    secondary = backup.client(http_client=_Counting(sent, "backup"))
+    comet.fail(503)
+    with failover.fallback_clients(primary, secondary, **NO_BREAKER) as client:
+        # What pydantic-ai does with the client it is given.
+        copy = client.with_options(http_client=client._client, max_retries=0)
+        reply = copy.chat.completions.create(**chat())
+    assert reply.choices[0].message.content == "[backup] hello"
+    assert sent == ["comet", "backup"]
+    primary.close()
+    secondary.close()
