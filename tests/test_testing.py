@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import enum
 import functools
-import itertools
 import json
 import os
 import re
@@ -482,23 +481,25 @@ def test_plugin_fixture(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPat
 # -- slow streams: trickle and pause -------------------------------------------
 
 
-def timed(stream: Any) -> list[tuple[float, Any]]:
-    """Each event of a stream with the time it arrived, from the first one."""
-    arrived: list[tuple[float, Any]] = []
-    for event in stream:
-        arrived.append((time.monotonic(), event))
-    return [(at - arrived[0][0], event) for at, event in arrived]
+def arrivals(open_stream: Callable[[], Iterable[Any]]) -> tuple[list[tuple[float, Any]], float]:
+    """Each event of a stream with when it arrived, and when the stream ended, both in
+    seconds since the request was sent: lower bounds on when the server sent them."""
+    started = time.monotonic()
+    arrived = [(time.monotonic() - started, event) for event in open_stream()]
+    return arrived, time.monotonic() - started
 
 
 def test_trickle_paces_the_content_chunks(comet: FakeProvider, client: openai.OpenAI) -> None:
     comet.trickle(0.05, chunks=5, times=1)
-    arrived = timed(client.chat.completions.create(model="m", messages=HELLO, stream=True))
+    stream = functools.partial(
+        client.chat.completions.create, model="m", messages=HELLO, stream=True
+    )
+    arrived, _ = arrivals(stream)
     assert len(arrived) == 1 + 5 + 1  # the role, five content chunks, the finish
     assert "".join(c.choices[0].delta.content or "" for _, c in arrived) == "[comet] hello"
     assert arrived[-1][1].choices[0].finish_reason == "stop"
-    at = [moment for moment, _ in arrived]
-    assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(at[:6]))
-    assert at[-1] - at[-2] < 0.04  # the finish follows the last chunk at once
+    for index, (moment, _) in enumerate(arrived[1:6], start=1):
+        assert moment >= index * 0.05 - 0.005  # content chunk i leaves i intervals in
     assert stream_reasons(client) == [None] * 5 + ["stop"]  # times=1: back to normal
 
 
@@ -527,21 +528,17 @@ def test_trickle_and_pause_answer_plain_requests(
 def test_pause_goes_silent_then_finishes(
     comet: FakeProvider, client: openai.OpenAI, after: int
 ) -> None:
-    comet.pause(after, 0.3, times=1)
-    started = time.monotonic()
-    stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
-    arrived = [(time.monotonic() - started, chunk) for chunk in stream]
+    comet.pause(after, 0.5, times=1)
+    stream = functools.partial(
+        client.chat.completions.create, model="m", messages=HELLO, stream=True
+    )
+    arrived, ended = arrivals(stream)
     assert "".join(c.choices[0].delta.content or "" for _, c in arrived) == "[comet] hello"
     assert arrived[-1][1].choices[0].finish_reason == "stop"
-    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
-    if after == 0:
-        assert arrived[0][0] >= 0.25  # silent from the start (the headers came at once)
-    elif after < len(arrived):
-        assert gaps.index(max(gaps)) == after - 1
-        assert max(gaps) >= 0.25
-    else:  # silent after the last event, before [DONE]
-        assert max(gaps) < 0.25
-        assert time.monotonic() - started >= 0.25
+    before, later = arrived[:after], arrived[after:]
+    assert all(moment < 0.45 for moment, _ in before)  # generous: these came at once
+    assert all(moment >= 0.5 for moment, _ in later)  # the silence came first
+    assert ended >= 0.5  # past the last event: the silence comes before [DONE]
 
 
 def test_a_slow_stream_is_cut_short_by_stop(comet: FakeProvider, client: openai.OpenAI) -> None:
@@ -593,7 +590,7 @@ def test_unreachable_connect_times_out() -> None:
                     chat(c)
                 assert isinstance(info.value.__cause__, httpx2.ConnectTimeout)
                 assert time.monotonic() - started < 3
-    assert open_fds() == before  # every socket closed on exit
+    assert open_fds() <= before  # every socket closed on exit (others may close too)
     port = int(base_url.split(":")[2].removesuffix("/v1"))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
