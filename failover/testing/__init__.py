@@ -34,10 +34,10 @@ a base URL whose TCP connect never completes.
 from __future__ import annotations
 
 from failover.testing._provider import FakeProvider
-from failover.testing._script import Reply
+from failover.testing._script import Answer, Reply, ToolCall
 from failover.testing._server import RecordedRequest
 from failover.testing._server import _Fault as _Fault  # for the benchmarks
 from failover.testing._server import _Server as _Server  # for the benchmarks
 from failover.testing._unreachable import unreachable
 
-__all__ = ["FakeProvider", "RecordedRequest", "Reply", "unreachable"]
+__all__ = ["Answer", "FakeProvider", "RecordedRequest", "Reply", "ToolCall", "unreachable"]

@@ -7,7 +7,7 @@ import secrets
 import threading
 from typing import TYPE_CHECKING, Any
 
-from failover.testing._script import Reply
+from failover.testing._script import Answer, Reply
 from failover.testing._server import _HEALTHY, RecordedRequest, _Fault, _Kind, _Server
 
 if TYPE_CHECKING:
@@ -20,16 +20,19 @@ AZURE_API_VERSION = "2024-10-21"
 class FakeProvider:
     """An OpenAI-compatible server on 127.0.0.1 that can be told to fail.
 
-    ``reply`` is the text of chat, completions and responses answers: a string, or a
-    function of the request JSON (default: ``"[name] <last user message>"``). ``models``
-    are what ``/v1/models`` lists; the other endpoints accept any model name.
+    ``reply`` is what chat, completions and responses answer: an :data:`Answer` (a string,
+    a list of :class:`ToolCall`, or a dict or pydantic model sent as JSON text), or a
+    function of the request JSON that returns one. Without it the answer is the smallest
+    JSON instance of the request's ``response_format`` / ``text.format`` schema if it asks
+    for one, else ``"[name] <last user message>"``. ``models`` are what ``/v1/models``
+    lists; the other endpoints accept any model name.
     """
 
     def __init__(
         self,
         name: str = "fake",
         *,
-        reply: str | Reply | None = None,
+        reply: Answer | Reply | None = None,
         models: tuple[str, ...] = ("fake-model",),
         api_key: str | None = None,
         port: int = 0,

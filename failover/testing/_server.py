@@ -115,9 +115,9 @@ def error_body(status: int, message: str, code: str | None) -> dict[str, Any]:
     return {"error": {**error, "param": None, "code": code}}
 
 
-_Answer = Callable[["FakeProvider", dict[str, Any]], dict[str, Any]]
+_Answerer = Callable[["FakeProvider", dict[str, Any]], dict[str, Any]]
 _Streamer = Callable[["FakeProvider", dict[str, Any], "int | None"], Stream]
-_FAMILIES: dict[str, tuple[_Answer, _Streamer | None]] = {
+_FAMILIES: dict[str, tuple[_Answerer, _Streamer | None]] = {
     "/chat/completions": (_chat.answer, _chat.stream),
     "/completions": (_completions.answer, _completions.stream),
     "/responses": (_responses.answer, _responses.stream),
