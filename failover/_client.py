@@ -70,6 +70,10 @@ class _DropIn(Failover):
 
     copy = with_options
 
+    def is_closed(self) -> bool:
+        """Whether ``close()`` was called (on this client or a copy)."""
+        return bool(self.__wrapped__.is_closed())
+
 
 class _SyncDropIn(_DropIn):
     def close(self) -> None:
