@@ -430,3 +430,18 @@ async def test_one_client_serves_each_tests_own_loop(long_lived: Any, test: int)
     client, _ = long_lived
     assert await op_chat(Flavour("async"), client) == "[backup] hello"
     assert await op_stream(Flavour("async"), client) == "[backup] hello"
+
+
+def test_a_copy_given_its_own_transport_keeps_each_providers(
+    flavour: Flavour, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # pydantic-ai's ModelSettings(max_retries=...) round trip: the template's transport
+    # (which never sends) must not become every provider's.
+    comet.fail(503)
+    client = make(flavour, provider(comet), provider(backup), **NO_BREAKER)
+    copy = client.with_options(http_client=client._client, max_retries=0)
+    for _ in range(2):  # the async flavour: on two loops, one after the other
+        assert run(flavour, copy, op_chat) == "[backup] hello"
+    # The backup was reached on a transport of its own, not on the template's.
+    assert f":{backup.port}" not in repr(client._client._transport._pool.connections)
+    close(flavour, client)
