@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
 import pytest
 from _kit import MODEL, caused_by_failover, json_reply, options, provider
 
 import failover
+from failover import StreamInterrupted, StreamTruncated
 from failover.testing import FakeProvider
 
 langchain_openai = pytest.importorskip("langchain_openai")
@@ -133,4 +135,26 @@ def test_root_client_alone_is_silently_replaced(client: Any) -> None:
     # The pitfall documented in the README: pass client= (and async_client=) too.
     llm = langchain_openai.ChatOpenAI(model=MODEL, root_client=client, api_key="sk-unused")
     assert llm.root_client is not client
-    assert not isinstance(llm.root_client, type(client))  # a plain openai.OpenAI
+    assert type(llm.root_client) is openai.OpenAI  # built by ChatOpenAI: no failover
+
+
+def test_a_stream_cut_midway_is_interrupted(fake_provider: Any, backup: FakeProvider) -> None:
+    cutting = fake_provider("cutting")
+    cutting.cut_stream(after=3)
+    sync = failover.OpenAI(provider(cutting), provider(backup), **options())
+    async_ = failover.AsyncOpenAI(provider(cutting), provider(backup), **options())
+    with pytest.raises(StreamInterrupted):
+        list(chat_model(sync, async_).stream("hello"))
+    assert not backup.requests, "chunks reached the caller: no re-run"
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_ends_silently_is_truncated(
+    fake_provider: Any, backup: FakeProvider
+) -> None:
+    truncating = fake_provider("truncating")
+    truncating.truncate_stream(after=3)
+    sync = failover.OpenAI(provider(truncating), provider(backup), **options())
+    async_ = failover.AsyncOpenAI(provider(truncating), provider(backup), **options())
+    with pytest.raises(StreamTruncated):
+        [chunk async for chunk in chat_model(sync, async_).astream("hello")]
