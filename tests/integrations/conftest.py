@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _kit import FAULTS, options, provider
 
 import failover
 from failover.testing import FakeProvider
+
+from ._kit import FAULTS, options, provider
 
 
 @pytest.fixture(params=list(FAULTS))

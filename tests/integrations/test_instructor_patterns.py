@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from _kit import MODEL, caused_by_failover, options, provider
 
 import failover
 from failover.testing import FakeProvider
+
+from ._kit import MODEL, caused_by_failover, options, provider
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import openai
 import pytest
-from _kit import MODEL, caused_by_failover, json_reply, options, provider
 
 import failover
 from failover import StreamInterrupted, StreamTruncated
 from failover.testing import FakeProvider
+
+from ._kit import MODEL, caused_by_failover, json_reply, options, provider
 
 langchain_openai = pytest.importorskip("langchain_openai")
 pydantic = pytest.importorskip("pydantic")

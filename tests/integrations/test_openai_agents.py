@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _kit import MODEL, caused_by_failover
 
 from failover.testing import FakeProvider
+
+from ._kit import MODEL, caused_by_failover
 
 agents = pytest.importorskip("agents")
 from agents.models import _openai_shared  # noqa: E402

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _kit import MODEL, options, provider
 
 import failover
 from failover import StreamInterrupted, StreamTruncated
 from failover.testing import FakeProvider
+
+from ._kit import MODEL, options, provider
 
 pytest.importorskip("opentelemetry.sdk")
 openai_v2 = pytest.importorskip("opentelemetry.instrumentation.openai_v2")

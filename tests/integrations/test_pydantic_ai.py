@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _kit import MODEL, caused_by_failover, json_reply, options, provider
 
 import failover
 from failover.testing import FakeProvider
+
+from ._kit import MODEL, caused_by_failover, json_reply, options, provider
 
 pydantic_ai = pytest.importorskip("pydantic_ai")
 pytest.importorskip("pydantic_ai.models.openai")  # the [openai] extra
