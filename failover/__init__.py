@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from ._attempts import AttemptContext
+from ._client import AsyncOpenAI, OpenAI
 from ._context import FallbackClients, fallback_clients
 from ._decorator import with_fallback
 from ._engine import Event, Outcome
@@ -34,6 +35,7 @@ from ._scope import current_provider
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOpenAI",
     "Attempt",
     "AttemptContext",
     "Breaker",
@@ -42,6 +44,7 @@ __all__ = [
     "FailoverError",
     "FallbackClients",
     "MissingAPIKey",
+    "OpenAI",
     "Outcome",
     "Provider",
     "ProviderSkipped",

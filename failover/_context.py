@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -16,9 +17,65 @@ from ._policy import OnSpec, Policy
 from ._providers import Endpoint, ProviderLike, endpoints
 from ._proxy import Failover
 
-# Stands in for the client's shape when no provider's client can be built (every
-# key missing): calls through it still try each provider and fail over as usual.
 _PLACEHOLDER = {"api_key": "unset", "base_url": "http://127.0.0.1:9/unset", "max_retries": 0}
+
+
+def sync_template(endpoint: Endpoint) -> tuple[Any, bool]:
+    """The endpoint's own sync client (it closes it)."""
+    return endpoint.sync_client().__wrapped__, False
+
+
+def _loop_template(endpoint: Endpoint) -> tuple[Any, bool]:
+    return endpoint.async_client().__wrapped__, False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenChain:
+    """A chain with clients of its own, and the client a drop-in stands for.
+
+    ``own`` is that client when only the drop-in holds it (a placeholder, or a template
+    that never sends): closed with the chain's clients.
+    """
+
+    chain: Chain
+    template: Any
+    own: Any | None
+
+    def close(self) -> None:
+        """Close what was built: the chain's sync clients (never a client the user passed)."""
+        for endpoint in self.chain.endpoints:
+            endpoint.close()
+        if self.own is not None:
+            self.own.close()
+
+    async def aclose(self) -> None:
+        """Close what was built: this loop's async clients, and the sync ones."""
+        for endpoint in self.chain.endpoints:
+            await endpoint.aclose()
+        if self.own is not None:
+            await self.own.close()
+
+
+def open_chain(
+    providers: tuple[ProviderLike, ...],
+    settings: Settings,
+    build: Callable[[Endpoint], tuple[Any, bool]],
+    kind: type[Any],
+) -> OpenChain:
+    """A chain of clients built for it alone; the drop-in stands for the first provider's
+    client that ``build`` can make (``build`` tells whether it made it for the drop-in
+    alone). With none (every key missing), it stands for a placeholder of the same
+    shape: calls through it still try each provider and fail over as usual.
+    """
+    chain = Chain(endpoints(providers, shared=False), settings)
+    for endpoint in chain.endpoints:
+        try:
+            template, own = build(endpoint)
+        except openai.OpenAIError:
+            continue
+        return OpenChain(chain, template, template if own else None)
+    placeholder = kind(**_PLACEHOLDER)
+    return OpenChain(chain, placeholder, placeholder)
 
 
 class FallbackClients:
@@ -28,24 +85,17 @@ class FallbackClients:
         self._providers = providers
         self._settings = settings
         # Each ``with`` builds clients of its own, closed on its exit (innermost last).
-        self._open: list[tuple[Chain, Any]] = []
+        self._open: list[OpenChain] = []
 
     def __repr__(self) -> str:
         return f"fallback_clients({', '.join(e.name for e in endpoints(self._providers))})"
 
-    def _enter(self, build: Callable[[Endpoint], Any], kind: type[Any], is_async: bool) -> Any:
-        chain = Chain(endpoints(self._providers, shared=False), self._settings)
-        placeholder = None
-        for endpoint in chain.endpoints:
-            try:
-                template = build(endpoint).__wrapped__
-                break
-            except openai.OpenAIError:
-                continue
-        else:
-            template = placeholder = kind(**_PLACEHOLDER)
-        self._open.append((chain, placeholder))
-        return Failover(template, chain, (), is_async=is_async)
+    def _enter(
+        self, build: Callable[[Endpoint], tuple[Any, bool]], kind: type[Any], is_async: bool
+    ) -> Any:
+        opened = open_chain(self._providers, self._settings, build, kind)
+        self._open.append(opened)
+        return Failover(opened.template, opened.chain, (), is_async=is_async)
 
     def _unhedged(self, form: str) -> None:
         if self._settings.hedge is not None:
@@ -56,29 +106,21 @@ class FallbackClients:
 
     def __enter__(self) -> openai.OpenAI:
         self._unhedged("a sync client")
-        return cast(openai.OpenAI, self._enter(Endpoint.sync_client, openai.OpenAI, False))
+        return cast(openai.OpenAI, self._enter(sync_template, openai.OpenAI, False))
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        chain, placeholder = self._open.pop()
-        for endpoint in chain.endpoints:
-            endpoint.close()
-        if placeholder is not None:
-            placeholder.close()
+        self._open.pop().close()
 
     async def __aenter__(self) -> openai.AsyncOpenAI:
-        client = self._enter(Endpoint.async_client, openai.AsyncOpenAI, True)
+        client = self._enter(_loop_template, openai.AsyncOpenAI, True)
         return cast(openai.AsyncOpenAI, client)
 
     async def __aexit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        chain, placeholder = self._open.pop()
-        for endpoint in chain.endpoints:
-            await endpoint.aclose()
-        if placeholder is not None:
-            await placeholder.close()
+        await self._open.pop().aclose()
 
     # The block form is typically run once per request: it uses the clients shared by
     # every chain that names the same Provider, so connections are reused across loops.
@@ -90,6 +132,30 @@ class FallbackClients:
     def __aiter__(self) -> AsyncIterator[AttemptContext[openai.AsyncOpenAI]]:
         self._unhedged("the block form")
         return Attempts(Chain(endpoints(self._providers), self._settings))
+
+
+def make_settings(
+    *,
+    on: OnSpec | None,
+    breaker: Breaker | None,
+    attempt_timeout: float | None,
+    deadline: float | None,
+    first_token_timeout: float | None,
+    hedge: float | None,
+    on_attempt: Callable[[Event], object] | None,
+    health: HealthStore | None,
+) -> Settings:
+    """The public keyword options, as the engine's ``Settings`` (checked there)."""
+    return Settings(
+        policy=Policy(on),
+        breaker=breaker,
+        store=health,
+        attempt_timeout=attempt_timeout,
+        deadline=deadline,
+        first_token_timeout=first_token_timeout,
+        hedge=hedge,
+        on_attempt=on_attempt,
+    )
 
 
 def fallback_clients(
@@ -113,15 +179,15 @@ def fallback_clients(
     block per provider (``async for`` likewise), on clients built once per ``Provider``
     and reused by every loop, as the decorator's are.
     """
-    settings = Settings(
-        policy=Policy(on),
+    settings = make_settings(
+        on=on,
         breaker=breaker,
-        store=health,
         attempt_timeout=attempt_timeout,
         deadline=deadline,
         first_token_timeout=first_token_timeout,
         stall_timeout=stall_timeout,
         hedge=hedge,
         on_attempt=on_attempt,
+        health=health,
     )
     return FallbackClients(providers, settings)

@@ -13,6 +13,7 @@ import pytest
 import failover
 
 EXPECTED_ALL = [
+    "AsyncOpenAI",
     "Attempt",
     "AttemptContext",
     "Breaker",
@@ -21,6 +22,7 @@ EXPECTED_ALL = [
     "FailoverError",
     "FallbackClients",
     "MissingAPIKey",
+    "OpenAI",
     "Outcome",
     "Provider",
     "ProviderSkipped",

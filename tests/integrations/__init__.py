@@ -1,0 +1,1 @@
+"""Framework integration tests: each module skips when its framework is not installed."""
