@@ -141,6 +141,7 @@ def make_settings(
     attempt_timeout: float | None,
     deadline: float | None,
     first_token_timeout: float | None,
+    stall_timeout: float | None,
     hedge: float | None,
     on_attempt: Callable[[Event], object] | None,
     health: HealthStore | None,
@@ -153,6 +154,7 @@ def make_settings(
         attempt_timeout=attempt_timeout,
         deadline=deadline,
         first_token_timeout=first_token_timeout,
+        stall_timeout=stall_timeout,
         hedge=hedge,
         on_attempt=on_attempt,
     )

@@ -263,18 +263,7 @@ async def op_client_streaming_response(f: Flavour, client: Any) -> str:
         return (await done(response.parse())).choices[0].message.content  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(
-    "op",
-    [
-        op_client_raw_response,
-        pytest.param(
-            op_client_streaming_response,
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 9 item 7: client-level raw forms bypass failover"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("op", [op_client_raw_response, op_client_streaming_response])
 def test_client_level_raw_forms_fail_over(
     flavour: Flavour, comet: FakeProvider, backup: FakeProvider, op: Any
 ) -> None:

@@ -54,14 +54,12 @@ def partial(stream: Any) -> Any:
     return texts(stream)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 5: a sync stream passes as AsyncIterator")
 def test_a_sync_stream_takes_the_sync_path(client: Any) -> None:
     stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
     assert not isinstance(stream, collections.abc.AsyncIterator)
     assert "".join(partial(stream)) == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 5: an async stream passes as Iterator")
 @pytest.mark.asyncio
 async def test_an_async_stream_takes_the_async_path(aclient: Any) -> None:
     stream = await aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
@@ -81,7 +79,6 @@ def test_retry_error_through_the_drop_in(client: Any, backup: FakeProvider) -> N
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 18: a wrapped provider fault is not one")
 def test_retry_error_in_the_decorator(primary: FakeProvider, backup: FakeProvider) -> None:
     @failover.with_fallback(provider(primary), provider(backup), **options())
     def ask(client: Any = None) -> str:
@@ -91,7 +88,6 @@ def test_retry_error_in_the_decorator(primary: FakeProvider, backup: FakeProvide
     assert ask() == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 18: a wrapped provider fault is not one")
 def test_retry_error_in_the_block_form(primary: FakeProvider, backup: FakeProvider) -> None:
     for attempt in failover.fallback_clients(provider(primary), provider(backup), **options()):
         with attempt as client:

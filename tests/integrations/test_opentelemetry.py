@@ -84,7 +84,6 @@ async def test_failover_is_unchanged_async(
     assert reply.choices[0].message.content == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 10: the drop-in caches bound methods")
 def test_one_span_per_attempt(used: tuple[Any, Any], spans: InMemorySpanExporter) -> None:
     client, _ = used
     client.chat.completions.create(model=MODEL, messages=MESSAGES)
@@ -93,7 +92,6 @@ def test_one_span_per_attempt(used: tuple[Any, Any], spans: InMemorySpanExporter
     assert [s.status.status_code.name for s in recorded] == ["ERROR", "UNSET"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 10: the drop-in caches bound methods")
 @pytest.mark.asyncio
 async def test_one_span_per_attempt_async(used: tuple[Any, Any]) -> None:
     _, client = used
@@ -103,7 +101,6 @@ async def test_one_span_per_attempt_async(used: tuple[Any, Any]) -> None:
     assert len(chat_spans(spans)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 6: instrumented streams are not guarded")
 def test_an_instrumented_stream_cut_midway_is_interrupted(
     fake_provider: Any, backup: FakeProvider, spans: InMemorySpanExporter
 ) -> None:
@@ -115,7 +112,6 @@ def test_an_instrumented_stream_cut_midway_is_interrupted(
             list(stream)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 6: instrumented streams are not guarded")
 def test_an_instrumented_stream_that_ends_silently_is_truncated(
     fake_provider: Any, backup: FakeProvider, spans: InMemorySpanExporter
 ) -> None:
