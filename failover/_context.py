@@ -13,7 +13,7 @@ from ._decorator import _DEFAULT_BREAKER
 from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
-from ._providers import Endpoint, ProviderLike, endpoints
+from ._providers import Endpoint, ProviderLike, check_flavour, endpoints
 from ._proxy import Failover
 
 # Stands in for the client's shape when no provider's client can be built (every
@@ -35,6 +35,7 @@ class FallbackClients:
 
     def _enter(self, build: Callable[[Endpoint], Any], kind: type[Any], is_async: bool) -> Any:
         chain = Chain(endpoints(self._providers, shared=False), self._settings)
+        check_flavour(chain.endpoints, is_async)
         placeholder = None
         for endpoint in chain.endpoints:
             try:
@@ -83,13 +84,17 @@ class FallbackClients:
     # The block form is typically run once per request: it uses the clients shared by
     # every chain that names the same Provider, so connections are reused across loops.
 
-    def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
+    def _block(self, is_async: bool) -> Attempts:
         self._unhedged("the block form")
-        return Attempts(Chain(endpoints(self._providers), self._settings))
+        chain = Chain(endpoints(self._providers), self._settings)
+        check_flavour(chain.endpoints, is_async)
+        return Attempts(chain)
+
+    def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
+        return self._block(is_async=False)
 
     def __aiter__(self) -> AsyncIterator[AttemptContext[openai.AsyncOpenAI]]:
-        self._unhedged("the block form")
-        return Attempts(Chain(endpoints(self._providers), self._settings))
+        return self._block(is_async=True)
 
 
 def fallback_clients(
