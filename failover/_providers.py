@@ -225,6 +225,10 @@ async def _close_async(client: Any) -> None:
     await client.__wrapped__.close()
 
 
+async def _leave_open(client: Any) -> None:
+    """Closing would close the http_client the user gave the Provider: theirs to close."""
+
+
 class Endpoint:
     """One provider of one chain: its name, its breaker key, and its clients.
 
@@ -245,11 +249,11 @@ class Endpoint:
         self._owns_sync = not isinstance(client, openai.OpenAI)
         self._sync: Any = None if self._owns_sync else Tracked(client)
         self._given_async: Any = Tracked(client) if isinstance(client, openai.AsyncOpenAI) else None
-        self._async: PerLoop[Any] = PerLoop(_close_async)
+        self._owns_transport = spec is None or "http_client" not in spec.client_options
+        self._async: PerLoop[Any] = PerLoop(_close_async if self._owns_transport else _leave_open)
         self._renamed: dict[str, Endpoint] = {}
         # The other endpoints of the chains this one is in (by id, weakly: chains come and go).
         self._peers: weakref.WeakValueDictionary[int, Endpoint] = weakref.WeakValueDictionary()
-        self._owns_transport = spec is None or "http_client" not in spec.client_options
         _ENDPOINTS.add(self)
 
     def __repr__(self) -> str:
