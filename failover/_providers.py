@@ -242,7 +242,7 @@ class Endpoint:
     ) -> None:
         self.name = name
         self.spec = spec
-        self._given = client
+        self._given: Any = client  # set when spec is None
         self._origin = origin  # the endpoint this one is a renamed copy of
         self._lock = threading.Lock()
         # Tracked proxies of the clients; a user's client of the right flavour is used as it is.
@@ -276,7 +276,7 @@ class Endpoint:
             if api_key is None:
                 api_key = os.environ.get(spec.api_key_env or "OPENAI_API_KEY")
             credentials = [api_key, *_auth_values(options.get("default_headers"))]
-        elif client is not None:
+        else:
             base_url = str(client.base_url)
             credentials = [
                 getattr(client, "_api_key_provider", None) or client.api_key,
@@ -284,8 +284,6 @@ class Endpoint:
                 getattr(client, "_azure_ad_token_provider", None),
                 *_auth_values(getattr(client, "_custom_headers", None)),
             ]
-        else:
-            raise AssertionError("an endpoint has a Provider or a client")
         return f"{self.name} {base_url} key-id:{fingerprint(*credentials)}"
 
     def renamed(self, name: str) -> Endpoint:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx2
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
@@ -281,3 +282,25 @@ def test_per_loop_values_are_built_once_per_loop_and_closed_in_it() -> None:
     asyncio.run(use("second"))
     assert closed == [("first", loops[0]), ("second", loops[1])]
     assert len(values) == 0
+
+
+def test_a_providers_own_http_client_is_left_open_at_loop_shutdown(comet: FakeProvider) -> None:
+    http = httpx2.AsyncClient()
+    spec = Provider(
+        "comet",
+        base_url=comet.base_url,
+        api_key=comet.api_key,
+        client_options={"http_client": http},
+    )
+
+    @with_fallback(spec, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    with asyncio.Runner() as runner:
+        assert runner.run(ask()) == "[comet] hello"
+        loop = runner.get_loop()
+        loop.run_until_complete(loop.shutdown_asyncgens())  # what closing the runner does first
+        assert len(endpoint_for(spec)._async) == 0  # failover's client is closed ...
+        assert not http.is_closed  # ... but not the user's transport
+        runner.run(http.aclose())  # theirs to close, on the loop that used it
