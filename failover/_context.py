@@ -14,9 +14,11 @@ from ._decorator import _DEFAULT_BREAKER
 from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
-from ._providers import Endpoint, ProviderLike, endpoints
+from ._providers import Endpoint, ProviderLike, check_flavour, endpoints
 from ._proxy import Failover
 
+# Stands in for the client's shape when no provider's client can be built (every
+# key missing): calls through it still try each provider and fail over as usual.
 _PLACEHOLDER = {"api_key": "unset", "base_url": "http://127.0.0.1:9/unset", "max_retries": 0}
 
 
@@ -68,6 +70,7 @@ def open_chain(
     shape: calls through it still try each provider and fail over as usual.
     """
     chain = Chain(endpoints(providers, shared=False), settings)
+    check_flavour(chain.endpoints, issubclass(kind, openai.AsyncOpenAI))
     for endpoint in chain.endpoints:
         try:
             template, own = build(endpoint)
@@ -125,13 +128,17 @@ class FallbackClients:
     # The block form is typically run once per request: it uses the clients shared by
     # every chain that names the same Provider, so connections are reused across loops.
 
-    def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
+    def _block(self, is_async: bool) -> Attempts:
         self._unhedged("the block form")
-        return Attempts(Chain(endpoints(self._providers), self._settings))
+        chain = Chain(endpoints(self._providers), self._settings)
+        check_flavour(chain.endpoints, is_async)
+        return Attempts(chain)
+
+    def __iter__(self) -> Iterator[AttemptContext[openai.OpenAI]]:
+        return self._block(is_async=False)
 
     def __aiter__(self) -> AsyncIterator[AttemptContext[openai.AsyncOpenAI]]:
-        self._unhedged("the block form")
-        return Attempts(Chain(endpoints(self._providers), self._settings))
+        return self._block(is_async=True)
 
 
 def make_settings(

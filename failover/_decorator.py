@@ -12,7 +12,7 @@ from ._attempts import call_async, call_sync, iterate_async, iterate_sync
 from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
-from ._providers import ProviderLike, endpoints
+from ._providers import ProviderLike, check_flavour, endpoints
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +75,7 @@ def with_fallback(
             driver = call_async
         else:
             driver = call_sync
+        check_flavour(chain.endpoints, is_async=driver in (call_async, iterate_async))
         if hedge is not None and driver is not call_async:
             raise TypeError(
                 "hedge= starts attempts side by side, which only async functions can do: "

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, Union
+from typing import Any, Generic, TypeVar, Union
 from urllib.parse import urlsplit
 
 import openai
 
+from ._clients import build_client, check_http_client, check_rebuildable, rebuild
 from ._errors import MissingAPIKey
 from ._tracking import Tracked
 
@@ -22,6 +25,7 @@ COMETAPI_BASE_URL = "https://api.cometapi.com/v1"
 #: A model-name rewrite: a mapping (names not in it pass unchanged) or a function.
 ModelMap = Union[Mapping[str, str], Callable[[str], str]]
 ProviderLike = Union["Provider", openai.OpenAI, openai.AsyncOpenAI]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -69,48 +73,225 @@ def _host_name(base_url: object) -> str:
     return parts.netloc.rpartition("@")[2] or str(base_url)
 
 
-def _settings_of(client: openai.OpenAI | openai.AsyncOpenAI) -> dict[str, Any]:
-    # A user's client of the other flavour: rebuild it with the same settings.
-    return {
-        "api_key": client.api_key,
-        "base_url": client.base_url,
-        "organization": client.organization,
-        "project": client.project,
-        "timeout": client.timeout,
-        "max_retries": client.max_retries,
-        "default_headers": client._custom_headers,
-        "default_query": client._custom_query,
-    }
+# -- credential fingerprints -------------------------------------------------------------
+
+# A fixed key: the digest must be the same in every process sharing Redis, and API keys
+# are long random strings, so the digest cannot be searched back to one.
+_FINGERPRINT_KEY = b"failover: breaker identity of a credential"
+_AUTH_HEADERS = frozenset({"authorization", "api-key"})
+
+
+def fingerprint(*credentials: object) -> str:
+    """A short digest standing for ``credentials`` in breaker keys; never the key itself.
+
+    A callable credential (a key or token provider) counts by its qualified name.
+    """
+    texts = [
+        f"callable {getattr(c, '__module__', '')}.{getattr(c, '__qualname__', type(c).__name__)}"
+        if callable(c)
+        else str(c)
+        for c in credentials
+        if c
+    ]
+    if not texts:
+        return "none"
+    digest = hashlib.blake2b("\0".join(texts).encode(), digest_size=6, key=_FINGERPRINT_KEY)
+    return digest.hexdigest()
+
+
+def _auth_values(headers: object) -> list[object]:
+    if not isinstance(headers, Mapping):
+        return []
+    return [value for name, value in headers.items() if str(name).lower() in _AUTH_HEADERS]
+
+
+# -- one value per event loop ------------------------------------------------------------
+
+
+class PerLoop(Generic[T]):
+    """One value per running asyncio event loop: built there on first use, and closed
+    inside that loop when it shuts down (``asyncio.run``, ``asyncio.Runner``,
+    pytest-asyncio: whatever calls ``loop.shutdown_asyncgens()``).
+
+    A loop closed without that call cannot run a close any more: its values are dropped
+    when the next value for another loop is built. In a forked child every value is
+    dropped (the parent's loops do not run there).
+    """
+
+    def __init__(self, close: Callable[[T], Awaitable[object]]) -> None:
+        self._close_value = close
+        # A plain dict: the lookup is on every call. Values keep their loop alive (their
+        # connections hold it), so weak keys would never die by themselves anyway.
+        self._values: dict[asyncio.AbstractEventLoop, T] = {}
+        _PER_LOOP.add(self)
+
+    def get(self, build: Callable[[], T]) -> T:
+        """The running loop's value; ``build()`` makes it on first use in this loop."""
+        loop = asyncio.get_running_loop()
+        value = self._values.get(loop)
+        if value is None:
+            # A loop runs in one thread and build() does not await: no other caller can
+            # build for this loop meanwhile.
+            _drop_closed_loops()
+            value = self._values[loop] = build()
+            _watch(loop).owners.add(self)
+        return value
+
+    def pop(self) -> T | None:
+        """Take the running loop's value out (the caller closes it)."""
+        return self._values.pop(asyncio.get_running_loop(), None)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        value = self._values.pop(loop, None)
+        if value is not None:
+            # A connection that broke meanwhile may fail to close: it is gone either way.
+            with contextlib.suppress(Exception):
+                await self._close_value(value)
+
+    def _drop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None:
+            self._values.clear()
+        else:
+            self._values.pop(loop, None)
+
+
+class _LoopWatch:
+    """Closes the values of every ``PerLoop`` for one loop when that loop shuts down."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.owners: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
+        self.done = bool(getattr(loop, "_asyncgens_shutdown_called", False))  # too late to hook
+        self._hook = self._on_shutdown()
+        if not self.done:
+            # Started now, inside the running loop: the loop's first-iteration hook then
+            # lists it among the generators that shutdown_asyncgens() closes, which runs
+            # the `finally` below inside the still-running loop.
+            with contextlib.suppress(StopIteration):
+                self._hook.asend(None).send(None)
+
+    async def _on_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if not self.done:  # set by discard(): nothing left to run in this loop
+                self.done = True
+                loop = asyncio.get_running_loop()
+                for owner in list(self.owners):
+                    await owner._close(loop)
+                with _WATCHES_LOCK:
+                    _WATCHES.pop(loop, None)
+
+    def discard(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Drop the values of ``loop`` (None: every loop, after a fork) without awaiting."""
+        self.done = True
+        for owner in list(self.owners):
+            owner._drop(loop)
+        # Finish the hook here, so that no loop ever runs it later.
+        with contextlib.suppress(StopIteration, RuntimeError):
+            self._hook.aclose().send(None)
+
+
+_WATCHES: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
+_WATCHES_LOCK = threading.Lock()
+_PER_LOOP: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> _LoopWatch:
+    with _WATCHES_LOCK:
+        watch = _WATCHES.get(loop)
+        if watch is None:
+            watch = _WATCHES[loop] = _LoopWatch(loop)
+        return watch
+
+
+def _drop_closed_loops() -> None:
+    # Loops closed without shutdown_asyncgens(): nothing can be awaited in them any
+    # more, so their values are let go (their sockets close when collected).
+    with _WATCHES_LOCK:
+        closed = [(loop, w) for loop, w in _WATCHES.items() if loop.is_closed()]
+        for loop, _ in closed:
+            del _WATCHES[loop]
+    for loop, watch in closed:
+        watch.discard(loop)
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+async def _close_async(client: Any) -> None:
+    await client.__wrapped__.close()
+
+
+async def _leave_open(client: Any) -> None:
+    """Closing would close the http_client the user gave the Provider: theirs to close."""
 
 
 class Endpoint:
     """One provider of one chain: its name, its breaker key, and its clients.
 
     The sync client is built once; async clients once per event loop, because an
-    ``AsyncOpenAI`` is bound to the loop that first used it.
+    ``AsyncOpenAI`` is bound to the loop that first used it. Building one of a chain's
+    clients builds the others of that flavour too, so that a failover never pays for it.
     """
 
-    def __init__(self, name: str, key: str, spec: Provider | None, client: Any | None) -> None:
+    def __init__(
+        self, name: str, spec: Provider | None, client: Any | None, origin: Endpoint | None = None
+    ) -> None:
         self.name = name
-        self.key = key
         self.spec = spec
-        self._given = client
+        self._given: Any = client  # set when spec is None
+        self._origin = origin  # the endpoint this one is a renamed copy of
         self._lock = threading.Lock()
-        self._sync: Any = None  # Tracked proxies of the clients
+        # Tracked proxies of the clients; a user's client of the right flavour is used as it is.
+        self._owns_sync = not isinstance(client, openai.OpenAI)
+        self._sync: Any = None if self._owns_sync else Tracked(client)
+        self._given_async: Any = Tracked(client) if isinstance(client, openai.AsyncOpenAI) else None
+        self._owns_transport = spec is None or "http_client" not in spec.client_options
+        self._async: PerLoop[Any] = PerLoop(_close_async if self._owns_transport else _leave_open)
         self._renamed: dict[str, Endpoint] = {}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # The other endpoints of the chains this one is in (by id, weakly: chains come and go).
+        self._peers: weakref.WeakValueDictionary[int, Endpoint] = weakref.WeakValueDictionary()
+        _ENDPOINTS.add(self)
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name!r} {self.key.partition(' ')[2]}>"
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The breaker identity: name, base URL and a fingerprint of the credential.
+
+        Worked out on first use, as late as the client: a key may come from the
+        environment, loaded after the decorators ran.
+        """
+        if self._origin is not None:
+            return self._origin.key
+        spec, client = self.spec, self._given
+        if spec is not None:
+            base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
+            options = spec.client_options
+            api_key = options.get("api_key", spec.api_key)
+            if api_key is None:
+                api_key = os.environ.get(spec.api_key_env or "OPENAI_API_KEY")
+            credentials = [api_key, *_auth_values(options.get("default_headers"))]
+        else:
+            base_url = str(client.base_url)
+            credentials = [
+                getattr(client, "_api_key_provider", None) or client.api_key,
+                getattr(client, "_azure_ad_token", None),
+                getattr(client, "_azure_ad_token_provider", None),
+                *_auth_values(getattr(client, "_custom_headers", None)),
+            ]
+        return f"{self.name} {base_url} key-id:{fingerprint(*credentials)}"
 
     def renamed(self, name: str) -> Endpoint:
         """A copy under another name (same breaker key), with clients of its own, made once."""
         with self._lock:
             copy = self._renamed.get(name)
             if copy is None:
-                copy = self._renamed[name] = Endpoint(name, self.key, self.spec, self._given)
+                copy = self._renamed[name] = Endpoint(name, self.spec, self._given, origin=self)
             return copy
 
     def map_model(self, model: str) -> str:
@@ -121,10 +302,21 @@ class Endpoint:
             return models(model)
         return models.get(model, model)
 
+    def check(self, is_async: bool) -> None:
+        """Refuse now, with a TypeError, a client this endpoint cannot build for code of
+        that flavour (rather than failing over on every call later)."""
+        given = self._given
+        if given is not None:
+            if isinstance(given, openai.AsyncOpenAI) != is_async:
+                check_rebuildable(given, self.name)
+            return
+        http_client = self.spec.client_options.get("http_client") if self.spec else None
+        if http_client is not None:
+            check_http_client(http_client, self.name, is_async=is_async)
+
     def _options(self) -> dict[str, Any]:
-        if self.spec is None:
-            return _settings_of(self._given)  # type: ignore[arg-type]
         spec = self.spec
+        assert spec is not None
         api_key = spec.api_key
         if api_key is None and spec.api_key_env is not None:
             api_key = os.environ.get(spec.api_key_env)
@@ -137,56 +329,89 @@ class Endpoint:
             options["timeout"] = spec.timeout
         return {**options, **spec.client_options}
 
-    def sync_client(self) -> Any:
-        """The tracked sync client (built on first use, then reused)."""
-        if self._sync is not None:  # the common case needs no lock
-            return self._sync
+    def _new(self, is_async: bool) -> Any:
+        given = self._given
+        if given is None:
+            return Tracked(build_client(self._options(), is_async=is_async))
+        same = isinstance(given, openai.AsyncOpenAI) == is_async
+        return Tracked(given if same else rebuild(given, self.name))
+
+    def _warm_peers(self, build: Callable[[Endpoint], object]) -> None:
+        # Off the failover path: the chain's first call builds every client it may need.
+        for peer in list(self._peers.values()):
+            with contextlib.suppress(Exception):  # it fails again, and counts, when tried
+                build(peer)
+
+    def _sync_client(self, warm: bool) -> Any:
         with self._lock:
             if self._sync is None:
-                given = self._given
-                self._sync = Tracked(
-                    given if isinstance(given, openai.OpenAI) else openai.OpenAI(**self._options())
+                self._sync = self._new(is_async=False)
+            client = self._sync
+        if warm:
+            self._warm_peers(lambda peer: peer._sync_client(warm=False))
+        return client
+
+    def sync_client(self) -> Any:
+        """The tracked sync client (built on first use, then reused)."""
+        client = self._sync
+        return client if client is not None else self._sync_client(warm=True)
+
+    def _async_client(self, warm: bool = True) -> Any:
+        client = self._new(is_async=True)
+        if warm:
+            self._warm_peers(
+                lambda peer: (
+                    peer._given_async or peer._async.get(lambda: peer._async_client(warm=False))
                 )
-            return self._sync
+            )
+        return client
 
     def async_client(self) -> Any:
         """The tracked async client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is not None:  # the common case needs no lock
-            return client
-        with self._lock:
-            # A client keeps its loop alive (so the weak keys never die by themselves):
-            # drop the clients of loops that are gone, whose connections are dead anyway.
-            for stale in [other for other in self._async if other.is_closed()]:
-                del self._async[stale]
-            client = self._async.get(loop)
-            if client is None:
-                given = self._given
-                client = self._async[loop] = Tracked(
-                    given
-                    if isinstance(given, openai.AsyncOpenAI)
-                    else openai.AsyncOpenAI(**self._options())
-                )
-            return client
+        given = self._given_async  # the user's own: the same on every loop
+        return given if given is not None else self._async.get(self._async_client)
 
-    def _built(self, client: Any) -> bool:
-        return client is not None and client.__wrapped__ is not self._given
+    def _forget_built(self) -> None:
+        # In a forked child: the parent's connections are not this process's to use.
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        if self._owns_sync:
+            self._sync = None
 
     def close(self) -> None:
         """Close the sync client failover built (never a client the user passed)."""
+        if not self._owns_sync:
+            return
         with self._lock:
             client, self._sync = self._sync, None
-        if self._built(client):
+        if client is not None and self._owns_transport:
             client.close()
 
     async def aclose(self) -> None:
         """Close what was built: this loop's async client, and the sync one."""
-        with self._lock:
-            client = self._async.pop(asyncio.get_running_loop(), None)
-        if self._built(client):
-            await client.close()
+        client = self._async.pop()
+        if client is not None and self._owns_transport:
+            await _close_async(client)
         self.close()
+
+
+_ENDPOINTS: weakref.WeakSet[Endpoint] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _WATCHES_LOCK
+    _WATCHES_LOCK = threading.Lock()  # another thread may have held it at the fork
+    watches = list(_WATCHES.values())
+    _WATCHES.clear()
+    for watch in watches:
+        watch.discard(None)
+    for per_loop in list(_PER_LOOP):
+        per_loop._drop(None)
+    for endpoint in list(_ENDPOINTS):
+        endpoint._forget_built()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _SHARING = threading.Lock()
@@ -204,11 +429,9 @@ def endpoint_for(provider: ProviderLike, *, shared: bool = True) -> Endpoint:
                 object.__setattr__(provider, _ENDPOINT, endpoint)
             return endpoint
     if isinstance(provider, Provider):
-        base_url = provider.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
-        return Endpoint(provider.name, f"{provider.name} {base_url}", provider, None)
+        return Endpoint(provider.name, provider, None)
     if isinstance(provider, (openai.OpenAI, openai.AsyncOpenAI)):
-        name = _host_name(provider.base_url)
-        return Endpoint(name, f"{name} {provider.base_url}", None, provider)
+        return Endpoint(_host_name(provider.base_url), None, provider)
     raise TypeError(
         "a provider is a failover.Provider, an openai.OpenAI or an openai.AsyncOpenAI, "
         f"not {type(provider).__name__}"
@@ -227,4 +450,14 @@ def endpoints(providers: Iterable[ProviderLike], *, shared: bool = True) -> tupl
         count = seen[endpoint.name] = seen.get(endpoint.name, 0) + 1
         if count > 1:
             chain[i] = endpoint.renamed(f"{endpoint.name}#{count}")
+    for endpoint in chain:
+        for peer in chain:
+            if peer is not endpoint and id(peer) not in endpoint._peers:
+                endpoint._peers[id(peer)] = peer
     return tuple(chain)
+
+
+def check_flavour(chain: Iterable[Endpoint], is_async: bool) -> None:
+    """A TypeError now for any provider of ``chain`` that code of that flavour cannot use."""
+    for endpoint in chain:
+        endpoint.check(is_async)

@@ -282,7 +282,7 @@ def _built(client: Any) -> list[Any]:
     """The clients the drop-in built for its providers (sync ones, and this loop's)."""
     endpoints = client._self_chain.endpoints
     return [e._sync.__wrapped__ for e in endpoints if e._sync is not None] + [
-        c.__wrapped__ for e in endpoints for c in e._async.values()
+        c.__wrapped__ for e in endpoints for c in e._async._values.values()
     ]
 
 
@@ -381,7 +381,6 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 13: clients of closed loops are not closed")
 def test_asyncio_run_after_asyncio_run_leaves_nothing_behind(
     comet: FakeProvider, backup: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:

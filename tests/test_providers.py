@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import shutil
+import socket
+import subprocess
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +18,9 @@ import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
-from failover import FailoverError, MissingAPIKey, Provider, with_fallback
+import failover
+from failover import FailoverError, MissingAPIKey, Provider, fallback_clients, with_fallback
+from failover._clients import shared_ssl_context
 from failover._providers import COMETAPI_BASE_URL, default_providers, endpoint_for, endpoints
 from failover.testing import FakeProvider
 
@@ -310,3 +317,178 @@ def test_failover_error_never_shows_keys(secret_fakes: tuple[FakeProvider, FakeP
         for note in getattr(exc, "__notes__", []):
             assert_no_secret(note)
     assert_no_secret("".join(traceback.format_exception(error)))
+
+
+# -- identity: one breaker per credential --------------------------------------------------
+
+KEY_A = "sk-SECRET-key-A-0123456789"
+KEY_B = "sk-SECRET-key-B-9876543210"
+
+
+def two_keys(fake: FakeProvider, **kwargs: Any) -> tuple[Provider, Provider]:
+    """Two keys of one account: same name and base URL; ``fake`` accepts the first only."""
+    return (
+        Provider(fake.name, base_url=fake.base_url, api_key=fake.api_key, **kwargs),
+        Provider(fake.name, base_url=fake.base_url, api_key=KEY_B, **kwargs),
+    )
+
+
+def test_two_keys_of_one_provider_are_two_breaker_identities(comet: FakeProvider) -> None:
+    first, second = two_keys(comet)
+    assert endpoint_for(first).key != endpoint_for(second).key
+    assert endpoint_for(first).key == endpoint_for(provider(comet)).key  # same key, same state
+    assert endpoint_for(first).name == endpoint_for(second).name == "comet"
+
+
+def keys_sent(fake: FakeProvider) -> list[str]:
+    return [r.headers["authorization"].removeprefix("Bearer ") for r in fake.requests]
+
+
+@pytest.mark.parametrize("form", ["sync", "async", "drop-in", "block"])
+def test_a_rate_limited_key_does_not_skip_the_other_key(
+    comet: FakeProvider, backup: FakeProvider, form: str
+) -> None:
+    limited, other = two_keys(comet)
+
+    def ask(spec: Provider) -> str:
+        chain = (spec, provider(backup))
+        if form == "async":
+
+            @with_fallback(*chain)
+            async def ask_async(client: Any = None) -> str:
+                reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+                return str(reply.choices[0].message.content)
+
+            return asyncio.run(ask_async())
+        if form == "drop-in":
+            with fallback_clients(*chain) as client:
+                return chat(client)
+        if form == "block":
+            for attempt in fallback_clients(*chain):
+                with attempt as client:
+                    return chat(client)
+        return asker(*chain)()
+
+    comet.fail(429, retry_after=30, times=1)  # opens the first key's breaker for 30 s
+    assert ask(limited) == "[backup] hello"
+    # The other key is tried (the fake refuses it: it accepts one key only), not skipped.
+    assert ask(other) == "[backup] hello"
+    assert keys_sent(comet) == [comet.api_key, KEY_B]
+    assert ask(limited) == "[backup] hello"  # the first key's own breaker is still open
+    assert keys_sent(comet) == [comet.api_key, KEY_B]
+
+
+def test_keys_from_the_environment_are_told_apart(
+    comet: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAILOVER_TEST_KEY_A", KEY_A)
+    monkeypatch.setenv("FAILOVER_TEST_KEY_B", KEY_B)
+    a = Provider("comet", base_url=comet.base_url, api_key_env="FAILOVER_TEST_KEY_A")
+    b = Provider("comet", base_url=comet.base_url, api_key_env="FAILOVER_TEST_KEY_B")
+    same = Provider("comet", base_url=comet.base_url, api_key=KEY_A)
+    assert endpoint_for(a).key != endpoint_for(b).key
+    assert endpoint_for(a).key == endpoint_for(same).key
+
+
+def test_user_clients_with_different_keys_are_told_apart(comet: FakeProvider) -> None:
+    a = openai.OpenAI(base_url=comet.base_url, api_key=KEY_A)
+    b = openai.OpenAI(base_url=comet.base_url, api_key=KEY_B)
+    assert endpoint_for(a).key != endpoint_for(b).key
+    assert endpoint_for(a).name == endpoint_for(b).name
+
+
+def test_no_key_in_breaker_keys_reprs_or_health(comet: FakeProvider) -> None:
+    limited, other = two_keys(comet)
+    limited = dataclasses.replace(limited, api_key=KEY_A)
+    clients = [openai.OpenAI(base_url=comet.base_url, api_key=KEY_B)]
+    chain = endpoints([limited, other, *clients])
+    for spec in (limited, other):
+        with pytest.raises(FailoverError):
+            asker(spec)()  # both keys refused by the fake: state is recorded
+    snapshot = failover.health()
+    names = list(snapshot)
+    assert len(names) == 2  # same name, two identities: told apart readably
+    assert all(name.startswith("comet ") for name in names)
+    for text in [*(e.key for e in chain), *(repr(e) for e in chain), repr(snapshot)]:
+        assert_no_secret(text)
+        assert "SECRET" not in text
+    assert KEY_A not in repr(endpoint_for(limited).__dict__)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_no_key_in_redis(comet: FakeProvider, tmp_path: Any) -> None:
+    redis = pytest.importorskip("redis")
+    from failover.redis import RedisHealth
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "", *args, "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    raw = redis.Redis(port=port, socket_timeout=1)
+    try:
+        for _ in range(200):  # up within 2 s
+            with contextlib.suppress(redis.RedisError):
+                if raw.ping():
+                    break
+            time.sleep(0.01)
+        store = RedisHealth(f"redis://127.0.0.1:{port}/0", namespace="keys", timeout=1)
+        for key in (KEY_A, KEY_B):
+            with pytest.raises(FailoverError):
+                asker(Provider("comet", base_url=comet.base_url, api_key=key), health=store)()
+        stored = {k: raw.get(k) for k in raw.keys("*")}
+        assert len(stored) == 2  # one record per key, under readable names
+        assert_no_secret(repr(stored))
+        assert_no_secret(repr(failover.health(store)))
+        store.close()
+    finally:
+        raw.close()
+        server.kill()
+        server.wait()
+
+
+# -- the first failover is not a cold start -------------------------------------------------
+
+
+def ssl_context_of(client: Any) -> object:
+    return client.__wrapped__._client._transport._pool._ssl_context
+
+
+def test_a_chains_first_call_builds_every_client_it_may_fail_over_to(
+    chain: tuple[Provider, Provider],
+) -> None:
+    assert asker(*chain, **NO_BREAKER)() == "[comet] hello"
+    primary, backup = (endpoint_for(spec) for spec in chain)
+    assert backup._sync is not None  # built with the primary's, off the failover path
+    # Every client failover builds shares one SSL context (loading the CA bundle is most
+    # of what building a client costs).
+    assert ssl_context_of(primary._sync) is ssl_context_of(backup._sync) is shared_ssl_context()
+
+
+def test_an_event_loops_first_call_builds_its_clients_for_the_whole_chain(
+    chain: tuple[Provider, Provider],
+) -> None:
+    @with_fallback(*chain, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+        return str(reply.choices[0].message.content)
+
+    async def first_call() -> int:
+        assert await ask() == "[comet] hello"
+        return len(endpoint_for(chain[1])._async)
+
+    assert asyncio.run(first_call()) == 1  # no client is built on the loop during a failover
+
+
+def test_a_provider_without_key_does_not_stop_the_others_being_built(
+    comet: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FAILOVER_TEST_UNSET_KEY", raising=False)
+    keyless = Provider("keyless", base_url=comet.base_url, api_key_env="FAILOVER_TEST_UNSET_KEY")
+    ask = asker(provider(comet), keyless, **NO_BREAKER)
+    assert ask() == "[comet] hello"
+    assert endpoint_for(keyless)._sync is None  # it fails, and counts, when it is tried

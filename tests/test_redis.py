@@ -42,6 +42,7 @@ from failover._health import (  # noqa: E402
     succeeded,
 )
 from failover._policy import Fault  # noqa: E402
+from failover._providers import endpoint_for  # noqa: E402
 from failover.redis import RedisHealth  # noqa: E402
 from failover.testing import FakeProvider  # noqa: E402
 
@@ -524,7 +525,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_call(
         assert served == ["[backup] hello", "[comet] hello"] * 15
 
         client = redis.Redis.from_url(server.url)
-        key = f"{ns}:health:comet {comet.base_url}"
+        key = f"{ns}:health:{endpoint_for(chain[0]).key}"
 
         def shared_again() -> bool:
             assert ask_through("decorator", chain, **settings) == "[comet] hello"
@@ -559,7 +560,7 @@ def test_configure_makes_the_store_the_default_of_chains(
     configured(shared(redis_server.url, ns))
     comet.fail(500, times=1)
     assert ask_through("decorator", chain) == "[backup] hello"
-    stored = json.loads(raw.get(f"{ns}:health:comet {comet.base_url}"))
+    stored = json.loads(raw.get(f"{ns}:health:{endpoint_for(chain[0]).key}"))
     assert (stored["name"], stored["failures"]) == ("comet", 1)
     failover.configure(health=None)
     assert failover.health() == {}  # back to in-process state, which saw nothing

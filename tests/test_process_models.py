@@ -1,0 +1,306 @@
+"""Process models: forked workers, and an event loop per call (``asyncio.run``).
+
+Every test runs the real ``openai`` client against fake providers on 127.0.0.1; the
+fork tests fork this process (its fake servers keep serving the child from here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from conftest import MESSAGES, NO_BREAKER, provider
+
+from failover import Provider, fallback_clients, with_fallback
+from failover._providers import _WATCHES, PerLoop, endpoint_for
+from failover.testing import FakeProvider
+
+pytestmark = pytest.mark.filterwarnings(
+    # Python 3.12+ warns on any fork of a process with threads (the fake servers'); the
+    # child here only sends HTTP requests to those servers, which keep running here.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+
+
+def text(reply: Any) -> str:
+    return str(reply.choices[0].message.content)
+
+
+def in_child(work: Callable[[], str]) -> str:
+    """What ``work()`` returns when run in a forked child of this process."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe and never return into pytest
+        try:
+            os.close(read)
+            os.write(write, work().encode())
+        except BaseException as exc:  # whatever it is, the parent must see it
+            with contextlib.suppress(BaseException):
+                os.write(write, f"the child raised {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+# -- os.fork() after a call (gunicorn --preload, multiprocessing's fork) -----------------
+
+#: A form of use: call it, get the answer and the openai client that served it.
+Form = Callable[[], tuple[str, Any]]
+
+
+@contextlib.contextmanager
+def forms(spec: Any) -> Iterator[dict[str, Form]]:
+    seen: list[Any] = []
+
+    @with_fallback(spec, **NO_BREAKER)
+    def decorated(client: Any = None) -> str:
+        seen.append(client.__wrapped__)
+        return text(client.chat.completions.create(model="m", messages=MESSAGES))
+
+    def decorator() -> tuple[str, Any]:
+        return decorated(), seen[-1]
+
+    def block() -> tuple[str, Any]:
+        for attempt in fallback_clients(spec, **NO_BREAKER):
+            with attempt as client:
+                answer = text(client.chat.completions.create(model="m", messages=MESSAGES))
+        return answer, client.__wrapped__
+
+    drop_in = fallback_clients(spec, **NO_BREAKER)
+    proxy = drop_in.__enter__()  # kept open across the fork, as a preloaded app would
+
+    def dropped_in() -> tuple[str, Any]:
+        answer = text(proxy.chat.completions.create(model="m", messages=MESSAGES))
+        return answer, proxy._self_chain.endpoints[0]._sync.__wrapped__
+
+    try:
+        yield {"decorator": decorator, "block": block, "drop-in": dropped_in}
+    finally:
+        drop_in.__exit__(None, None, None)
+
+
+FORMS = ("decorator", "block", "drop-in")
+
+
+@needs_fork
+@pytest.mark.parametrize("form", FORMS)
+def test_a_forked_child_builds_its_own_client(comet: FakeProvider, form: str) -> None:
+    with forms(provider(comet)) as calls:
+        call = calls[form]
+        answer, parent_client = call()  # a keep-alive connection is now open in the pool
+        assert answer == "[comet] hello"
+
+        def child() -> str:
+            answer, client = call()
+            if client is parent_client or client._client is parent_client._client:
+                return "the child used the parent's client and its connections"
+            return answer
+
+        assert in_child(child) == "[comet] hello"
+        # The parent's client and connection were left alone, and still serve it.
+        assert call() == ("[comet] hello", parent_client)
+
+
+@needs_fork
+def test_a_forked_child_keeps_the_users_own_client(comet: FakeProvider) -> None:
+    with comet.client() as mine, forms(mine) as calls:
+        call = calls["decorator"]
+        assert call() == ("[comet] hello", mine)
+
+        def child() -> str:
+            answer, client = call()
+            return answer if client is mine else "the user's client was replaced"
+
+        assert in_child(child) == "[comet] hello"
+
+
+@needs_fork
+def test_a_forked_child_drops_the_parents_event_loop_clients(comet: FakeProvider) -> None:
+    spec = provider(comet)
+
+    @with_fallback(spec, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    # An app's loop, running in a thread, has a client (and a connection) for it.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(ask(), loop).result(10) == "[comet] hello"
+        endpoint = endpoint_for(spec)
+        assert len(endpoint._async) == 1
+
+        def child() -> str:
+            if len(endpoint._async) or _WATCHES:
+                return "the parent's loop clients were kept"
+            return asyncio.run(ask())
+
+        assert in_child(child) == "[comet] hello"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(endpoint.aclose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+# -- asyncio.run() per call --------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+
+
+def async_forms(chain: tuple[Provider, ...]) -> dict[str, Callable[[], Any]]:
+    @with_fallback(*chain, **NO_BREAKER)
+    async def decorated(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    async def block() -> str:
+        async for attempt in fallback_clients(*chain, **NO_BREAKER):
+            async with attempt as client:
+                return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+        raise AssertionError("unreachable: the block ends the loop or raises")
+
+    async def drop_in() -> str:
+        async with fallback_clients(*chain, **NO_BREAKER) as client:
+            return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    return {"decorator": decorated, "block": block, "drop-in": drop_in}
+
+
+@pytest.fixture
+def quiet(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every log record of asyncio and failover at WARNING and above, and any warning
+    (unclosed sockets and transports included) turned into an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gc.collect()  # what earlier tests left behind is not this test's
+    caplog.set_level(logging.WARNING)
+    yield caplog
+    gc.collect()  # what was left unclosed is collected, and warns, inside the test
+    problems = [r for r in caplog.records if r.name.startswith(("asyncio", "failover"))]
+    assert [r.getMessage() for r in problems] == []
+
+
+@needs_proc
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("form", FORMS)
+def test_an_event_loop_per_call_leaks_nothing(
+    chain: tuple[Provider, Provider], comet: FakeProvider, form: str, quiet: Any
+) -> None:
+    call = async_forms(chain)[form]
+    for _ in range(10):  # warm: pools, imports, the first connections
+        assert asyncio.run(call()) == "[comet] hello"
+    before = open_fds()
+    for _ in range(200):
+        assert asyncio.run(call()) == "[comet] hello"
+    assert open_fds() <= before
+    assert len(endpoint_for(chain[0])._async) == 0
+    assert _WATCHES == {}
+
+
+def test_a_loops_clients_are_closed_when_it_shuts_down(
+    chain: tuple[Provider, Provider], comet: FakeProvider, backup: FakeProvider
+) -> None:
+    seen: list[Any] = []
+
+    @with_fallback(*chain, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        seen.append(client.__wrapped__)
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    async def twice() -> list[str]:
+        first = await ask()
+        comet.fail(503, times=1)
+        return [first, await ask()]
+
+    assert asyncio.run(twice()) == ["[comet] hello", "[backup] hello"]
+    primary, _, secondary = seen
+    assert primary is seen[1]
+    assert primary._client.is_closed
+    assert secondary._client.is_closed
+
+
+def test_loops_closed_without_shutting_down_are_let_go(
+    comet: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = provider(comet)
+
+    @with_fallback(spec, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    caplog.set_level(logging.WARNING)
+    for _ in range(5):
+        loop = asyncio.new_event_loop()  # older code: no shutdown_asyncgens() before close()
+        assert loop.run_until_complete(ask()) == "[comet] hello"
+        loop.close()
+    # Only the last closed loop's client is still held, until the next loop's is built.
+    assert len(endpoint_for(spec)._async) == 1
+    assert len(_WATCHES) == 1
+    assert asyncio.run(ask()) == "[comet] hello"
+    assert len(endpoint_for(spec)._async) == 0
+    assert _WATCHES == {}
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")] == []
+
+
+def test_per_loop_values_are_built_once_per_loop_and_closed_in_it() -> None:
+    closed: list[tuple[str, asyncio.AbstractEventLoop]] = []
+
+    async def close(value: str) -> None:
+        closed.append((value, asyncio.get_running_loop()))
+
+    values: PerLoop[str] = PerLoop(close)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def use(name: str) -> None:
+        loops.append(asyncio.get_running_loop())
+        assert values.get(lambda: name) == name
+        assert values.get(lambda: "built twice") == name
+
+    asyncio.run(use("first"))
+    asyncio.run(use("second"))
+    assert closed == [("first", loops[0]), ("second", loops[1])]
+    assert len(values) == 0
+
+
+def test_a_providers_own_http_client_is_left_open_at_loop_shutdown(comet: FakeProvider) -> None:
+    http = httpx2.AsyncClient()
+    spec = Provider(
+        "comet",
+        base_url=comet.base_url,
+        api_key=comet.api_key,
+        client_options={"http_client": http},
+    )
+
+    @with_fallback(spec, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    with asyncio.Runner() as runner:
+        assert runner.run(ask()) == "[comet] hello"
+        loop = runner.get_loop()
+        loop.run_until_complete(loop.shutdown_asyncgens())  # what closing the runner does first
+        assert len(endpoint_for(spec)._async) == 0  # failover's client is closed ...
+        assert not http.is_closed  # ... but not the user's transport
+        runner.run(http.aclose())  # theirs to close, on the loop that used it
