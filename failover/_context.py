@@ -9,12 +9,13 @@ from typing import Any, cast
 import openai
 
 from ._attempts import AttemptContext, Attempts
-from ._decorator import _DEFAULT_BREAKER
+from ._decorator import _DEFAULT_BREAKER, _DEFAULT_RETRY
 from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
 from ._providers import Endpoint, ProviderLike, endpoints
 from ._proxy import Failover
+from ._retry import Retry
 
 # Stands in for the client's shape when no provider's client can be built (every
 # key missing): calls through it still try each provider and fail over as usual.
@@ -96,6 +97,7 @@ def fallback_clients(
     *providers: ProviderLike,
     on: OnSpec | None = None,
     breaker: Breaker | None = _DEFAULT_BREAKER,
+    retry: Retry | None = _DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -115,6 +117,7 @@ def fallback_clients(
     settings = Settings(
         policy=Policy(on),
         breaker=breaker,
+        retry=retry,
         store=health,
         attempt_timeout=attempt_timeout,
         deadline=deadline,

@@ -13,11 +13,13 @@ from ._engine import Chain, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec, Policy
 from ._providers import ProviderLike, endpoints
+from ._retry import Retry
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _DEFAULT_BREAKER = Breaker()
+_DEFAULT_RETRY = Retry()
 
 
 def _check_injectable(func: Callable[..., Any], inject: str) -> None:
@@ -36,6 +38,7 @@ def with_fallback(
     inject: str = "client",
     on: OnSpec | None = None,
     breaker: Breaker | None = _DEFAULT_BREAKER,
+    retry: Retry | None = _DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -52,6 +55,7 @@ def with_fallback(
     settings = Settings(
         policy=Policy(on),
         breaker=breaker,
+        retry=retry,
         store=health,
         attempt_timeout=attempt_timeout,
         deadline=deadline,

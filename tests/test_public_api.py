@@ -24,6 +24,7 @@ EXPECTED_ALL = [
     "Outcome",
     "Provider",
     "ProviderSkipped",
+    "Retry",
     "State",
     "StreamInterrupted",
     "StreamTruncated",
