@@ -15,7 +15,7 @@ from conftest import MESSAGES, provider
 
 import failover
 from failover import Breaker, FailoverError, Provider, ProviderSkipped, State, fallback_clients
-from failover._health import Health, Verdict, admit, count_skip, failed, succeeded
+from failover._health import Health, Reason, Verdict, admit, count_skip, failed, succeeded
 from failover._policy import Fault
 from failover.testing import FakeProvider
 
@@ -110,13 +110,33 @@ OPEN = Health(state=State.OPEN, consecutive_failures=3, open_until=T0 + 5, coold
 
 
 def test_breaker_defaults() -> None:
-    assert (Breaker().failures, Breaker().cooldown, Breaker().max_cooldown) == (3, 5.0, 60.0)
+    b = Breaker()
+    assert (b.failures, b.cooldown, b.max_cooldown) == (3, 5.0, 60.0)
+    assert (b.failure_rate, b.min_calls, b.window) == (0.25, 20, 30.0)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"failures": 0}, {"cooldown": -1}, {"cooldown": 10, "max_cooldown": 5}],
-    ids=["no-failures", "negative-cooldown", "max-below-cooldown"],
+    [
+        {"failures": 0},
+        {"cooldown": -1},
+        {"cooldown": 10, "max_cooldown": 5},
+        {"failure_rate": 0},
+        {"failure_rate": 1.5},
+        {"min_calls": 0},
+        {"window": 0},
+        {"cooldown": float("nan")},
+    ],
+    ids=[
+        "no-failures",
+        "negative-cooldown",
+        "max-below-cooldown",
+        "zero-rate",
+        "rate-above-one",
+        "no-min-calls",
+        "no-window",
+        "nan-cooldown",
+    ],
 )
 def test_breaker_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="Breaker"):
@@ -190,13 +210,28 @@ def test_failed_with_retry_after_opens_at_once_capped(wait: float, until: float)
     assert (h.state, h.open_until) == (State.OPEN, until)
 
 
-def test_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
-    h, now, seen = OPEN, T0, []
-    for _ in range(5):
+def probes(h: Health, costs: list[tuple[float, bool]]) -> list[float]:
+    """The cooldown after each failed probe that took ``elapsed`` (``timed_out``) seconds."""
+    seen = []
+    for elapsed, timed_out in costs:
         now = h.open_until
-        h = failed(admit(h, B, now, force=False)[0], B, now, Fault.UNWELL, None, probe=True)
+        h = admit(h, B, now, force=False)[0]
+        h = failed(h, B, now, Fault.UNWELL, None, True, elapsed, timed_out)
+        assert (h.state, h.reason) == (State.OPEN, Reason.PROBE)
         seen.append(h.open_until - now)
-    assert seen == [10, 20, 40, 60, 60]
+    return seen
+
+
+def test_a_slow_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
+    # A hang cut short by a timeout, however short; or any failure that took >= 1 s.
+    costs = [(0.2, True), (1.0, False), (3.0, False), (0.05, True), (30.0, True)]
+    assert probes(OPEN, costs) == [10, 20, 40, 60, 60]
+
+
+def test_a_fast_failed_probe_keeps_the_base_cooldown() -> None:
+    assert probes(OPEN, [(0.02, False)] * 4) == [5, 5, 5, 5]
+    # After slow probes, a fast one goes back to the base cooldown.
+    assert probes(OPEN, [(0.2, True), (0.2, True), (0.02, False), (0.2, True)]) == [10, 20, 5, 10]
 
 
 # -- over HTTP: opening and skipping -------------------------------------------
@@ -216,9 +251,10 @@ def test_unwell_faults_open_the_breaker(
     fault(comet)
     chain = (provider(comet, timeout=0.2), provider(backup))
     for _ in range(3):
-        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+        assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert state("comet")["state"] is State.OPEN
-    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert state("comet")["reason"] is Reason.CONSECUTIVE
+    assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert len(comet.requests) == 3  # the fourth call skipped it
 
 
@@ -228,9 +264,9 @@ def test_open_provider_is_skipped_in_every_form(
 ) -> None:
     comet.fail(500)
     for _ in range(3):
-        assert ask(chain, how) == "[backup] hello"  # the default breaker
+        assert ask(chain, how, retry=None) == "[backup] hello"  # the default breaker
     backup.fail(503, times=1)
-    error = ask(chain, how)
+    error = ask(chain, how, retry=None)
     assert isinstance(error, FailoverError)
     skipped, tried = error.attempts
     assert skipped.skipped is True
@@ -246,7 +282,7 @@ def test_other_client_errors_fail_over_without_counting_and_break_the_row(
 ) -> None:
     for fault in (500, 500, status, 500, 500):
         comet.fail(fault, times=1)
-        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+        assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert state("comet")["state"] is State.CLOSED
     assert state("comet")["consecutive_failures"] == 2
     assert ask(chain, breaker=breaker(clock)) == "[comet] hello"
@@ -262,9 +298,9 @@ def test_content_refusal_is_raised_at_once_and_does_not_count(
 ) -> None:
     comet.fail(500, times=2)
     comet.fail(400, times=1, code="content_policy_violation")
-    ask(chain, how, breaker=breaker(clock))
-    ask(chain, how, breaker=breaker(clock))
-    refusal = ask(chain, how, breaker=breaker(clock))
+    ask(chain, how, breaker=breaker(clock), retry=None)
+    ask(chain, how, breaker=breaker(clock), retry=None)
+    refusal = ask(chain, how, breaker=breaker(clock), retry=None)
     assert isinstance(refusal, openai.BadRequestError)
     assert refusal.code == "content_policy_violation"
     assert len(backup.requests) == 2
@@ -275,7 +311,7 @@ def test_content_refusal_is_raised_at_once_and_does_not_count(
 def test_breaker_none_never_skips(comet: FakeProvider, chain: tuple[Provider, Provider]) -> None:
     comet.fail(500)
     for _ in range(5):
-        assert ask(chain, breaker=None) == "[backup] hello"
+        assert ask(chain, breaker=None, retry=None) == "[backup] hello"
     assert len(comet.requests) == 5
     assert "comet" not in failover.health()
 
@@ -283,20 +319,52 @@ def test_breaker_none_never_skips(comet: FakeProvider, chain: tuple[Provider, Pr
 # -- half-open probes ----------------------------------------------------------
 
 
-def test_failed_probes_reopen_with_doubled_cooldown_capped(
+@pytest.mark.parametrize(
+    ("fault", "cooldowns"),
+    [("500", (5, 5, 5, 5, 5)), ("hang", (10, 20, 40, 60, 60))],
+    ids=["fast-500", "timeout"],
+)
+@pytest.mark.parametrize("how", HOW)
+def test_failed_probes_reopen_slow_ones_with_doubled_cooldown_capped(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    clock: Clock,
+    fault: str,
+    cooldowns: tuple[int, ...],
+    how: str,
+) -> None:
+    comet.fail(500) if fault == "500" else comet.hang(5)
+    chain = (provider(comet, timeout=0.1), provider(backup))
+    settings = {"breaker": breaker(clock, failures=1)}
+    ask(chain, how, **settings)
+    assert state("comet")["open_until"] == T0 + 5
+    for cooldown in cooldowns:
+        clock.advance(state("comet")["open_until"] - clock())
+        events: list[failover.Event] = []
+        assert ask(chain, how, on_attempt=events.append, **settings) == "[backup] hello"
+        assert [e.provider for e in events] == ["comet", "backup"]  # the probe, not retried
+        assert (state("comet")["state"], state("comet")["reason"]) == (State.OPEN, Reason.PROBE)
+        assert state("comet")["open_until"] == clock() + cooldown
+
+
+def test_a_recovered_primary_serves_again_one_cooldown_after_its_last_fast_failure(
     comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
 ) -> None:
-    comet.fail(500)
-    settings = {"breaker": breaker(clock, failures=1)}
-    ask(chain, **settings)
-    assert state("comet")["open_until"] == T0 + 5
-    for cooldown in (10, 20, 40, 60, 60):
-        clock.advance(state("comet")["open_until"] - clock())
-        requests = len(comet.requests)
-        assert ask(chain, **settings) == "[backup] hello"
-        assert len(comet.requests) == requests + 1  # the probe
-        assert state("comet")["state"] is State.OPEN
-        assert state("comet")["open_until"] == clock() + cooldown
+    # Down for a minute (fast 503s), one call a second: the cadence stays at the base
+    # cooldown, so the primary serves again within 2 x cooldown of recovering.
+    comet.fail(503)
+    settings = {"breaker": breaker(clock)}
+    served, during_outage = [], 0
+    for second in range(75):
+        if second == 60:
+            comet.recover()
+            during_outage = len(comet.requests)
+        served.append(ask(chain, **settings))
+        clock.advance(1)
+    back = served.index("[comet] hello")
+    assert 60 <= back <= 60 + 2 * 5
+    assert served[back:] == ["[comet] hello"] * (75 - back)
+    assert during_outage <= 15
 
 
 def test_successful_probe_closes(
@@ -438,7 +506,7 @@ def test_state_is_shared_by_chains_naming_the_same_provider(
 def test_health_counts_a_scripted_sequence(
     comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
 ) -> None:
-    settings = {"breaker": breaker(clock, failures=2)}
+    settings = {"breaker": breaker(clock, failures=2), "retry": None}
     ask(chain, **settings)  # comet serves
     comet.fail(500, times=2)
     ask(chain, **settings)  # comet fails, backup serves
@@ -456,6 +524,7 @@ def test_health_counts_a_scripted_sequence(
             "failures": 2,
             "failovers_served": 0,
             "skipped": 1,
+            "reason": None,
         },
         "backup": {
             "state": State.CLOSED,

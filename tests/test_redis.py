@@ -154,11 +154,13 @@ def fail_now(
     wait: float | None = None,
     probe: bool = False,
     key: str = KEY,
+    timed_out: bool = False,
+    breaker: Breaker = BREAKER,
 ) -> None:
     store.update(
         key,
         NAME,
-        lambda h, now: (failed(h, BREAKER, now, kind, wait, probe), None),
+        lambda h, now: (failed(h, breaker, now, kind, wait, probe, 0.01, timed_out), None),
         time.time,
     )
 
@@ -237,12 +239,17 @@ def test_half_open_admits_a_single_probe_after_the_cooldown(store: HealthStore) 
     assert admit_now(store) is Verdict.TRY
 
 
-def test_each_failed_probe_doubles_the_cooldown(store: HealthStore) -> None:
+@pytest.mark.parametrize(
+    ("timed_out", "cooldowns"), [(True, (0.2, 0.4)), (False, (0.1, 0.1))], ids=["slow", "fast"]
+)
+def test_each_slow_failed_probe_doubles_the_cooldown(
+    store: HealthStore, timed_out: bool, cooldowns: tuple[float, ...]
+) -> None:
     trip(store)
-    for cooldown in (0.2, 0.4):
+    for cooldown in cooldowns:
         wait_cooldown(store)
         assert admit_now(store) is Verdict.PROBE
-        fail_now(store, probe=True)
+        fail_now(store, probe=True, timed_out=timed_out)
         health, now = record(store)
         assert health.state is State.OPEN
         assert health.cooldown == pytest.approx(cooldown)
@@ -301,7 +308,7 @@ def ask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
 def test_a_chain_trips_and_skips_through_the_store(
     store: HealthStore, form: str, comet: FakeProvider, chain: Chain
 ) -> None:
-    settings = {"breaker": Breaker(failures=2, cooldown=60.0), "health": store}
+    settings = {"breaker": Breaker(failures=2, cooldown=60.0), "health": store, "retry": None}
     comet.fail(500)
     for _ in range(3):
         assert ask_through(form, chain, **settings) == "[backup] hello"
@@ -426,7 +433,8 @@ def test_keys_expire_and_name_provider_and_url_never_the_api_key(
     chain: Chain,
 ) -> None:
     comet.fail(500, times=1)
-    assert ask_through("decorator", chain, health=shared(redis_server.url, ns)) == "[backup] hello"
+    store = shared(redis_server.url, ns)
+    assert ask_through("decorator", chain, health=store, retry=None) == "[backup] hello"
     keys = {key.decode(): raw.get(key).decode() for key in raw.scan_iter(match=f"{ns}:*")}
     assert len(keys) == 2
     for fake in (comet, backup):
@@ -483,7 +491,7 @@ def test_unreachable_redis_never_fails_or_slows_a_call(
     caplog.set_level(logging.WARNING, logger="failover")
     for expected in ("[backup] hello", "[comet] hello", "[comet] hello"):
         started = time.monotonic()
-        assert ask_through("decorator", chain, health=store) == expected
+        assert ask_through("decorator", chain, health=store, retry=None) == expected
         assert time.monotonic() - started < 1.0
     view = failover.health(store)
     assert view["comet"]["failures"] == 1  # kept in process meanwhile
@@ -508,7 +516,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_call(
 ) -> None:
     server = RedisServer().start()
     store = RedisHealth(server.url, namespace=ns, retry_interval=0.1)
-    settings = {"breaker": Breaker(failures=100), "health": store}
+    settings = {"breaker": Breaker(failures=100, failure_rate=None), "health": store, "retry": None}
     served = []
     try:
         for i in range(30):
@@ -558,7 +566,7 @@ def test_configure_makes_the_store_the_default_of_chains(
 ) -> None:
     configured(shared(redis_server.url, ns))
     comet.fail(500, times=1)
-    assert ask_through("decorator", chain) == "[backup] hello"
+    assert ask_through("decorator", chain, retry=None) == "[backup] hello"
     stored = json.loads(raw.get(f"{ns}:health:comet {comet.base_url}"))
     assert (stored["name"], stored["failures"]) == ("comet", 1)
     failover.configure(health=None)
