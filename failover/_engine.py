@@ -278,10 +278,13 @@ class Run:
     ) -> str:
         """Decide what follows a failure that fails over, and say it for the log."""
         pause = self._plan_retry(endpoint, exc, wait, record)
+        opened = ""
+        if record is not None and record.state is State.OPEN and record.reason is not None:
+            opened = f"circuit open ({record.reason.value}); "
         if pause is not None:
-            return f"retrying it in {pause:.3f}s"
+            return f"{opened}retrying it in {pause:.3f}s"
         upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
-        return f"trying {upcoming}" if upcoming else "no provider left"
+        return opened + (f"trying {upcoming}" if upcoming else "no provider left")
 
     def _plan_retry(
         self, endpoint: Endpoint, exc: BaseException, wait: float | None, record: Health | None

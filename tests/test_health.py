@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import email.utils
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -549,3 +551,119 @@ def test_health_while_open(
     assert state("comet")["state"] == "open"
     assert state("comet")["consecutive_failures"] == 3
     assert state("comet")["open_until"] == T0 + 5
+
+
+# -- the failure-rate rule -------------------------------------------------------
+
+RATE = Breaker(failures=3, cooldown=5.0, max_cooldown=60.0, failure_rate=0.25, min_calls=8)
+
+
+def brownout(
+    h: Health, calls: int, b: Breaker = RATE, now: float = T0, step: float = 0.1
+) -> Health:
+    """``calls`` calls, every third failing unwell (never two in a row), ``step`` s apart."""
+    for i in range(calls):
+        h, verdict = admit(h, b, now + i * step, force=False)
+        if verdict is Verdict.SKIP:
+            break
+        if i % 3 == 2:
+            h = failed(h, b, now + i * step, Fault.UNWELL, None, False)
+        else:
+            h = succeeded(h, after_failover=False)
+    return h
+
+
+def test_a_brownout_opens_by_rate_once_min_calls_were_made() -> None:
+    h = brownout(Health(), 6)  # 2 of 6 failed: a third, but too few calls to judge
+    assert (h.state, h.consecutive_failures) == (State.CLOSED, 1)
+    h = brownout(Health(), 9)  # 3 of 9
+    assert (h.state, h.reason) == (State.OPEN, Reason.RATE)
+    assert h.open_until == pytest.approx(T0 + 0.8 + 5)
+
+
+def test_below_the_failure_rate_stays_closed() -> None:
+    b = Breaker(failure_rate=0.5, min_calls=8)
+    assert brownout(Health(), 60, b).state is State.CLOSED
+
+
+def test_failure_rate_none_turns_the_rule_off() -> None:
+    h = brownout(Health(), 60, Breaker(failure_rate=None, min_calls=8))
+    assert (h.state, h.window) == (State.CLOSED, ())
+
+
+def test_the_window_forgets_calls_older_than_window() -> None:
+    b = Breaker(failure_rate=0.25, min_calls=8, window=30.0)
+    h = brownout(Health(), 6, b)  # 2 failures of 6, at T0
+    later = T0 + 31  # those have left the window
+    outcomes = [True] * 5 + [False, True, False]  # then 2 failures of 8
+    for i, ok in enumerate(outcomes):
+        h = admit(h, b, later + i, force=False)[0]
+        if ok:
+            h = succeeded(h, after_failover=False)
+            continue
+        h = failed(h, b, later + i, Fault.UNWELL, None, False)
+        assert h.state is (State.OPEN if i == 7 else State.CLOSED)
+    assert h.reason is Reason.RATE
+
+
+def test_the_window_stays_bounded_however_long_it_runs() -> None:
+    h = brownout(Health(), 5000, Breaker(failure_rate=0.9, min_calls=8, window=30.0), step=0.37)
+    assert h.state is State.CLOSED
+    assert 0 < len(h.window) <= 10
+    assert sum(calls for _, calls, _ in h.window) <= 30 / 0.37 + 10
+
+
+def test_request_faults_count_as_calls_not_failures() -> None:
+    h = Health()
+    for i in range(20):
+        h = admit(h, RATE, T0 + i, force=False)[0]
+        h = failed(h, RATE, T0 + i, Fault.REQUEST, None, False)
+    assert h.state is State.CLOSED
+    assert sum(c for _, c, _ in h.window) == 20
+    assert sum(f for *_, f in h.window) == 0
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_brownout_over_http_opens_by_rate_in_every_form(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, how: str
+) -> None:
+    for _ in range(10):
+        comet.hang(0, times=2)  # answers normally
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    settings = {"breaker": dataclasses.replace(RATE, clock=clock), "retry": None}
+    answers = [ask(chain, how, **settings) for _ in range(12)]
+    assert state("comet")["state"] is State.OPEN
+    assert state("comet")["reason"] is Reason.RATE
+    assert state("comet")["consecutive_failures"] == 1  # never two in a row
+    assert len(comet.requests) == 9  # 3 of 9 failed: the breaker opened, then skipped
+    assert answers[9:] == ["[backup] hello"] * 3
+
+
+def test_a_brownout_with_the_rate_rule_off_never_opens(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock
+) -> None:
+    for _ in range(10):
+        comet.hang(0, times=2)
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    off = Breaker(failure_rate=None, clock=clock)
+    for _ in range(30):
+        ask(chain, breaker=off, retry=None)
+    assert state("comet")["state"] is State.CLOSED
+    assert len(comet.requests) == 30
+
+
+def test_opening_by_rate_is_logged(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        comet.hang(0, times=2)
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    caplog.set_level(logging.WARNING, logger="failover")
+    b = Breaker(failure_rate=0.25, min_calls=8, clock=clock)
+    for _ in range(9):
+        ask(chain, breaker=b, retry=None)
+    last = [r.getMessage() for r in caplog.records if r.name == "failover"][-1]
+    assert "circuit open (rate); trying backup" in last
