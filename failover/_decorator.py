@@ -47,7 +47,8 @@ def with_fallback(
     health: HealthStore | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the decorated function with a client injected as ``inject``; on a provider
-    fault, run the whole body again with the next provider's client.
+    fault, run the whole body again with the next provider's client (or, for a
+    transient fault that ``retry`` covers, with the same provider's, after a pause).
 
     With no providers: CometAPI, then OpenAI, from the environment. A caller that
     passes ``inject`` itself gets exactly that client, once, with no failover.

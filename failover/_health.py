@@ -46,9 +46,11 @@ class Verdict(enum.Enum):
 class Breaker:
     """Per-provider circuit breaker settings (the defaults apply when none is given).
 
-    Its state is shared by every chain in the process that names the same provider
-    (same name and base URL); each call applies its own chain's settings to it.
-    ``clock`` returns seconds since the epoch and is injectable for tests.
+    A provider opens after ``failures`` unwell faults in a row, or when at least
+    ``failure_rate`` of the (at least ``min_calls``) attempts of the last ``window``
+    seconds failed unwell. Its state is shared by every chain in the process that names
+    the same provider (same name and base URL); each call applies its own chain's
+    settings to it. ``clock`` returns seconds since the epoch and is injectable for tests.
     """
 
     failures: int = 3
