@@ -70,7 +70,6 @@ def run_calls(
 
 def measure(calls: int = 300) -> dict[str, float]:
     """The brownout figures: totals with hangs, shares with fast 503s, rate rule on and off."""
-    logging.getLogger("failover").setLevel(logging.ERROR)
     on, off = Breaker(), Breaker(failure_rate=None)
     with FakeProvider("backup") as backup:
         hang_on, _ = run_calls(HANG, backup, calls, on)
@@ -117,6 +116,7 @@ def bench(report: Any, row: Callable[..., Any], calls: int = 300) -> None:
 
 
 def main() -> None:
+    logging.getLogger("failover").setLevel(logging.ERROR)  # the figures say it all
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=300)
     r = measure(parser.parse_args().calls)
