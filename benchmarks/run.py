@@ -981,6 +981,13 @@ def run(sizes: Sizes, only: set[str] | None = None) -> Report:
             bench_streaming(report, comet, backup, sizes.per_call)
     if want("import"):
         bench_import(report, sizes.import_runs)
+    if sizes == FULL:  # full runs only: the brownout waits out real hangs
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import brownout
+        import recovery
+
+        for module in (m for m in (brownout, recovery) if want(m.__name__)):
+            module.bench(report, Row)
     STORE.clear()
     return report
 
@@ -994,6 +1001,8 @@ SCENARIOS = (
     "concurrent",
     "import",
     "streaming",
+    "brownout",
+    "recovery",
 )
 
 

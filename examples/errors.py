@@ -48,7 +48,8 @@ def main() -> None:
             http, other = report(error)
         else:
             raise AssertionError("expected a FailoverError")
-        assert (http, other) == (["comet"], ["backup"])
+        # Each provider was retried once (a 503 and a reset are transient): two attempts each.
+        assert (http, other) == (["comet", "comet"], ["backup", "backup"])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def on_attempt(event: Event) -> None:
 
 def main() -> None:
     with FakeProvider("comet") as comet_fake, FakeProvider("backup") as backup_fake:
-        comet_fake.fail(status=502, times=1)  # only the next request fails
+        comet_fake.fail(status=502, times=2)  # the next request and its retry fail
         comet = Provider("comet", base_url=comet_fake.base_url, api_key=comet_fake.api_key)
         backup = Provider("backup", base_url=backup_fake.base_url, api_key=backup_fake.api_key)
         ran_on = []
@@ -41,12 +41,12 @@ def main() -> None:
         print("answer:", ask("first"))
         print("answer:", ask("second"))
         print("body ran on:", ran_on)
-        assert ran_on == ["comet", "backup", "comet"]
+        assert ran_on == ["comet", "comet", "backup", "comet"]
 
         for name, record in failover.health().items():
             print(f"health: {name}: {record['state'].value}, calls={record['calls']}", end="")
             print(f" failures={record['failures']} failovers_served={record['failovers_served']}")
-        assert failover.health()["comet"]["failures"] == 1
+        assert failover.health()["comet"]["failures"] == 2
         assert failover.health()["backup"]["failovers_served"] == 1
 
 

@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._health import Breaker, State, configure, health
 from ._providers import Provider
+from ._retry import Retry
 from ._scope import current_provider
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "Outcome",
     "Provider",
     "ProviderSkipped",
+    "Retry",
     "State",
     "StreamInterrupted",
     "StreamTruncated",

@@ -129,6 +129,19 @@ class Attempts:
         self, build: Callable[[Endpoint], Any], streams: bool = False
     ) -> AttemptContext[Any]:
         """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
+        if wait := self._run.wait:  # the engine retries the same provider after a pause
+            time.sleep(wait)
+        return self._attempt(build, streams)
+
+    async def attempt_async(
+        self, build: Callable[[Endpoint], Any], streams: bool = False
+    ) -> AttemptContext[Any]:
+        """:meth:`attempt`, pausing without blocking the event loop."""
+        if wait := self._run.wait:
+            await asyncio.sleep(wait)
+        return self._attempt(build, streams)
+
+    def _attempt(self, build: Callable[[Endpoint], Any], streams: bool) -> AttemptContext[Any]:
         attempt = self.next_attempt(build, streams)
         if attempt is None:
             raise self.error()
@@ -168,7 +181,7 @@ class Attempts:
     async def __anext__(self) -> AttemptContext[Any]:
         if self._run.done:
             raise StopAsyncIteration
-        return self.attempt(Endpoint.async_client)
+        return await self.attempt_async(Endpoint.async_client)
 
 
 def call_sync(chain: Chain, fn: Callable[[Any], T]) -> T:
@@ -183,7 +196,7 @@ async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: 
         return await call_hedged(chain, fn, chain.settings.hedge)
     attempts = Attempts(chain)
     while True:
-        with attempts.attempt(Endpoint.async_client) as client:
+        with await attempts.attempt_async(Endpoint.async_client) as client:
             return await fn(client)
 
 
@@ -245,7 +258,7 @@ async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> 
     """:func:`iterate_sync` for async generators."""
     attempts = Attempts(chain)
     while True:
-        attempt = attempts.attempt(Endpoint.async_client, streams=True)
+        attempt = await attempts.attempt_async(Endpoint.async_client, streams=True)
         delivered = 0
         items: AsyncIterator[T] | None = None
         try:
@@ -286,19 +299,22 @@ async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: fl
         raise _Failed  # the attempt's fault was recorded and suppressed
 
     running: set[asyncio.Task[T]] = set()
-    exhausted = False
     try:
         while True:
-            if not exhausted:
-                attempt = attempts.next_attempt(Endpoint.async_client)
-                if attempt is None:
-                    exhausted = True  # the ones running may still win
-                else:
-                    running.add(asyncio.ensure_future(one(attempt)))
-            if not running:
-                raise attempts.error()
+            # A retry of the provider that just failed starts after its pause; the
+            # running attempts may win meanwhile.
+            pause = attempts._run.wait
+            attempt = None if pause else attempts.next_attempt(Endpoint.async_client)
+            if attempt is not None:
+                running.add(asyncio.ensure_future(one(attempt)))
+            elif not running:
+                if not pause:
+                    raise attempts.error()
+                await asyncio.sleep(pause)
+                continue
+            timeout = pause or (delay if attempt is not None else None)  # None: no one to add
             done, running = await asyncio.wait(
-                running, timeout=None if exhausted else delay, return_when=asyncio.FIRST_COMPLETED
+                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
                 if not isinstance(task.exception(), _Failed):

@@ -8,6 +8,7 @@ messages can quote the key.
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import math
 import os
@@ -130,8 +131,21 @@ class Phase:
     stream: bool = False  # the body streams its completion
 
 
+def brownout(fake: FakeProvider) -> None:
+    """Two requests in five fail (a hang, a 500), never two in a row: only the failure
+    rate can tell that the provider is unwell. The 500's retry answers."""
+    fake.recover()
+    for _ in range(12):
+        fake.hang(0, times=1)  # answers at once
+        fake.hang(3.0, times=1)
+        fake.hang(0, times=1)
+        fake.fail(500, times=1)
+        fake.hang(0, times=1)
+
+
 PHASES = (
     Phase("healthy", "all healthy", lambda f: f.recover()),
+    Phase("brownout", f"{PRIMARY} browns out: 2 requests in 5 fail (500s, hangs)", brownout),
     Phase("HTTP 500", f"{PRIMARY} answers HTTP 500", lambda f: f.fail(500)),
     Phase("hang", f"{PRIMARY} hangs (attempt timeout 0.5 s)", lambda f: f.hang(3.0)),
     Phase(
@@ -142,12 +156,13 @@ PHASES = (
     ),
     Phase("recovered", f"{PRIMARY} is back; the breaker probes it", lambda f: f.recover()),
 )
-COLUMNS = f"{'#':>4}  {'phase':<11} {'served by':<9} {'latency':>8}    {'breaker':<9} attempts"
+COLUMNS = f"{'#':>4}  {'phase':<11} {'served by':<9} {'latency':>8}    {'breaker':<18} attempts"
 
 
 def phase_lengths(calls: int, rng: random.Random) -> list[int]:
     """Split ``calls`` over the phases, jittered by the seed, at least one each."""
     weights = [rng.uniform(0.7, 1.3) for _ in PHASES]
+    weights[1] += 0.6  # the brownout needs min_calls calls before its rate tells
     weights[-1] += 0.4  # recovery needs room for the probe and the calls after it
     lengths = [1 + int((calls - len(PHASES)) * w / sum(weights)) for w in weights]
     for i in rng.sample(range(len(PHASES)), calls - sum(lengths)):
@@ -156,11 +171,18 @@ def phase_lengths(calls: int, rng: random.Random) -> list[int]:
 
 
 def primary_health() -> tuple[str, float]:
-    """The primary's breaker state, and when it may be probed (epoch seconds)."""
+    """The primary's breaker state (with why it opened), and when it may be probed."""
     record = failover.health().get(PRIMARY, {})
-    state, until = record.get("state"), record.get("open_until")
+    state, until, why = record.get("state"), record.get("open_until"), record.get("reason")
     value = state.value if isinstance(state, failover.State) else "closed"
+    if value == "open" and isinstance(why, enum.Enum):
+        value = f"open ({why.value})"
     return value, until if isinstance(until, float) else 0.0
+
+
+# Scaled down from the defaults (failure_rate 0.25 kept) so that a few dozen calls
+# show every rule.
+DEMO_BREAKER = failover.Breaker(failures=2, cooldown=0.5, max_cooldown=1.0, min_calls=6)
 
 
 @dataclass(frozen=True)
@@ -179,7 +201,7 @@ class Demo:
         self.probe = False  # the call's attempt on the primary is the breaker's probe
         self.rows: list[Row] = []
         chain = [failover.Provider(f.name, base_url=f.base_url, api_key=f.api_key) for f in fakes]
-        breaker = failover.Breaker(failures=2, cooldown=0.5, max_cooldown=1.0)
+        breaker = DEMO_BREAKER
 
         @failover.with_fallback(
             *chain, breaker=breaker, attempt_timeout=0.5, on_attempt=self.events.append
@@ -200,7 +222,8 @@ class Demo:
         served, answer = self.ask(prompt, phase.stream)
         if answer != f"[{served}] {prompt}":  # a cut-short answer must never pass as served
             raise RuntimeError(f"call {number}: incomplete answer {answer!r} from {served}")
-        row = Row(served, time.monotonic() - started, len(self.events) > 1)
+        moved = any(e.provider != served for e in self.events)  # not a retry on one provider
+        row = Row(served, time.monotonic() - started, moved)
         self.rows.append(row)
         return row
 
@@ -221,7 +244,7 @@ class Demo:
             + f" {ms(row.elapsed):>8} "
             + out.paint(out.sym("↪", "*") if row.failover else " ", YELLOW)
             + "  "
-            + out.paint(f"{state:<9}", STATE_COLOURS.get(state, DIM))
+            + out.paint(f"{state:<18}", STATE_COLOURS.get(state.split()[0], DIM))
             + f" {out.sym(' → ', ' -> ').join(steps)}"
         )
 
@@ -234,7 +257,7 @@ class Demo:
             probe_at = length // 2 if phase is PHASES[-1] else length - 1
             for i in range(length):
                 state, until = primary_health()
-                if state == "open" and not tried and i <= probe_at:
+                if state.startswith("open") and not tried and i <= probe_at:
                     # Spread the wait for the cooldown over the calls up to the probe
                     # point, so that every phase shows the breaker's half-open probe.
                     time.sleep(max(0.0, until - time.time()) / (probe_at - i + 1) + 0.01)
@@ -279,7 +302,11 @@ def run_demo(args: argparse.Namespace, out: Term) -> int:
     arrow = out.sym("→", "->")
     out.line(
         out.paint(f"failover demo: {args.calls} calls, {PRIMARY} {arrow} {BACKUP}", BOLD)
-        + out.paint(f"   (seed {seed}; breaker opens after 2 failures, cooldown 0.5-1 s)", DIM)
+        + out.paint(
+            f"   (seed {seed}; breaker opens after 2 failures in a row or 25 % of "
+            f"{DEMO_BREAKER.min_calls}+ calls, cooldown 0.5-1 s)",
+            DIM,
+        )
     )
     out.line(out.paint(COLUMNS, DIM))
     try:

@@ -14,13 +14,13 @@ from typing import Any, NoReturn, cast
 
 import openai
 
-from ._context import OpenChain, make_settings, open_chain, sync_template
-from ._decorator import _DEFAULT_BREAKER
-from ._engine import Event
+from ._context import OpenChain, open_chain, sync_template
+from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import Endpoint, ProviderLike
 from ._proxy import Failover
+from ._retry import Retry
 
 # Where each provider is and who it is: per provider, never one value for the chain.
 _PROVIDER_ONLY = frozenset({"api_key", "base_url", "organization", "project", "websocket_base_url"})
@@ -120,7 +120,8 @@ def _async_template(endpoint: Endpoint) -> tuple[Any, bool]:
 def OpenAI(  # named as the class it replaces
     *providers: ProviderLike,
     on: OnSpec | None = None,
-    breaker: Breaker | None = _DEFAULT_BREAKER,
+    breaker: Breaker | None = DEFAULT_BREAKER,
+    retry: Retry | None = DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -144,17 +145,7 @@ def OpenAI(  # named as the class it replaces
             "hedge= starts attempts side by side, which a sync client cannot do: "
             "use it with failover.AsyncOpenAI(...)"
         )
-    settings = make_settings(
-        on=on,
-        breaker=breaker,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        stall_timeout=stall_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-        health=health,
-    )
+    settings = Settings.from_options(locals())
     opened = open_chain(providers, settings, sync_template, openai.OpenAI)
     return cast(openai.OpenAI, _SyncDropIn(opened, opened.template, (), is_async=False))
 
@@ -162,7 +153,8 @@ def OpenAI(  # named as the class it replaces
 def AsyncOpenAI(  # named as the class it replaces
     *providers: ProviderLike,
     on: OnSpec | None = None,
-    breaker: Breaker | None = _DEFAULT_BREAKER,
+    breaker: Breaker | None = DEFAULT_BREAKER,
+    retry: Retry | None = DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -181,16 +173,6 @@ def AsyncOpenAI(  # named as the class it replaces
     when their loop closes.
     """
     _refuse_client_options("AsyncOpenAI()", openai_options, openai.AsyncOpenAI)
-    settings = make_settings(
-        on=on,
-        breaker=breaker,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        stall_timeout=stall_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-        health=health,
-    )
+    settings = Settings.from_options(locals())
     opened = open_chain(providers, settings, _async_template, openai.AsyncOpenAI)
     return cast(openai.AsyncOpenAI, _AsyncDropIn(opened, opened.template, (), is_async=True))

@@ -10,12 +10,12 @@ from typing import Any, cast
 import openai
 
 from ._attempts import AttemptContext, Attempts
-from ._decorator import _DEFAULT_BREAKER
-from ._engine import Chain, Event, Settings
+from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Chain, Event, Settings
 from ._health import Breaker, HealthStore
-from ._policy import OnSpec, Policy
+from ._policy import OnSpec
 from ._providers import Endpoint, ProviderLike, check_flavour, endpoints
 from ._proxy import Failover
+from ._retry import Retry
 
 # Stands in for the client's shape when no provider's client can be built (every
 # key missing): calls through it still try each provider and fail over as usual.
@@ -141,36 +141,11 @@ class FallbackClients:
         return self._block(is_async=True)
 
 
-def make_settings(
-    *,
-    on: OnSpec | None,
-    breaker: Breaker | None,
-    attempt_timeout: float | None,
-    deadline: float | None,
-    first_token_timeout: float | None,
-    stall_timeout: float | None,
-    hedge: float | None,
-    on_attempt: Callable[[Event], object] | None,
-    health: HealthStore | None,
-) -> Settings:
-    """The public keyword options, as the engine's ``Settings`` (checked there)."""
-    return Settings(
-        policy=Policy(on),
-        breaker=breaker,
-        store=health,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        stall_timeout=stall_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-    )
-
-
 def fallback_clients(
     *providers: ProviderLike,
     on: OnSpec | None = None,
-    breaker: Breaker | None = _DEFAULT_BREAKER,
+    breaker: Breaker | None = DEFAULT_BREAKER,
+    retry: Retry | None = DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -188,15 +163,5 @@ def fallback_clients(
     block per provider (``async for`` likewise), on clients built once per ``Provider``
     and reused by every loop, as the decorator's are.
     """
-    settings = make_settings(
-        on=on,
-        breaker=breaker,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        stall_timeout=stall_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-        health=health,
-    )
+    settings = Settings.from_options(locals())
     return FallbackClients(providers, settings)

@@ -9,15 +9,14 @@ from typing import Any, ParamSpec, TypeVar
 import wrapt
 
 from ._attempts import call_async, call_sync, iterate_async, iterate_sync
-from ._engine import Chain, Event, Settings
+from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Chain, Event, Settings
 from ._health import Breaker, HealthStore
-from ._policy import OnSpec, Policy
+from ._policy import OnSpec
 from ._providers import ProviderLike, check_flavour, endpoints
+from ._retry import Retry
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_DEFAULT_BREAKER = Breaker()
 
 
 def _check_injectable(func: Callable[..., Any], inject: str) -> None:
@@ -35,7 +34,8 @@ def with_fallback(
     *providers: ProviderLike,
     inject: str = "client",
     on: OnSpec | None = None,
-    breaker: Breaker | None = _DEFAULT_BREAKER,
+    breaker: Breaker | None = DEFAULT_BREAKER,
+    retry: Retry | None = DEFAULT_RETRY,
     attempt_timeout: float | None = None,
     deadline: float | None = None,
     first_token_timeout: float | None = None,
@@ -45,22 +45,13 @@ def with_fallback(
     health: HealthStore | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the decorated function with a client injected as ``inject``; on a provider
-    fault, run the whole body again with the next provider's client.
+    fault, run the whole body again with the next provider's client (or, for a
+    transient fault that ``retry`` covers, with the same provider's, after a pause).
 
     With no providers: CometAPI, then OpenAI, from the environment. A caller that
     passes ``inject`` itself gets exactly that client, once, with no failover.
     """
-    settings = Settings(
-        policy=Policy(on),
-        breaker=breaker,
-        store=health,
-        attempt_timeout=attempt_timeout,
-        deadline=deadline,
-        first_token_timeout=first_token_timeout,
-        stall_timeout=stall_timeout,
-        hedge=hedge,
-        on_attempt=on_attempt,
-    )
+    settings = Settings.from_options(locals())
     chain = Chain(endpoints(providers), settings)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:

@@ -13,14 +13,16 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._errors import Attempt, DeadlineExceeded, FailoverError, ProviderSkipped, add_note, describe
 from ._health import (
     Breaker,
     Health,
     HealthStore,
+    State,
     Verdict,
     admit,
     count_skip,
@@ -32,9 +34,15 @@ from ._health import (
 )
 from ._policy import Fault, Policy, fault_kind, provider_fault, retry_after
 from ._providers import Endpoint
+from ._retry import Retry, timed_out
 from ._scope import Scope
 
 logger = logging.getLogger("failover")
+
+# The defaults of the public signatures: one object each, so that ``breaker=`` and
+# ``retry=`` left unset read the same in every chain.
+DEFAULT_BREAKER = Breaker()
+DEFAULT_RETRY = Retry()
 
 
 def _on_success(h: Health, now: float) -> tuple[Health, None]:
@@ -79,6 +87,7 @@ class Settings:
 
     policy: Policy = field(default_factory=Policy)
     breaker: Breaker | None = field(default_factory=Breaker)
+    retry: Retry | None = field(default_factory=Retry)
     store: HealthStore | None = None
     attempt_timeout: float | None = None
     deadline: float | None = None
@@ -86,6 +95,26 @@ class Settings:
     stall_timeout: float | None = None
     hedge: float | None = None
     on_attempt: Callable[[Event], object] | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """The public keyword options as settings, in one place.
+
+        ``with_fallback``, ``fallback_clients``, ``OpenAI`` and ``AsyncOpenAI`` each spell
+        the options out (users read them in their IDE) and pass their ``locals()`` here.
+        """
+        return cls(
+            policy=Policy(options["on"]),
+            breaker=options["breaker"],
+            retry=options["retry"],
+            store=options["health"],
+            attempt_timeout=options["attempt_timeout"],
+            deadline=options["deadline"],
+            first_token_timeout=options["first_token_timeout"],
+            stall_timeout=options["stall_timeout"],
+            hedge=options["hedge"],
+            on_attempt=options["on_attempt"],
+        )
 
     def __post_init__(self) -> None:
         for name in (
@@ -150,8 +179,10 @@ class Run:
         "_chain",
         "_exhausted",
         "_force",
+        "_forced",
         "_pending",
         "_probe",
+        "_retry_at",
         "_settings",
         "_store",
         "_tried",
@@ -169,6 +200,8 @@ class Run:
         self._force = False
         self._probe: set[int] = set()
         self._exhausted = False
+        self._retry_at = 0.0  # monotonic time before which a planned retry must not start
+        self._forced: Endpoint | None = None  # a retry the provider's own Retry-After allows
         self.attempts: list[Attempt] = []
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
@@ -191,10 +224,20 @@ class Run:
 
     # -- decisions -------------------------------------------------------------
 
+    @property
+    def wait(self) -> float:
+        """Seconds the driver must sleep before asking :meth:`next` for the next attempt.
+
+        Zero unless the engine retries the provider that just failed: then ``next``
+        hands that provider back once the pause is over.
+        """
+        return max(0.0, self._retry_at - time.monotonic()) if self._retry_at else 0.0
+
     def next(self) -> Endpoint | None:
         """The provider to try now, or None when the call must give up."""
         settings = self._settings
         deadline = settings.deadline
+        self._retry_at = 0.0  # the driver waited out any pause before asking
         while self._pending:
             if deadline is not None and self._deadline_passed():
                 return None
@@ -202,7 +245,10 @@ class Run:
             breaker = settings.breaker
             if breaker is None:
                 return self._pending.pop(0)
-            admit = self._chain.admits[self._force]  # type: ignore[index]
+            # A retry that the provider's Retry-After asked for is not blocked by the
+            # opening that same Retry-After caused (others skip it until then).
+            forced, self._forced = self._force or endpoint is self._forced, None
+            admit = self._chain.admits[forced]  # type: ignore[index]
             verdict, record, now = self._store.update(
                 endpoint.key, endpoint.name, admit, breaker.clock
             )
@@ -244,14 +290,16 @@ class Run:
             fails_over, judging = False, error
         # What a framework raised its own error from is what tells of the provider.
         fault = provider_fault(exc)
+        news = exc if fault is None else fault
+        wait = retry_after(news, breaker.clock if breaker is not None else time.time)
+        record = None
         # A deadline that ran out while the provider was delivering is the caller's
         # budget, no news of the provider's health.
         told = not isinstance(exc, DeadlineExceeded) and (fails_over or fault is not None)
         if breaker is not None and told:
             # News of the provider's health, even when raised to the caller: a refusal
             # proves it answers, a 5xx that on= keeps from failing over does not.
-            news = exc if fault is None else fault
-            self._record(endpoint, breaker, fault_kind(news), retry_after(news, breaker.clock))
+            record = self._record(endpoint, breaker, news, wait, elapsed)
         elif breaker is not None and id(endpoint) in self._probe:
             # Says nothing of the provider's health: let another call probe it.
             self._store.update(
@@ -264,13 +312,12 @@ class Run:
         if not fails_over:
             return False
         self._add(Attempt(endpoint.name, exc, elapsed))
-        upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
         logger.warning(
             "failover: %s failed with %s after %.3fs; %s",
             endpoint.name,
             describe(exc) if fault in (None, exc) else f"{describe(exc)} from {describe(fault)}",
             elapsed,
-            f"trying {upcoming}" if upcoming else "no provider left",
+            self._then(endpoint, news, wait, record),
         )
         self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
         return True
@@ -278,7 +325,11 @@ class Run:
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
         breaker = self._settings.breaker
         if breaker is not None:
-            self._record_success(endpoint, breaker, after_failover=bool(self.attempts))
+            # A provider that served after its own retry served no failover.
+            after_failover = bool(self.attempts) and any(
+                a.provider != endpoint.name for a in self.attempts
+            )
+            self._record_success(endpoint, breaker, after_failover)
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
         if self._settings.on_attempt is not None:
             self._emit(endpoint, Outcome.SUCCESS, None, elapsed)
@@ -301,6 +352,40 @@ class Run:
 
     # -- bookkeeping -----------------------------------------------------------
 
+    def _then(
+        self, endpoint: Endpoint, exc: BaseException, wait: float | None, record: Health | None
+    ) -> str:
+        """Decide what follows a failure that fails over, and say it for the log."""
+        pause = self._plan_retry(endpoint, exc, wait, record)
+        opened = ""
+        if record is not None and record.state is State.OPEN and record.reason is not None:
+            opened = f"circuit open ({record.reason.value}); "
+        if pause is not None:
+            return f"{opened}retrying it in {pause:.3f}s"
+        upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
+        return opened + (f"trying {upcoming}" if upcoming else "no provider left")
+
+    def _plan_retry(
+        self, endpoint: Endpoint, exc: BaseException, wait: float | None, record: Health | None
+    ) -> float | None:
+        """Retry ``endpoint`` next, after a pause? The pause in seconds, or None."""
+        retry = self._settings.retry
+        if retry is None or fault_kind(exc) is not Fault.UNWELL:
+            return None
+        if record is not None and record.state is not State.CLOSED and wait is None:
+            return None  # the breaker opened (or stays open): stop hammering it
+        tries = sum(a.provider == endpoint.name and not a.skipped for a in self.attempts)
+        pause = retry.delay(exc, tries - 1, wait)
+        deadline = self._settings.deadline
+        if pause is None or (
+            deadline is not None and self.started + deadline - time.monotonic() <= pause
+        ):
+            return None  # nothing to retry, or the budget cannot cover the wait
+        self._pending.insert(0, endpoint)
+        self._retry_at = time.monotonic() + pause
+        self._forced = endpoint if wait is not None else None
+        return pause
+
     def _deadline_passed(self) -> bool:
         deadline = self._settings.deadline
         return deadline is not None and time.monotonic() - self.started >= deadline
@@ -315,15 +400,22 @@ class Run:
         )
 
     def _record(
-        self, endpoint: Endpoint, breaker: Breaker, kind: Fault, wait: float | None
-    ) -> None:
-        probe = id(endpoint) in self._probe
-        self._store.update(
-            endpoint.key,
-            endpoint.name,
-            lambda h, now: (failed(h, breaker, now, kind, wait, probe), None),
-            breaker.clock,
-        )
+        self,
+        endpoint: Endpoint,
+        breaker: Breaker,
+        exc: BaseException,
+        wait: float | None,
+        elapsed: float,
+    ) -> Health:
+        """Record a failure; the provider's record as it left it."""
+        kind, probe, slow = fault_kind(exc), id(endpoint) in self._probe, timed_out(exc)
+        self._probe.discard(id(endpoint))  # a retry is not the probe unless admitted as one
+
+        def change(h: Health, now: float) -> tuple[Health, Health]:
+            new = failed(h, breaker, now, kind, wait, probe, elapsed, slow)
+            return new, new
+
+        return self._store.update(endpoint.key, endpoint.name, change, breaker.clock)
 
     def _skip(self, endpoint: Endpoint, record: Health, now: float, breaker: Breaker) -> None:
         self._store.update(

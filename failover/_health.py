@@ -25,6 +25,15 @@ class State(str, enum.Enum):
     HALF_OPEN = "half_open"
 
 
+class Reason(str, enum.Enum):
+    """Why a provider's breaker opened (``health()[name]["reason"]``)."""
+
+    CONSECUTIVE = "consecutive"  # ``failures`` unwell faults in a row
+    RATE = "rate"  # at least ``failure_rate`` of the window's calls failed
+    RETRY_AFTER = "retry_after"  # the provider asked to be left alone until a date
+    PROBE = "probe"  # the half-open probe failed
+
+
 class Verdict(enum.Enum):
     """What the breaker says about trying a provider now."""
 
@@ -37,19 +46,39 @@ class Verdict(enum.Enum):
 class Breaker:
     """Per-provider circuit breaker settings (the defaults apply when none is given).
 
-    Its state is shared by every chain in the process that names the same provider
-    (same name and base URL); each call applies its own chain's settings to it.
-    ``clock`` returns seconds since the epoch and is injectable for tests.
+    A provider opens after ``failures`` unwell faults in a row, or when at least
+    ``failure_rate`` of the (at least ``min_calls``) attempts of the last ``window``
+    seconds failed unwell. Its state is shared by every chain in the process that names
+    the same provider (same name and base URL); each call applies its own chain's
+    settings to it. ``clock`` returns seconds since the epoch and is injectable for tests.
     """
 
     failures: int = 3
     cooldown: float = 5.0
     max_cooldown: float = 60.0
+    #: Also open when, over the last ``window`` seconds, at least ``min_calls`` attempts
+    #: were made and at least this share of them failed unwell (None: no such rule).
+    failure_rate: float | None = 0.25
+    min_calls: int = 20
+    window: float = 30.0
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        if self.failures < 1 or self.cooldown < 0 or self.max_cooldown < self.cooldown:
+        if not (self.failures >= 1 and 0 <= self.cooldown <= self.max_cooldown):
             raise ValueError("Breaker needs failures >= 1 and 0 <= cooldown <= max_cooldown")
+        rate = self.failure_rate
+        if rate is not None and not (0 < rate <= 1 and self.min_calls >= 1 and self.window > 0):
+            raise ValueError("Breaker needs 0 < failure_rate <= 1, min_calls >= 1 and window > 0")
+
+
+#: The failure-rate window is this many time buckets of ``window / BUCKETS`` seconds,
+#: each ``(start, calls, failures)``: constant memory, whatever the traffic.
+BUCKETS = 10
+#: A probe that failed in less than this (an HTTP error, a refused connection) cost its
+#: caller nothing much: probing again one base cooldown later is cheap.
+FAST_FAILURE = 1.0
+
+Bucket = tuple[float, int, int]
 
 
 class Health(NamedTuple):
@@ -64,10 +93,13 @@ class Health(NamedTuple):
     failures: int = 0
     failovers_served: int = 0
     skipped: int = 0
+    reason: Reason | None = None  # why it opened, while not closed
+    window: tuple[Bucket, ...] = ()  # recent calls and failures, for the failure rate
 
     def as_dict(self) -> dict[str, object]:
         return {
             "state": self.state,
+            "reason": self.reason,
             "consecutive_failures": self.consecutive_failures,
             "open_until": self.open_until or None,
             "calls": self.calls,
@@ -85,17 +117,48 @@ def unavailable(h: Health, now: float) -> bool:
     return h.state is not State.CLOSED and (now < h.open_until or now < h.probe_until)
 
 
+def tally(h: Health, b: Breaker, now: float, calls: int, failures: int) -> tuple[Bucket, ...]:
+    """The window with ``calls`` and ``failures`` added at ``now``, old buckets dropped."""
+    if b.failure_rate is None:
+        return h.window
+    width = b.window / BUCKETS
+    start = now - now % width
+    window = h.window
+    if window and window[-1][0] >= start:
+        # The current bucket (or, if another chain's width or clock disagrees, the last).
+        last = window[-1]
+        return (*window[:-1], (last[0], last[1] + calls, last[2] + failures))
+    kept = tuple(bucket for bucket in window if bucket[0] > start - b.window)
+    return (*kept[1 - BUCKETS :], (start, calls, failures))
+
+
+def rate_exceeded(window: tuple[Bucket, ...], b: Breaker, now: float) -> bool:
+    """At least ``min_calls`` calls in the last ``window`` seconds, ``failure_rate`` failed."""
+    if b.failure_rate is None:
+        return False
+    since = now - b.window
+    calls = failures = 0
+    for start, c, f in window:
+        if start > since - b.window / BUCKETS:  # the bucket overlaps the window
+            calls += c
+            failures += f
+    return calls >= b.min_calls and failures >= b.failure_rate * calls
+
+
 def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
     """May a call try this provider now? ``force`` tries it even while unavailable."""
     if h.state is State.CLOSED:
-        return h._replace(calls=h.calls + 1), Verdict.TRY
+        return h._replace(calls=h.calls + 1, window=tally(h, b, now, 1, 0)), Verdict.TRY
     if not unavailable(h, now):
         probing = h._replace(
-            state=State.HALF_OPEN, probe_until=now + b.max_cooldown, calls=h.calls + 1
+            state=State.HALF_OPEN,
+            probe_until=now + b.max_cooldown,
+            calls=h.calls + 1,
+            window=tally(h, b, now, 1, 0),
         )
         return probing, Verdict.PROBE
     if force:
-        return h._replace(calls=h.calls + 1), Verdict.TRY
+        return h._replace(calls=h.calls + 1, window=tally(h, b, now, 1, 0)), Verdict.TRY
     return h, Verdict.SKIP  # counted by count_skip() once the engine is sure it skips
 
 
@@ -113,6 +176,7 @@ def succeeded(h: Health, after_failover: bool) -> Health:
         cooldown=0.0,
         probe_until=0.0,
         failovers_served=h.failovers_served + after_failover,
+        reason=None,
     )
 
 
@@ -123,19 +187,36 @@ def released(h: Health) -> Health:
 
 
 def failed(
-    h: Health, b: Breaker, now: float, kind: Fault, wait: float | None, probe: bool
+    h: Health,
+    b: Breaker,
+    now: float,
+    kind: Fault,
+    wait: float | None,
+    probe: bool,
+    elapsed: float = 0.0,
+    timed_out: bool = False,
 ) -> Health:
+    """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout)."""
     h = h._replace(failures=h.failures + 1)
     if kind is not Fault.UNWELL:
         # The provider answered: the fault is the request's, so the row is broken.
         return succeeded(h, after_failover=False)
+    h = h._replace(window=tally(h, b, now, 0, 1))
     count = h.consecutive_failures + 1
+    reason = Reason.PROBE if probe else Reason.CONSECUTIVE
     if wait is not None:
-        cooldown = min(wait, b.max_cooldown)
+        cooldown, reason = min(wait, b.max_cooldown), Reason.RETRY_AFTER
     elif probe:
-        cooldown = min(max(h.cooldown, b.cooldown) * 2, b.max_cooldown)
+        # Decided by what the probe cost its caller: its elapsed time, and a timeout
+        # always counts as costly (a hang cut short by the budget). A fast failure
+        # (an HTTP error, a refused connection) probes again a base cooldown later,
+        # so a recovered provider is back within about one cooldown; slow ones back off.
+        slow = timed_out or elapsed >= FAST_FAILURE
+        cooldown = min(max(h.cooldown, b.cooldown) * 2, b.max_cooldown) if slow else b.cooldown
     elif count >= b.failures or h.state is not State.CLOSED:
         cooldown = b.cooldown
+    elif rate_exceeded(h.window, b, now):
+        cooldown, reason = b.cooldown, Reason.RATE
     else:
         return h._replace(consecutive_failures=count)
     if h.state is not State.CLOSED and not probe:
@@ -150,8 +231,9 @@ def failed(
         state=State.OPEN,
         consecutive_failures=count,
         open_until=now + cooldown,
-        cooldown=max(cooldown, h.cooldown if probe else 0.0),
+        cooldown=cooldown,
         probe_until=0.0,
+        reason=reason,
     )
 
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import redis
 
-from ._health import FRESH, Health, MemoryStore, State
+from ._health import FRESH, Health, MemoryStore, Reason, State
 
 __all__ = ["RedisHealth"]
 
@@ -52,7 +52,10 @@ return 0
 
 
 def _encode(name: str, record: Health) -> str:
-    return json.dumps({**record._asdict(), "state": record.state.value, "name": name})
+    reason = record.reason.value if record.reason is not None else None
+    return json.dumps(
+        {**record._asdict(), "state": record.state.value, "reason": reason, "name": name}
+    )
 
 
 def _decode(raw: bytes | str | None) -> Health:
@@ -61,6 +64,11 @@ def _decode(raw: bytes | str | None) -> Health:
     try:
         data = json.loads(raw)
         data["state"] = State(data["state"])
+        # Records of earlier versions have neither: the defaults apply.
+        if data.get("reason") is not None:
+            data["reason"] = Reason(data["reason"])
+        if "window" in data:
+            data["window"] = tuple((float(s), int(c), int(f)) for s, c, f in data["window"])
         return Health(**{k: v for k, v in data.items() if k in _FIELDS})
     except (ValueError, KeyError, TypeError):
         # Junk under our key (another version, a stray write) must not fail a call.

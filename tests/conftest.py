@@ -40,8 +40,9 @@ def chain(comet: FakeProvider, backup: FakeProvider) -> tuple[Provider, Provider
     return provider(comet), provider(backup)
 
 
-#: No breaker: tests of plain failover should not see providers skipped.
-NO_BREAKER: dict[str, object] = {"breaker": None}
+#: No breaker and no retry: tests of plain failover should see every failure move on
+#: at once, and no provider skipped.
+NO_BREAKER: dict[str, object] = {"breaker": None, "retry": None}
 FAST_BREAKER = Breaker(failures=2, cooldown=0.2, max_cooldown=0.8)
 
 MESSAGES = [{"role": "user", "content": "hello"}]

@@ -16,15 +16,19 @@ import pytest
 RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("failover_benchmarks_run", RUN_PY)
+def load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through it
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load(RUN_PY, "failover_benchmarks_run")
 
 
 def test_healthy_scenario_produces_ratios(bench: ModuleType) -> None:
@@ -35,3 +39,17 @@ def test_healthy_scenario_produces_ratios(bench: ModuleType) -> None:
     assert set(ratios) >= {"bare openai", "@with_fallback", "fallback_clients() proxy"}
     assert ratios["bare openai"] == 1.0
     assert all(math.isfinite(r) and r > 0 for r in ratios.values())
+
+
+def test_recovery_and_brownout_scenarios_produce_figures(bench: ModuleType) -> None:
+    report = bench.Report()
+    load(RUN_PY.with_name("recovery.py"), "failover_benchmarks_recovery").bench(
+        report, bench.Row, n=2
+    )
+    load(RUN_PY.with_name("brownout.py"), "failover_benchmarks_brownout").bench(
+        report, bench.Row, calls=2
+    )
+    figures = {row.contender: row.median for row in report.rows}
+    assert {"recovery to primary", "primary requests in outage", "extra latency"} <= set(figures)
+    assert {"rate rule off", "rate rule on (default)"} <= set(figures)
+    assert all(math.isfinite(value) and value >= 0 for value in figures.values())

@@ -203,3 +203,19 @@ def test_demo_serves_every_call_from_both_providers(demo_run: subprocess.Popen[s
     assert re.search(r"^\s*latency\s+p50 [\d,]+ ms\W+p99 [\d,]+ ms$", stdout, re.M)
     assert "\x1b[" not in stdout
     assert stderr == ""
+
+
+def test_demo_brownout_opens_the_breaker_by_rate() -> None:
+    result = subprocess.run(
+        [*COMMAND, "demo", "--calls", "40", "--seed", "1"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    brownout = [line for line in result.stdout.splitlines() if " brownout " in line]
+    assert any("timeout" in line for line in brownout)  # some of its failures are hangs
+    assert any("HTTP 500 → comet ✓" in line for line in brownout)  # a 500 served on retry
+    assert any("open (rate)" in line for line in brownout)
+    assert all("consecutive" not in line for line in brownout)

@@ -33,7 +33,7 @@ NOTE = re.compile(r"^failover: provider '(?P<name>[^']+)', attempt (?P<n>\d+), \
 def fail_all(chain: tuple[Provider, Provider]) -> FailoverError:
     """Run a call on ``chain`` (whose providers were told to fail) and return its error."""
 
-    @with_fallback(*chain, breaker=None)
+    @with_fallback(*chain, breaker=None, retry=None)
     def ask(client: openai.OpenAI | None = None) -> object:
         assert client is not None
         return client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]

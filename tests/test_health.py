@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import email.utils
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,7 @@ from conftest import MESSAGES, provider
 
 import failover
 from failover import Breaker, FailoverError, Provider, ProviderSkipped, State, fallback_clients
-from failover._health import Health, Verdict, admit, count_skip, failed, succeeded
+from failover._health import Health, Reason, Verdict, admit, count_skip, failed, succeeded
 from failover._policy import Fault
 from failover.testing import FakeProvider
 
@@ -110,13 +112,33 @@ OPEN = Health(state=State.OPEN, consecutive_failures=3, open_until=T0 + 5, coold
 
 
 def test_breaker_defaults() -> None:
-    assert (Breaker().failures, Breaker().cooldown, Breaker().max_cooldown) == (3, 5.0, 60.0)
+    b = Breaker()
+    assert (b.failures, b.cooldown, b.max_cooldown) == (3, 5.0, 60.0)
+    assert (b.failure_rate, b.min_calls, b.window) == (0.25, 20, 30.0)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"failures": 0}, {"cooldown": -1}, {"cooldown": 10, "max_cooldown": 5}],
-    ids=["no-failures", "negative-cooldown", "max-below-cooldown"],
+    [
+        {"failures": 0},
+        {"cooldown": -1},
+        {"cooldown": 10, "max_cooldown": 5},
+        {"failure_rate": 0},
+        {"failure_rate": 1.5},
+        {"min_calls": 0},
+        {"window": 0},
+        {"cooldown": float("nan")},
+    ],
+    ids=[
+        "no-failures",
+        "negative-cooldown",
+        "max-below-cooldown",
+        "zero-rate",
+        "rate-above-one",
+        "no-min-calls",
+        "no-window",
+        "nan-cooldown",
+    ],
 )
 def test_breaker_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="Breaker"):
@@ -190,13 +212,28 @@ def test_failed_with_retry_after_opens_at_once_capped(wait: float, until: float)
     assert (h.state, h.open_until) == (State.OPEN, until)
 
 
-def test_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
-    h, now, seen = OPEN, T0, []
-    for _ in range(5):
+def probes(h: Health, costs: list[tuple[float, bool]]) -> list[float]:
+    """The cooldown after each failed probe that took ``elapsed`` (``timed_out``) seconds."""
+    seen = []
+    for elapsed, timed_out in costs:
         now = h.open_until
-        h = failed(admit(h, B, now, force=False)[0], B, now, Fault.UNWELL, None, probe=True)
+        h = admit(h, B, now, force=False)[0]
+        h = failed(h, B, now, Fault.UNWELL, None, True, elapsed, timed_out)
+        assert (h.state, h.reason) == (State.OPEN, Reason.PROBE)
         seen.append(h.open_until - now)
-    assert seen == [10, 20, 40, 60, 60]
+    return seen
+
+
+def test_a_slow_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
+    # A hang cut short by a timeout, however short; or any failure that took >= 1 s.
+    costs = [(0.2, True), (1.0, False), (3.0, False), (0.05, True), (30.0, True)]
+    assert probes(OPEN, costs) == [10, 20, 40, 60, 60]
+
+
+def test_a_fast_failed_probe_keeps_the_base_cooldown() -> None:
+    assert probes(OPEN, [(0.02, False)] * 4) == [5, 5, 5, 5]
+    # After slow probes, a fast one goes back to the base cooldown.
+    assert probes(OPEN, [(0.2, True), (0.2, True), (0.02, False), (0.2, True)]) == [10, 20, 5, 10]
 
 
 # -- over HTTP: opening and skipping -------------------------------------------
@@ -216,9 +253,10 @@ def test_unwell_faults_open_the_breaker(
     fault(comet)
     chain = (provider(comet, timeout=0.2), provider(backup))
     for _ in range(3):
-        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+        assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert state("comet")["state"] is State.OPEN
-    assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+    assert state("comet")["reason"] is Reason.CONSECUTIVE
+    assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert len(comet.requests) == 3  # the fourth call skipped it
 
 
@@ -228,9 +266,9 @@ def test_open_provider_is_skipped_in_every_form(
 ) -> None:
     comet.fail(500)
     for _ in range(3):
-        assert ask(chain, how) == "[backup] hello"  # the default breaker
+        assert ask(chain, how, retry=None) == "[backup] hello"  # the default breaker
     backup.fail(503, times=1)
-    error = ask(chain, how)
+    error = ask(chain, how, retry=None)
     assert isinstance(error, FailoverError)
     skipped, tried = error.attempts
     assert skipped.skipped is True
@@ -246,7 +284,7 @@ def test_other_client_errors_fail_over_without_counting_and_break_the_row(
 ) -> None:
     for fault in (500, 500, status, 500, 500):
         comet.fail(fault, times=1)
-        assert ask(chain, breaker=breaker(clock)) == "[backup] hello"
+        assert ask(chain, breaker=breaker(clock), retry=None) == "[backup] hello"
     assert state("comet")["state"] is State.CLOSED
     assert state("comet")["consecutive_failures"] == 2
     assert ask(chain, breaker=breaker(clock)) == "[comet] hello"
@@ -262,9 +300,9 @@ def test_content_refusal_is_raised_at_once_and_does_not_count(
 ) -> None:
     comet.fail(500, times=2)
     comet.fail(400, times=1, code="content_policy_violation")
-    ask(chain, how, breaker=breaker(clock))
-    ask(chain, how, breaker=breaker(clock))
-    refusal = ask(chain, how, breaker=breaker(clock))
+    ask(chain, how, breaker=breaker(clock), retry=None)
+    ask(chain, how, breaker=breaker(clock), retry=None)
+    refusal = ask(chain, how, breaker=breaker(clock), retry=None)
     assert isinstance(refusal, openai.BadRequestError)
     assert refusal.code == "content_policy_violation"
     assert len(backup.requests) == 2
@@ -275,7 +313,7 @@ def test_content_refusal_is_raised_at_once_and_does_not_count(
 def test_breaker_none_never_skips(comet: FakeProvider, chain: tuple[Provider, Provider]) -> None:
     comet.fail(500)
     for _ in range(5):
-        assert ask(chain, breaker=None) == "[backup] hello"
+        assert ask(chain, breaker=None, retry=None) == "[backup] hello"
     assert len(comet.requests) == 5
     assert "comet" not in failover.health()
 
@@ -283,20 +321,54 @@ def test_breaker_none_never_skips(comet: FakeProvider, chain: tuple[Provider, Pr
 # -- half-open probes ----------------------------------------------------------
 
 
-def test_failed_probes_reopen_with_doubled_cooldown_capped(
+@pytest.mark.parametrize(
+    ("fault", "cooldowns"),
+    [("500", (5, 5, 5, 5, 5)), ("hang", (10, 20, 40, 60, 60))],
+    ids=["fast-500", "timeout"],
+)
+@pytest.mark.parametrize("how", HOW)
+def test_failed_probes_reopen_slow_ones_with_doubled_cooldown_capped(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    clock: Clock,
+    fault: str,
+    cooldowns: tuple[int, ...],
+    how: str,
+) -> None:
+    comet.fail(500) if fault == "500" else comet.hang(5)
+    # Only the hang needs a timeout (a slow machine must not turn a 500 into one).
+    timeout = {"timeout": 0.2} if fault == "hang" else {}
+    chain = (provider(comet, **timeout), provider(backup))
+    settings = {"breaker": breaker(clock, failures=1)}
+    ask(chain, how, **settings)
+    assert state("comet")["open_until"] == T0 + 5
+    for cooldown in cooldowns:
+        clock.advance(state("comet")["open_until"] - clock())
+        events: list[failover.Event] = []
+        assert ask(chain, how, on_attempt=events.append, **settings) == "[backup] hello"
+        assert [e.provider for e in events] == ["comet", "backup"]  # the probe, not retried
+        assert (state("comet")["state"], state("comet")["reason"]) == (State.OPEN, Reason.PROBE)
+        assert state("comet")["open_until"] == clock() + cooldown
+
+
+def test_a_recovered_primary_serves_again_one_cooldown_after_its_last_fast_failure(
     comet: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
 ) -> None:
-    comet.fail(500)
-    settings = {"breaker": breaker(clock, failures=1)}
-    ask(chain, **settings)
-    assert state("comet")["open_until"] == T0 + 5
-    for cooldown in (10, 20, 40, 60, 60):
-        clock.advance(state("comet")["open_until"] - clock())
-        requests = len(comet.requests)
-        assert ask(chain, **settings) == "[backup] hello"
-        assert len(comet.requests) == requests + 1  # the probe
-        assert state("comet")["state"] is State.OPEN
-        assert state("comet")["open_until"] == clock() + cooldown
+    # Down for a minute (fast 503s), one call a second: the cadence stays at the base
+    # cooldown, so the primary serves again within 2 x cooldown of recovering.
+    comet.fail(503)
+    settings = {"breaker": breaker(clock)}
+    served, during_outage = [], 0
+    for second in range(75):
+        if second == 60:
+            comet.recover()
+            during_outage = len(comet.requests)
+        served.append(ask(chain, **settings))
+        clock.advance(1)
+    back = served.index("[comet] hello")
+    assert 60 <= back <= 60 + 2 * 5
+    assert served[back:] == ["[comet] hello"] * (75 - back)
+    assert during_outage <= 15
 
 
 def test_successful_probe_closes(
@@ -438,7 +510,7 @@ def test_state_is_shared_by_chains_naming_the_same_provider(
 def test_health_counts_a_scripted_sequence(
     comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], clock: Clock
 ) -> None:
-    settings = {"breaker": breaker(clock, failures=2)}
+    settings = {"breaker": breaker(clock, failures=2), "retry": None}
     ask(chain, **settings)  # comet serves
     comet.fail(500, times=2)
     ask(chain, **settings)  # comet fails, backup serves
@@ -456,6 +528,7 @@ def test_health_counts_a_scripted_sequence(
             "failures": 2,
             "failovers_served": 0,
             "skipped": 1,
+            "reason": None,
         },
         "backup": {
             "state": State.CLOSED,
@@ -480,3 +553,119 @@ def test_health_while_open(
     assert state("comet")["state"] == "open"
     assert state("comet")["consecutive_failures"] == 3
     assert state("comet")["open_until"] == T0 + 5
+
+
+# -- the failure-rate rule -------------------------------------------------------
+
+RATE = Breaker(failures=3, cooldown=5.0, max_cooldown=60.0, failure_rate=0.25, min_calls=8)
+
+
+def brownout(
+    h: Health, calls: int, b: Breaker = RATE, now: float = T0, step: float = 0.1
+) -> Health:
+    """``calls`` calls, every third failing unwell (never two in a row), ``step`` s apart."""
+    for i in range(calls):
+        h, verdict = admit(h, b, now + i * step, force=False)
+        if verdict is Verdict.SKIP:
+            break
+        if i % 3 == 2:
+            h = failed(h, b, now + i * step, Fault.UNWELL, None, False)
+        else:
+            h = succeeded(h, after_failover=False)
+    return h
+
+
+def test_a_brownout_opens_by_rate_once_min_calls_were_made() -> None:
+    h = brownout(Health(), 6)  # 2 of 6 failed: a third, but too few calls to judge
+    assert (h.state, h.consecutive_failures) == (State.CLOSED, 1)
+    h = brownout(Health(), 9)  # 3 of 9
+    assert (h.state, h.reason) == (State.OPEN, Reason.RATE)
+    assert h.open_until == pytest.approx(T0 + 0.8 + 5)
+
+
+def test_below_the_failure_rate_stays_closed() -> None:
+    b = Breaker(failure_rate=0.5, min_calls=8)
+    assert brownout(Health(), 60, b).state is State.CLOSED
+
+
+def test_failure_rate_none_turns_the_rule_off() -> None:
+    h = brownout(Health(), 60, Breaker(failure_rate=None, min_calls=8))
+    assert (h.state, h.window) == (State.CLOSED, ())
+
+
+def test_the_window_forgets_calls_older_than_window() -> None:
+    b = Breaker(failure_rate=0.25, min_calls=8, window=30.0)
+    h = brownout(Health(), 6, b)  # 2 failures of 6, at T0
+    later = T0 + 31  # those have left the window
+    outcomes = [True] * 5 + [False, True, False]  # then 2 failures of 8
+    for i, ok in enumerate(outcomes):
+        h = admit(h, b, later + i, force=False)[0]
+        if ok:
+            h = succeeded(h, after_failover=False)
+            continue
+        h = failed(h, b, later + i, Fault.UNWELL, None, False)
+        assert h.state is (State.OPEN if i == 7 else State.CLOSED)
+    assert h.reason is Reason.RATE
+
+
+def test_the_window_stays_bounded_however_long_it_runs() -> None:
+    h = brownout(Health(), 5000, Breaker(failure_rate=0.9, min_calls=8, window=30.0), step=0.37)
+    assert h.state is State.CLOSED
+    assert 0 < len(h.window) <= 10
+    assert sum(calls for _, calls, _ in h.window) <= 30 / 0.37 + 10
+
+
+def test_request_faults_count_as_calls_not_failures() -> None:
+    h = Health()
+    for i in range(20):
+        h = admit(h, RATE, T0 + i, force=False)[0]
+        h = failed(h, RATE, T0 + i, Fault.REQUEST, None, False)
+    assert h.state is State.CLOSED
+    assert sum(c for _, c, _ in h.window) == 20
+    assert sum(f for *_, f in h.window) == 0
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_brownout_over_http_opens_by_rate_in_every_form(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, how: str
+) -> None:
+    for _ in range(10):
+        comet.hang(0, times=2)  # answers normally
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    settings = {"breaker": dataclasses.replace(RATE, clock=clock), "retry": None}
+    answers = [ask(chain, how, **settings) for _ in range(12)]
+    assert state("comet")["state"] is State.OPEN
+    assert state("comet")["reason"] is Reason.RATE
+    assert state("comet")["consecutive_failures"] == 1  # never two in a row
+    assert len(comet.requests) == 9  # 3 of 9 failed: the breaker opened, then skipped
+    assert answers[9:] == ["[backup] hello"] * 3
+
+
+def test_a_brownout_with_the_rate_rule_off_never_opens(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock
+) -> None:
+    for _ in range(10):
+        comet.hang(0, times=2)
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    off = Breaker(failure_rate=None, clock=clock)
+    for _ in range(30):
+        ask(chain, breaker=off, retry=None)
+    assert state("comet")["state"] is State.CLOSED
+    assert len(comet.requests) == 30
+
+
+def test_opening_by_rate_is_logged(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        comet.hang(0, times=2)
+        comet.fail(500, times=1)
+    chain = (provider(comet), provider(backup))
+    caplog.set_level(logging.WARNING, logger="failover")
+    b = Breaker(failure_rate=0.25, min_calls=8, clock=clock)
+    for _ in range(9):
+        ask(chain, breaker=b, retry=None)
+    last = [r.getMessage() for r in caplog.records if r.name == "failover"][-1]
+    assert "circuit open (rate); trying backup" in last

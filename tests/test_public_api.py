@@ -26,6 +26,7 @@ EXPECTED_ALL = [
     "Outcome",
     "Provider",
     "ProviderSkipped",
+    "Retry",
     "State",
     "StreamInterrupted",
     "StreamTruncated",

@@ -29,11 +29,12 @@ if REDIS_SERVER is None:
 from conftest import MESSAGES  # noqa: E402
 
 import failover  # noqa: E402
-from failover import Breaker, Provider, State, fallback_clients, with_fallback  # noqa: E402
+from failover import Breaker, Provider, Retry, State, fallback_clients, with_fallback  # noqa: E402
 from failover._health import (  # noqa: E402
     Health,
     HealthStore,
     MemoryStore,
+    Reason,
     Verdict,
     admit,
     count_skip,
@@ -155,11 +156,13 @@ def fail_now(
     wait: float | None = None,
     probe: bool = False,
     key: str = KEY,
+    timed_out: bool = False,
+    breaker: Breaker = BREAKER,
 ) -> None:
     store.update(
         key,
         NAME,
-        lambda h, now: (failed(h, BREAKER, now, kind, wait, probe), None),
+        lambda h, now: (failed(h, breaker, now, kind, wait, probe, 0.01, timed_out), None),
         time.time,
     )
 
@@ -238,12 +241,17 @@ def test_half_open_admits_a_single_probe_after_the_cooldown(store: HealthStore) 
     assert admit_now(store) is Verdict.TRY
 
 
-def test_each_failed_probe_doubles_the_cooldown(store: HealthStore) -> None:
+@pytest.mark.parametrize(
+    ("timed_out", "cooldowns"), [(True, (0.2, 0.4)), (False, (0.1, 0.1))], ids=["slow", "fast"]
+)
+def test_each_slow_failed_probe_doubles_the_cooldown(
+    store: HealthStore, timed_out: bool, cooldowns: tuple[float, ...]
+) -> None:
     trip(store)
-    for cooldown in (0.2, 0.4):
+    for cooldown in cooldowns:
         wait_cooldown(store)
         assert admit_now(store) is Verdict.PROBE
-        fail_now(store, probe=True)
+        fail_now(store, probe=True, timed_out=timed_out)
         health, now = record(store)
         assert health.state is State.OPEN
         assert health.cooldown == pytest.approx(cooldown)
@@ -302,7 +310,7 @@ def ask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
 def test_a_chain_trips_and_skips_through_the_store(
     store: HealthStore, form: str, comet: FakeProvider, chain: Chain
 ) -> None:
-    settings = {"breaker": Breaker(failures=2, cooldown=60.0), "health": store}
+    settings = {"breaker": Breaker(failures=2, cooldown=60.0), "health": store, "retry": None}
     comet.fail(500)
     for _ in range(3):
         assert ask_through(form, chain, **settings) == "[backup] hello"
@@ -427,7 +435,8 @@ def test_keys_expire_and_name_provider_and_url_never_the_api_key(
     chain: Chain,
 ) -> None:
     comet.fail(500, times=1)
-    assert ask_through("decorator", chain, health=shared(redis_server.url, ns)) == "[backup] hello"
+    store = shared(redis_server.url, ns)
+    assert ask_through("decorator", chain, health=store, retry=None) == "[backup] hello"
     keys = {key.decode(): raw.get(key).decode() for key in raw.scan_iter(match=f"{ns}:*")}
     assert len(keys) == 2
     for fake in (comet, backup):
@@ -484,7 +493,7 @@ def test_unreachable_redis_never_fails_or_slows_a_call(
     caplog.set_level(logging.WARNING, logger="failover")
     for expected in ("[backup] hello", "[comet] hello", "[comet] hello"):
         started = time.monotonic()
-        assert ask_through("decorator", chain, health=store) == expected
+        assert ask_through("decorator", chain, health=store, retry=None) == expected
         assert time.monotonic() - started < 1.0
     view = failover.health(store)
     assert view["comet"]["failures"] == 1  # kept in process meanwhile
@@ -509,7 +518,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_call(
 ) -> None:
     server = RedisServer().start()
     store = RedisHealth(server.url, namespace=ns, retry_interval=0.1)
-    settings = {"breaker": Breaker(failures=100), "health": store}
+    settings = {"breaker": Breaker(failures=100, failure_rate=None), "health": store, "retry": None}
     served = []
     try:
         for i in range(30):
@@ -559,7 +568,7 @@ def test_configure_makes_the_store_the_default_of_chains(
 ) -> None:
     configured(shared(redis_server.url, ns))
     comet.fail(500, times=1)
-    assert ask_through("decorator", chain) == "[backup] hello"
+    assert ask_through("decorator", chain, retry=None) == "[backup] hello"
     stored = json.loads(raw.get(f"{ns}:health:{endpoint_for(chain[0]).key}"))
     assert (stored["name"], stored["failures"]) == ("comet", 1)
     failover.configure(health=None)
@@ -587,3 +596,106 @@ def test_health_shows_the_shared_state_and_its_source(
     assert view["comet"]["source"] == reader.source
     assert reader.source.startswith(f"redis 127.0.0.1:{redis_server.port}/0")
     assert ns in reader.source
+
+
+# -- the failure-rate rule and retries, on every store ------------------------------------
+
+T0 = 1_700_000_000.0
+RATE = Breaker(failures=100, cooldown=60.0, max_cooldown=60.0, failure_rate=0.5, min_calls=4)
+
+
+def at(store: HealthStore, now: float, change: Callable[[Health, float], Health]) -> None:
+    """Apply ``change`` at a simulated ``now``: windows without waiting for them."""
+    store.update(KEY, NAME, lambda h, _: (change(h, now), None), time.time)
+
+
+def test_a_brownout_opens_by_rate(store: HealthStore) -> None:
+    for i, ok in enumerate([True, False, True, False]):
+        assert admit_now(store, RATE) is Verdict.TRY
+        if ok:
+            change_now(store, lambda h: succeeded(h, False))
+        else:
+            fail_now(store, breaker=RATE)
+        assert record(store)[0].state is (State.OPEN if i == 3 else State.CLOSED)
+    health, _ = record(store)
+    assert (health.reason, health.consecutive_failures) == (Reason.RATE, 1)
+    assert failover.health(store)[NAME]["reason"] is Reason.RATE
+    assert admit_now(store, RATE) is Verdict.SKIP
+
+
+def test_the_window_stays_bounded_in_the_record(store: HealthStore) -> None:
+    b = Breaker(failures=10**6, failure_rate=0.9, min_calls=4, window=10.0)
+    for i in range(400):  # 40 windows' worth, simulated
+        at(store, T0 + i * 1.01, lambda h, now: admit(h, b, now, False)[0])
+        if i % 4 == 0:
+            at(store, T0 + i * 1.01, lambda h, now: failed(h, b, now, Fault.UNWELL, None, False))
+    health, _ = record(store)
+    assert health.state is State.CLOSED
+    assert len(health.window) <= 10
+    assert sum(c for _, c, _ in health.window) <= 11
+    assert health.calls == 400  # the lifetime counters go on
+
+
+def _record_calls(url: str, ns: str, count: int) -> None:
+    store = shared(url, ns)
+    counting = Breaker(failures=10**6, failure_rate=1.0, window=3600.0)
+    for _ in range(count):  # two calls, one failed: never all of them, so never open
+        admit_now(store, counting)
+        admit_now(store, counting)
+        fail_now(store, breaker=counting)
+    store.close()
+
+
+def test_window_counts_from_many_processes_are_exact(redis_server: RedisServer, ns: str) -> None:
+    run_workers(_record_calls, redis_server.url, ns, 100)
+    health, _ = record(shared(redis_server.url, ns))
+    assert health.state is State.CLOSED
+    assert sum(c for _, c, _ in health.window) == WORKERS * 200
+    assert sum(f for *_, f in health.window) == WORKERS * 100
+
+
+def test_a_record_of_the_previous_version_still_decodes(
+    redis_server: RedisServer, raw: Any, ns: str
+) -> None:
+    old = {
+        "state": "open",
+        "consecutive_failures": 3,
+        "open_until": time.time() + 60,
+        "cooldown": 5.0,
+        "probe_until": 0.0,
+        "calls": 7,
+        "failures": 3,
+        "failovers_served": 0,
+        "skipped": 1,
+        "name": NAME,
+    }
+    raw.set(f"{ns}:health:{KEY}", json.dumps(old))
+    store = shared(redis_server.url, ns)
+    health, _ = record(store)
+    assert (health.state, health.calls, health.reason, health.window) == (State.OPEN, 7, None, ())
+    assert admit_now(store) is Verdict.SKIP
+    assert failover.health(store)[NAME]["skipped"] == 2
+
+
+@pytest.mark.parametrize("form", ["decorator", "fallback_clients"])
+def test_a_chain_opens_by_rate_through_the_store(
+    store: HealthStore, form: str, comet: FakeProvider, chain: Chain
+) -> None:
+    for _ in range(3):
+        comet.hang(0, times=1)  # answers normally
+        comet.fail(500, times=1)
+    settings = {"breaker": RATE, "health": store, "retry": None}
+    answers = [ask_through(form, chain, **settings) for _ in range(6)]
+    assert answers == ["[comet] hello", "[backup] hello"] * 2 + ["[backup] hello"] * 2
+    assert len(comet.requests) == 4  # 2 of 4 failed: open, then skipped
+    assert failover.health(store)["comet"]["reason"] is Reason.RATE
+
+
+def test_a_short_retry_after_is_retried_through_the_store(
+    store: HealthStore, comet: FakeProvider, chain: Chain
+) -> None:
+    comet.fail(503, times=1, retry_after="0.2")
+    settings = {"health": store, "retry": Retry(max_wait=1.0)}
+    assert ask_through("decorator", chain, **settings) == "[comet] hello"
+    assert len(comet.requests) == 2
+    assert failover.health(store)["comet"]["state"] is State.CLOSED

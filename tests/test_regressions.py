@@ -125,7 +125,7 @@ def test_success_between_concurrent_faults_breaks_the_row(
         assert go.wait(5)
         return _ask(client)
 
-    @with_fallback(provider(comet), provider(backup), breaker=breaker)
+    @with_fallback(provider(comet), provider(backup), breaker=breaker, retry=None)
     def fast(client: Any = None) -> str:
         return _ask(client)
 

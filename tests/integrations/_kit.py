@@ -31,8 +31,9 @@ def provider(fake: FakeProvider) -> Provider:
 
 
 def options() -> dict[str, Any]:
-    """The clients' failover options: no breaker (each test sees each fault), a short hang."""
-    return {"breaker": None, "attempt_timeout": ATTEMPT_TIMEOUT}
+    """The clients' failover options: no breaker and no same-provider retry (each test
+    sees each fault go to the backup at once), a short hang."""
+    return {"breaker": None, "retry": None, "attempt_timeout": ATTEMPT_TIMEOUT}
 
 
 def json_reply(payload: dict[str, Any]) -> Callable[[dict[str, Any]], str]:
