@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER
+from openai.resources.chat.completions import AsyncCompletions, Completions
+from test_engine import call
 
 from failover import (
     Event,
@@ -16,65 +17,155 @@ from failover import (
     Provider,
     StreamInterrupted,
     StreamTruncated,
-    fallback_clients,
-    with_fallback,
 )
 from failover._policy import is_provider_fault
 from failover.testing import FakeProvider
 
 MODES = ["sync", "async"]
+FORMS = ["decorator", "proxy", "block"]
+BODIES = ["decorator", "block"]  # the forms that re-run a body
 REQUEST: dict[str, Any] = {"model": "m", "messages": MESSAGES, "stream": True}
 
-
-def pieces(stream: Any) -> list[str]:
-    return [c.choices[0].delta.content or "" for c in stream if c.choices]
-
-
-async def apieces(stream: Any) -> list[str]:
-    return [c.choices[0].delta.content or "" async for c in stream if c.choices]
-
-
-def read(client: Any = None) -> str:
-    """A whole streamed answer, read on ``client``."""
-    return "".join(pieces(client.chat.completions.create(**REQUEST)))
+#: Every kind of stream, by how it is opened on a client (each answers "[name] hello").
+OPEN: dict[str, Callable[[Any], Any]] = {
+    "chat": lambda client: client.chat.completions.create(**REQUEST),
+    "completions": lambda client: client.completions.create(model="m", prompt="hello", stream=True),
+    "responses": lambda client: client.responses.create(model="m", input="hello", stream=True),
+}
+OPEN["instrumented"] = OPEN["chat"]  # a chat stream that an instrumentation wraps (below)
+PROXY_KINDS = [*OPEN]
+KINDS = [*OPEN, "responses.stream"]  # the last: the stream helper, to get_final_response()
+HELPER: dict[str, Any] = {"model": "m", "input": "hello"}
 
 
-async def aread(client: Any = None) -> str:
-    return "".join(await apieces(await client.chat.completions.create(**REQUEST)))
+class ChatStreamWrapper:
+    """Stands for OpenTelemetry's: a plain class (no openai type) around the client's stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> ChatStreamWrapper:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self.stream)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self) -> ChatStreamWrapper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncChatStreamWrapper:
+    """:class:`ChatStreamWrapper` for async streams."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __aiter__(self) -> AsyncChatStreamWrapper:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.stream.__anext__()
+
+    async def close(self) -> None:
+        await self.stream.close()
+
+    async def __aenter__(self) -> AsyncChatStreamWrapper:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def instrument(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrap the chat streams ``openai`` returns, as an instrumentation does."""
+    create, acreate = Completions.create, AsyncCompletions.create
+
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = create(self, *args, **kwargs)
+        return ChatStreamWrapper(result) if kwargs.get("stream") else result
+
+    async def awrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await acreate(self, *args, **kwargs)
+        return AsyncChatStreamWrapper(result) if kwargs.get("stream") else result
+
+    monkeypatch.setattr(Completions, "create", wrapped)
+    monkeypatch.setattr(AsyncCompletions, "create", awrapped)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A kind of stream (narrow it with ``parametrize("kind", [...], indirect=True)``)."""
+    if request.param == "instrumented":
+        instrument(monkeypatch)
+    return request.param  # type: ignore[no-any-return]
+
+
+def text_of(event: Any) -> str:
+    """The piece of the answer a chunk or event of any kind carries."""
+    if getattr(event, "type", None) == "response.output_text.delta":
+        return str(event.delta)
+    choices = getattr(event, "choices", None)
+    if not choices:
+        return ""
+    delta = getattr(choices[0], "delta", None)
+    return (delta.content if delta is not None else choices[0].text) or ""
+
+
+def reader(mode: str, kind: str = "chat", got: list[str] | None = None) -> Callable[..., Any]:
+    """A body that reads a whole streamed answer of ``kind`` on its client, piece by piece
+    into ``got`` (what the last run of the body saw reach it)."""
+    seen: list[str] = [] if got is None else got
+
+    def read(client: Any = None) -> str:
+        seen.clear()
+        if kind == "responses.stream":
+            with client.responses.stream(**HELPER) as events:
+                seen.extend(map(text_of, events))
+                return str(events.get_final_response().output_text)
+        seen.extend(map(text_of, OPEN[kind](client)))
+        return "".join(seen)
+
+    async def aread(client: Any = None) -> str:
+        seen.clear()
+        if kind == "responses.stream":
+            async with client.responses.stream(**HELPER) as events:
+                async for event in events:
+                    seen.append(text_of(event))
+                return str((await events.get_final_response()).output_text)
+        async for event in await OPEN[kind](client):
+            seen.append(text_of(event))
+        return "".join(seen)
+
+    return aread if mode == "async" else read
+
+
+def streamed(
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+    kind: str = "chat",
+    got: list[str] | None = None,
+    **settings: Any,
+) -> Any:
+    """Read a stream of ``kind`` in ``form``; raises what reading raised."""
+    body = reader(mode, kind, got)
+    return call(chain, f"{form}-{mode}", body=body, **NO_BREAKER, **settings)
 
 
 def rerun(chain: tuple[Provider, Provider], form: str, mode: str, **settings: Any) -> Any:
     """Read a stream in a body that is re-run per provider (decorator or block form)."""
-    if form == "decorator":
-        body: Callable[..., Any] = aread if mode == "async" else read
-        call = with_fallback(*chain, **NO_BREAKER, **settings)(body)
-        return asyncio.run(call()) if mode == "async" else call()
-    if mode == "async":
-        return asyncio.run(block_async(chain, settings))
-    for attempt in fallback_clients(*chain, **NO_BREAKER, **settings):
-        with attempt as client:
-            answer = read(client)
-    return answer
+    return streamed(chain, form, mode, **settings)
 
 
-async def block_async(chain: tuple[Provider, Provider], settings: dict[str, Any]) -> str:
-    async for attempt in fallback_clients(*chain, **NO_BREAKER, **settings):
-        async with attempt as client:
-            answer = await aread(client)
-    return answer
-
-
-def proxied(chain: tuple[Provider, Provider], mode: str) -> list[str]:
+def proxied(chain: tuple[Provider, Provider], mode: str, **settings: Any) -> Any:
     """Read a stream through the drop-in proxy; raises what reading raised."""
-    if mode == "async":
-        return asyncio.run(proxied_async(chain))
-    with fallback_clients(*chain, **NO_BREAKER) as client:
-        return pieces(client.chat.completions.create(**REQUEST))
-
-
-async def proxied_async(chain: tuple[Provider, Provider]) -> list[str]:
-    async with fallback_clients(*chain, **NO_BREAKER) as client:
-        return await apieces(await client.chat.completions.create(**REQUEST))
+    return streamed(chain, "proxy", mode, **settings)
 
 
 # -- decorator and block form: the body runs again on the backup -----------------
@@ -86,7 +177,7 @@ MID_STREAM: dict[str, Callable[[FakeProvider], None]] = {
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("form", ["decorator", "block"])
+@pytest.mark.parametrize("form", BODIES)
 @pytest.mark.parametrize("fault", MID_STREAM.values(), ids=MID_STREAM.keys())
 def test_a_broken_stream_reruns_the_body_on_the_backup(
     comet: FakeProvider,
@@ -95,9 +186,10 @@ def test_a_broken_stream_reruns_the_body_on_the_backup(
     fault: Callable[[FakeProvider], None],
     form: str,
     mode: str,
+    kind: str,
 ) -> None:
     fault(comet)
-    assert rerun(chain, form, mode) == "[backup] hello"
+    assert rerun(chain, form, mode, kind=kind) == "[backup] hello"
     assert len(comet.requests) == 1
     assert len(backup.requests) == 1
 
@@ -129,9 +221,9 @@ def test_every_provider_truncating_raises_failover_error(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_whole_stream_is_not_mistaken_for_a_truncated_one(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    backup: FakeProvider, chain: tuple[Provider, Provider], mode: str, kind: str
 ) -> None:
-    assert rerun(chain, "decorator", mode) == "[comet] hello"
+    assert rerun(chain, "decorator", mode, kind=kind) == "[comet] hello"
     assert backup.requests == []
 
 
@@ -145,6 +237,7 @@ BEFORE_FIRST_CHUNK: dict[str, Callable[[FakeProvider], None]] = {
 }
 
 
+@pytest.mark.parametrize("kind", PROXY_KINDS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", BEFORE_FIRST_CHUNK.values(), ids=BEFORE_FIRST_CHUNK.keys())
 def test_proxy_fails_over_a_stream_that_breaks_before_its_first_chunk(
@@ -152,19 +245,25 @@ def test_proxy_fails_over_a_stream_that_breaks_before_its_first_chunk(
     chain: tuple[Provider, Provider],
     fault: Callable[[FakeProvider], None],
     mode: str,
+    kind: str,
 ) -> None:
     fault(comet)
-    assert "".join(proxied(chain, mode)) == "[backup] hello"
+    assert proxied(chain, mode, kind=kind) == "[backup] hello"
     assert len(comet.requests) == 1
 
 
+@pytest.mark.parametrize("kind", PROXY_KINDS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_proxy_raises_stream_interrupted_after_chunks_were_delivered(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    kind: str,
 ) -> None:
     comet.cut_stream(after=2)
     with pytest.raises(StreamInterrupted) as info:
-        proxied(chain, mode)
+        proxied(chain, mode, kind=kind)
     assert (info.value.provider, info.value.chunks) == ("comet", 2)
     assert "comet" in str(info.value)
     assert backup.requests == []
@@ -182,18 +281,22 @@ def test_stream_interrupted_keeps_the_transport_error_as_its_cause(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_proxy_raises_stream_truncated_after_chunks_were_delivered(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    kind: str,
 ) -> None:
     comet.truncate_stream(after=2)
     with pytest.raises(StreamTruncated) as info:
-        proxied(chain, mode)
+        proxied(chain, mode, kind=kind)
     assert (info.value.provider, info.value.chunks) == ("comet", 2)
     assert backup.requests == []
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_proxy_streams_a_whole_answer(
-    backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    backup: FakeProvider, chain: tuple[Provider, Provider], mode: str, kind: str
 ) -> None:
-    assert "".join(proxied(chain, mode)) == "[comet] hello"
+    assert proxied(chain, mode, kind=kind) == "[comet] hello"
     assert backup.requests == []
