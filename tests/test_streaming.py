@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER
 from openai.resources.chat.completions import AsyncCompletions, Completions
-from test_engine import call
+from test_engine import call, timed
 
 from failover import (
+    DeadlineExceeded,
     Event,
     FailoverError,
     Provider,
     StreamInterrupted,
     StreamTruncated,
+    fallback_clients,
+    with_fallback,
 )
 from failover._policy import is_provider_fault
 from failover.testing import FakeProvider
@@ -300,3 +303,178 @@ def test_proxy_streams_a_whole_answer(
 ) -> None:
     assert proxied(chain, mode, kind=kind) == "[comet] hello"
     assert backup.requests == []
+
+
+# -- time bounds of a stream (deadline, first chunk, stalls, attempts) ------------
+
+TRICKLE = 2.0  # seconds a trickling answer takes: 10 chunks, 0.2 s apart
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deadline_ends_a_trickling_stream_in_the_drop_in(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+) -> None:
+    comet.trickle(TRICKLE / 10, chunks=10)
+    got: list[str] = []
+    error, elapsed = timed(lambda: proxied(chain, mode, got=got, deadline=0.8))
+    assert isinstance(error, DeadlineExceeded), error
+    assert "".join(got)  # chunks reached the caller first
+    assert "[comet] hello".startswith("".join(got))
+    assert "".join(got) != "[comet] hello"
+    assert elapsed < TRICKLE - 0.3  # the stream was ended, not read to its end
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", BODIES)
+def test_deadline_ends_a_trickling_stream_in_a_body(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+) -> None:
+    comet.trickle(TRICKLE / 10, chunks=10)
+    error, elapsed = timed(lambda: rerun(chain, form, mode, deadline=0.8))
+    assert isinstance(error, FailoverError), error
+    assert isinstance(error.exceptions[-1], DeadlineExceeded)
+    assert elapsed < TRICKLE - 0.3
+    assert backup.requests == []  # no time was left for it
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_deadline_before_the_first_chunk_is_a_timeout_like_any(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+) -> None:
+    comet.hang(5)
+    backup.hang(5)
+    error, elapsed = timed(lambda: streamed(chain, form, mode, deadline=0.5))
+    assert isinstance(error, FailoverError), error
+    assert isinstance(error.exceptions[0], openai.APITimeoutError)
+    assert isinstance(error.exceptions[-1], DeadlineExceeded)
+    assert elapsed < 3
+
+
+PAUSED: dict[str, dict[str, Any]] = {
+    "unbounded": {},
+    "first_token_timeout": {"first_token_timeout": 0.3},
+    "attempt_timeout": {"attempt_timeout": 0.3},
+    "deadline": {"deadline": 5},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("settings", PAUSED.values(), ids=PAUSED.keys())
+def test_a_pause_after_the_first_chunk_is_survived_without_stall_timeout(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    settings: dict[str, Any],
+    form: str,
+    mode: str,
+) -> None:
+    comet.pause(after=2, seconds=0.8)  # a reasoning model thinking, after its first chunk
+    assert streamed(chain, form, mode, **settings) == "[comet] hello"
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("interval", "chunks"), [(0.15, 6), (0.4, 3)], ids=["fast", "slow"])
+def test_attempt_timeout_never_cuts_a_stream_that_is_delivering(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    interval: float,
+    chunks: int,
+    form: str,
+    mode: str,
+) -> None:
+    comet.trickle(interval, chunks=chunks)  # longer in all than the attempt_timeout
+    assert streamed(chain, form, mode, attempt_timeout=0.3) == "[comet] hello"
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stall_timeout_interrupts_a_stalled_stream_in_the_drop_in(
+    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+) -> None:
+    comet.pause(after=2, seconds=1.5)
+    got: list[str] = []
+    error, elapsed = timed(lambda: proxied(chain, mode, got=got, stall_timeout=0.3))
+    assert isinstance(error, StreamInterrupted), error
+    assert error.provider == "comet"
+    assert error.chunks == len(got) > 0  # what reached the caller
+    assert isinstance(error.__cause__, openai.APITimeoutError)
+    assert elapsed < 1.3  # not the pause's end
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", BODIES)
+def test_stall_timeout_reruns_a_stalled_body_on_the_backup(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+) -> None:
+    comet.pause(after=2, seconds=1.5)
+    events: list[Event] = []
+    answer, elapsed = timed(
+        lambda: rerun(chain, form, mode, stall_timeout=0.3, on_attempt=events.append)
+    )
+    assert answer == "[backup] hello"
+    assert elapsed < 1.3
+    assert isinstance(events[0].error, openai.APITimeoutError)
+    assert len(backup.requests) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1])
+@pytest.mark.parametrize("configure", [with_fallback, fallback_clients])
+def test_stall_timeout_must_be_positive(
+    chain: tuple[Provider, Provider], configure: Callable[..., Any], value: float
+) -> None:
+    with pytest.raises(ValueError, match="stall_timeout"):
+        configure(*chain, stall_timeout=value)
+
+
+# -- a stream is an iterator of its own flavour only ----------------------------
+
+
+def flavour_of(stream: Any) -> str:
+    """Which path a library that decides by ``isinstance`` (instructor) takes for ``stream``."""
+    sync, async_ = isinstance(stream, Iterator), isinstance(stream, AsyncIterator)
+    assert sync != async_, f"{type(stream).__name__}: Iterator {sync}, AsyncIterator {async_}"
+    return "async" if async_ else "sync"
+
+
+def by_flavour(mode: str) -> Callable[..., Any]:
+    """A body that reads its stream on the path ``flavour_of`` picks, as instructor does."""
+
+    def read(client: Any = None) -> tuple[str, str]:
+        stream = client.chat.completions.create(**REQUEST)
+        return flavour_of(stream), "".join(map(text_of, stream))
+
+    async def aread(client: Any = None) -> tuple[str, str]:
+        stream = await client.chat.completions.create(**REQUEST)
+        return flavour_of(stream), "".join([text_of(event) async for event in stream])
+
+    return aread if mode == "async" else read
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("settings", [{}, {"stall_timeout": 5}], ids=["unbounded", "bounded"])
+def test_a_stream_is_an_iterator_of_its_own_flavour_only(
+    chain: tuple[Provider, Provider], form: str, mode: str, settings: dict[str, Any]
+) -> None:
+    body = by_flavour(mode)
+    answer = call(chain, f"{form}-{mode}", body=body, **NO_BREAKER, **settings)
+    assert answer == (mode, "[comet] hello")
