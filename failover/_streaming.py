@@ -73,10 +73,16 @@ def _has_cast(value: Any) -> bool:
 
 
 def is_stream(value: Any, requested: bool) -> bool:
-    """A client stream, or (for a call that asked for one) anything iterated like it."""
+    """A client stream, or (for a call that asked for one) anything iterated like it.
+
+    Not a stream helper's stream of events: that is watched through the client stream
+    it reads (its ``_raw_stream``), whose chunks tell how the answer ended.
+    """
     if isinstance(value, (openai.Stream, openai.AsyncStream)):
         return True
-    return requested and (hasattr(value, "__next__") or hasattr(value, "__anext__"))
+    if not requested or hasattr(value, "_raw_stream"):
+        return False
+    return hasattr(value, "__next__") or hasattr(value, "__anext__")
 
 
 class _Watch:

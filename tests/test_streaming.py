@@ -101,8 +101,17 @@ def instrument(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AsyncCompletions, "create", awrapped)
 
 
+@pytest.fixture(scope="session")
+def warm() -> None:
+    """One stream of each kind read first: ``openai`` builds its models of the Responses
+    events on first use, which on a cold process takes longer than the bounds here."""
+    with FakeProvider("warm") as fake, fake.client() as client:
+        for kind in KINDS:
+            reader("sync", kind)(client)
+
+
 @pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, warm: None) -> str:
     """A kind of stream (narrow it with ``parametrize("kind", [...], indirect=True)``)."""
     if request.param == "instrumented":
         instrument(monkeypatch)
@@ -478,3 +487,22 @@ def test_a_stream_is_an_iterator_of_its_own_flavour_only(
     body = by_flavour(mode)
     answer = call(chain, f"{form}-{mode}", body=body, **NO_BREAKER, **settings)
     assert answer == (mode, "[comet] hello")
+
+
+@pytest.mark.parametrize("kind", ["completions", "responses", "responses.stream"], indirect=True)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", ["decorator", "proxy"])
+def test_first_token_timeout_bounds_only_the_first_chunk_of_every_kind(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+    kind: str,
+) -> None:
+    comet.hang(2, times=1)  # no first chunk in time: the backup serves
+    comet.pause(after=2, seconds=0.8, times=1)  # a pause after it: the primary serves
+    settings = {"first_token_timeout": 0.3, "kind": kind}
+    assert streamed(chain, form, mode, **settings) == "[backup] hello"
+    assert streamed(chain, form, mode, **settings) == "[comet] hello"
+    assert len(comet.requests) == 2
