@@ -25,7 +25,7 @@ from openai._response import AsyncResponseContextManager, BaseAPIResponse, Respo
 
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
-from ._streaming import KEEP, AsyncStream, SyncStream, is_stream
+from ._streaming import KEEP, AsyncStream, SyncStream, is_async, is_stream
 
 _VIEWS = ("WithRawResponse", "WithStreamingResponse", "WithStreamedResponse")
 
@@ -113,7 +113,7 @@ def _is_manager(value: Any, enter: str) -> bool:
 
 
 def _stream(value: Any, scope: Scope | None, call: _Call | None) -> Any:
-    kind = AsyncStream if hasattr(value, "__anext__") else SyncStream
+    kind = AsyncStream if is_async(value) else SyncStream
     if call is None:
         stream = kind(value, scope)
     else:

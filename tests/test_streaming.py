@@ -35,7 +35,9 @@ OPEN: dict[str, Callable[[Any], Any]] = {
     "completions": lambda client: client.completions.create(model="m", prompt="hello", stream=True),
     "responses": lambda client: client.responses.create(model="m", input="hello", stream=True),
 }
-OPEN["instrumented"] = OPEN["chat"]  # a chat stream that an instrumentation wraps (below)
+# Chat streams that an instrumentation wraps (below), in one class per flavour or in one.
+INSTRUMENTED = ["instrumented", "instrumented-one-class"]
+OPEN.update(dict.fromkeys(INSTRUMENTED, OPEN["chat"]))
 PROXY_KINDS = [*OPEN]
 KINDS = [*OPEN, "responses.stream"]  # the last: the stream helper, to get_final_response()
 HELPER: dict[str, Any] = {"model": "m", "input": "hello"}
@@ -85,17 +87,28 @@ class AsyncChatStreamWrapper:
         await self.close()
 
 
-def instrument(monkeypatch: pytest.MonkeyPatch) -> None:
+class StreamWrapper(ChatStreamWrapper, AsyncChatStreamWrapper):
+    """Both flavours in one class, as OpenTelemetry's openai-v2 ``BaseStreamWrapper``
+    (whose ``close()`` is sync, for async streams too)."""
+
+    def close(self) -> None:
+        if isinstance(self.stream, openai.Stream):
+            self.stream.close()
+
+
+def instrument(monkeypatch: pytest.MonkeyPatch, one_class: bool) -> None:
     """Wrap the chat streams ``openai`` returns, as an instrumentation does."""
     create, acreate = Completions.create, AsyncCompletions.create
+    sync_kind = StreamWrapper if one_class else ChatStreamWrapper
+    async_kind = StreamWrapper if one_class else AsyncChatStreamWrapper
 
     def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = create(self, *args, **kwargs)
-        return ChatStreamWrapper(result) if kwargs.get("stream") else result
+        return sync_kind(result) if kwargs.get("stream") else result
 
     async def awrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = await acreate(self, *args, **kwargs)
-        return AsyncChatStreamWrapper(result) if kwargs.get("stream") else result
+        return async_kind(result) if kwargs.get("stream") else result
 
     monkeypatch.setattr(Completions, "create", wrapped)
     monkeypatch.setattr(AsyncCompletions, "create", awrapped)
@@ -113,8 +126,8 @@ def warm() -> None:
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, warm: None) -> str:
     """A kind of stream (narrow it with ``parametrize("kind", [...], indirect=True)``)."""
-    if request.param == "instrumented":
-        instrument(monkeypatch)
+    if request.param in INSTRUMENTED:
+        instrument(monkeypatch, one_class=request.param == "instrumented-one-class")
     return request.param  # type: ignore[no-any-return]
 
 
@@ -319,13 +332,18 @@ def test_proxy_streams_a_whole_answer(
 TRICKLE = 2.0  # seconds a trickling answer takes: 10 chunks, 0.2 s apart
 
 
+@pytest.mark.parametrize("kind", ["chat", *INSTRUMENTED], indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_deadline_ends_a_trickling_stream_in_the_drop_in(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    kind: str,
 ) -> None:
     comet.trickle(TRICKLE / 10, chunks=10)
     got: list[str] = []
-    error, elapsed = timed(lambda: proxied(chain, mode, got=got, deadline=0.8))
+    error, elapsed = timed(lambda: proxied(chain, mode, kind=kind, got=got, deadline=0.8))
     assert isinstance(error, DeadlineExceeded), error
     assert "".join(got)  # chunks reached the caller first
     assert "[comet] hello".startswith("".join(got))
@@ -410,13 +428,18 @@ def test_attempt_timeout_never_cuts_a_stream_that_is_delivering(
     assert backup.requests == []
 
 
+@pytest.mark.parametrize("kind", ["chat", *INSTRUMENTED], indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_stall_timeout_interrupts_a_stalled_stream_in_the_drop_in(
-    comet: FakeProvider, backup: FakeProvider, chain: tuple[Provider, Provider], mode: str
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    kind: str,
 ) -> None:
     comet.pause(after=2, seconds=1.5)
     got: list[str] = []
-    error, elapsed = timed(lambda: proxied(chain, mode, got=got, stall_timeout=0.3))
+    error, elapsed = timed(lambda: proxied(chain, mode, kind=kind, got=got, stall_timeout=0.3))
     assert isinstance(error, StreamInterrupted), error
     assert error.provider == "comet"
     assert error.chunks == len(got) > 0  # what reached the caller
