@@ -16,6 +16,7 @@ failure after chunks reached the caller raises :class:`StreamInterrupted`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,11 +73,32 @@ def _has_cast(value: Any) -> bool:
     return hasattr(value, "_cast_to")
 
 
+def _is_async_client_stream(value: Any) -> bool:
+    return isinstance(value, openai.AsyncStream)
+
+
+def is_async(stream: Any) -> bool:
+    """Whether ``stream`` is read with ``async for``: told by the client stream under it,
+    since a wrapper may offer both protocols (OpenTelemetry's has one class for both)."""
+    if isinstance(stream, (openai.Stream, openai.AsyncStream)):
+        return isinstance(stream, openai.AsyncStream)
+    inner = _find(stream, lambda v: isinstance(v, (openai.Stream, openai.AsyncStream)))
+    if inner is not None:
+        return isinstance(inner, openai.AsyncStream)
+    return hasattr(stream, "__anext__")
+
+
 def is_stream(value: Any, requested: bool) -> bool:
-    """A client stream, or (for a call that asked for one) anything iterated like it."""
+    """A client stream, or (for a call that asked for one) anything iterated like it.
+
+    Not a stream helper's stream of events: that is watched through the client stream
+    it reads (its ``_raw_stream``), whose chunks tell how the answer ended.
+    """
     if isinstance(value, (openai.Stream, openai.AsyncStream)):
         return True
-    return requested and (hasattr(value, "__next__") or hasattr(value, "__anext__"))
+    if not requested or hasattr(value, "_raw_stream"):
+        return False
+    return hasattr(value, "__next__") or hasattr(value, "__anext__")
 
 
 class _Watch:
@@ -246,7 +268,7 @@ class AsyncStream(wrapt.BaseObjectProxy[Any]):
             error = watch.error(exc)
             if error is None:
                 raise
-            await self.__wrapped__.close()
+            await self.close()
             raise error from exc
         return watch.see(chunk)
 
@@ -258,7 +280,11 @@ class AsyncStream(wrapt.BaseObjectProxy[Any]):
 
     async def close(self) -> None:
         self._self_watch.stop()
-        await self.__wrapped__.close()
+        closed = self.__wrapped__.close()
+        if inspect.isawaitable(closed):
+            await closed
+        elif (inner := _find(self.__wrapped__, _is_async_client_stream)) is not None:
+            await inner.close()  # a wrapper whose close() is sync: its connection too
 
 
 def interrupted(exc: Exception, provider: str, delivered: int) -> Exception:

@@ -25,7 +25,7 @@ from openai._response import AsyncResponseContextManager, BaseAPIResponse, Respo
 
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
-from ._streaming import KEEP, AsyncStream, SyncStream, is_stream
+from ._streaming import KEEP, AsyncStream, SyncStream, is_async, is_stream
 
 _VIEWS = ("WithRawResponse", "WithStreamingResponse", "WithStreamedResponse")
 
@@ -60,8 +60,12 @@ class _Call:
 
     __slots__ = ("body_read", "kwargs", "started", "stream")
 
-    def __init__(self, owner: Any, method: Any, kwargs: dict[str, Any], scope: Scope) -> None:
-        self.stream = kwargs.get("stream") is True
+    def __init__(
+        self, owner: Any, name: str, method: Any, kwargs: dict[str, Any], scope: Scope
+    ) -> None:
+        # A stream helper (``responses.stream()``, ``chat.completions.stream()``) asks
+        # for its stream itself: its request's first read is a stream's first chunk too.
+        self.stream = kwargs.get("stream") is True or name == "stream"
         self.started = time.monotonic()
         self.body_read: Any = KEEP
         spec = scope.endpoint.spec
@@ -88,7 +92,7 @@ def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[st
     try:
         if scope is None:
             return track(method(*args, **kwargs), None)
-        call = _Call(owner, method, kwargs, scope)
+        call = _Call(owner, name, method, kwargs, scope)
         return track(method(*args, **call.kwargs), scope, call)
     except BaseException as exc:
         mark_if_transport(exc)
@@ -109,7 +113,7 @@ def _is_manager(value: Any, enter: str) -> bool:
 
 
 def _stream(value: Any, scope: Scope | None, call: _Call | None) -> Any:
-    kind = AsyncStream if hasattr(value, "__anext__") else SyncStream
+    kind = AsyncStream if is_async(value) else SyncStream
     if call is None:
         stream = kind(value, scope)
     else:
@@ -128,9 +132,9 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
     if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
         return _tracked_await(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
-        return TrackedContext(value, scope)
+        return TrackedContext(value, scope, call)
     if isinstance(value, AsyncResponseContextManager) or _is_manager(value, "__aenter__"):
-        return TrackedAsyncContext(value, scope)
+        return TrackedAsyncContext(value, scope, call)
     raw = getattr(value, "_raw_stream", None)
     if isinstance(raw, (openai.Stream, openai.AsyncStream)):
         # A stream helper's events are read from the client's stream, lazily: watch it.
@@ -208,25 +212,30 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):
-    def __init__(self, wrapped: Any, scope: Scope | None) -> None:
+    """A context that sends on enter; what it gives is the call's (its stream's bounds)."""
+
+    def __init__(self, wrapped: Any, scope: Scope | None, call: _Call | None = None) -> None:
         super().__init__(wrapped)
         self._self_scope = scope
+        self._self_call = call
 
     def __enter__(self) -> Any:
         try:
-            return track(self.__wrapped__.__enter__(), self._self_scope)
+            return track(self.__wrapped__.__enter__(), self._self_scope, self._self_call)
         except BaseException as exc:
             mark_if_transport(exc)
             raise
 
 
 class TrackedAsyncContext(wrapt.ObjectProxy[Any]):
-    def __init__(self, wrapped: Any, scope: Scope | None) -> None:
+    def __init__(self, wrapped: Any, scope: Scope | None, call: _Call | None = None) -> None:
         super().__init__(wrapped)
         self._self_scope = scope
+        self._self_call = call
 
     async def __aenter__(self) -> Any:
-        return await _tracked_await(self.__wrapped__.__aenter__(), self._self_scope, None)
+        enter = self.__wrapped__.__aenter__()
+        return await _tracked_await(enter, self._self_scope, self._self_call)
 
     async def __aexit__(self, *exc_info: Any) -> Any:
         return await self.__wrapped__.__aexit__(*exc_info)
