@@ -214,7 +214,9 @@ def test_an_event_loop_per_call_leaks_nothing(
     before = open_fds()
     for _ in range(200):
         assert asyncio.run(call()) == "[comet] hello"
-    assert open_fds() <= before
+    # Flat: a leak would grow by one or more fds per call. The slack is for the fake
+    # provider's own handler threads (in this process), which close theirs in their time.
+    assert open_fds() <= before + 4
     assert len(endpoint_for(chain[0])._async) == 0
     assert _WATCHES == {}
 
