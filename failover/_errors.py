@@ -9,7 +9,7 @@ The tree, with where each comes from::
         ├── openai.OpenAIError
         │   └── MissingAPIKey          a provider's key variable is unset (no request sent)
         ├── ProviderSkipped            stands in .exceptions for a provider the breaker skipped
-        ├── StreamTruncated            a stream ended without a finish_reason (provider fault)
+        ├── StreamTruncated            a stream ended without its terminal event (provider fault)
         ├── StreamInterrupted          a proxied stream broke after chunks reached the caller
         └── TimeoutError
             └── DeadlineExceeded       the call's deadline ran out; last entry of FailoverError
@@ -138,10 +138,14 @@ class DeadlineExceeded(TimeoutError):
 
 
 class StreamTruncated(Exception):
-    """A chat-completion stream ended cleanly but without a ``finish_reason``: a silent cut."""
+    """A stream ended cleanly but without its terminal event (a chat or completions
+    ``finish_reason``, a Responses ``response.completed``): a silent cut."""
 
     def __init__(self, provider: str, chunks: int) -> None:
-        super().__init__(f"{provider}: stream ended after {chunks} chunks without a finish_reason")
+        super().__init__(
+            f"{provider}: stream ended after {chunks} chunks without its terminal event "
+            "(finish_reason, response.completed)"
+        )
         self.provider = provider
         self.chunks = chunks
 

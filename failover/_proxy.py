@@ -10,6 +10,7 @@ its name, so every resource works, ``with_raw_response``,
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -192,6 +193,15 @@ class FailoverContext(_Deferred):
         def attempt(client: Any) -> Any:
             context = _resolve(client, self._step)
             response = context.__enter__()
+            raw = getattr(response, "_raw_stream", None)
+            if isinstance(raw, SyncStream):
+                # A stream helper: its first event is read inside the attempt, as for
+                # create(stream=True), so a stream that breaks before it fails over.
+                try:
+                    response._raw_stream = SyncPeekedStream(raw)
+                except BaseException:
+                    context.__exit__(*sys.exc_info())
+                    raise
             self._context = context
             return response
 
@@ -206,6 +216,13 @@ class FailoverAsyncContext(_Deferred):
         async def attempt(client: Any) -> Any:
             context = _resolve(client, self._step)
             response = await context.__aenter__()
+            raw = getattr(response, "_raw_stream", None)
+            if isinstance(raw, AsyncStream):
+                try:
+                    response._raw_stream = await AsyncPeekedStream.peek(raw)
+                except BaseException:
+                    await context.__aexit__(*sys.exc_info())
+                    raise
             self._context = context
             return response
 

@@ -424,3 +424,50 @@ def test_with_options_http_client_round_trip_keeps_each_providers_transport(
     assert sent == ["comet", "backup"]
     primary.close()
     secondary.close()
+
+
+# -- the drop-in's stream helpers read their first event inside the attempt -----------
+
+
+def responses_helper_text(client: Any) -> str:
+    with client.responses.stream(model=MODEL, input="hello") as stream:
+        return stream.get_final_response().output_text  # type: ignore[no-any-return]
+
+
+async def responses_helper_text_async(client: Any) -> str:
+    async with client.responses.stream(model=MODEL, input="hello") as stream:
+        final = await stream.get_final_response()
+    return final.output_text  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("fault", ["cut", "truncate"])
+@pytest.mark.parametrize("kind", ["chat", "responses"])
+def test_drop_in_stream_helpers_fail_over_before_their_first_event(
+    comet: FakeProvider, chain: tuple[Provider, Provider], kind: str, fault: str
+) -> None:
+    getattr(comet, f"{fault}_stream")(after=0)
+    body = helper_text if kind == "chat" else responses_helper_text
+    assert proxied(chain, body) == "[backup] hello"
+
+
+@pytest.mark.parametrize("fault", ["cut", "truncate"])
+@pytest.mark.parametrize("kind", ["chat", "responses"])
+def test_async_drop_in_stream_helpers_fail_over_before_their_first_event(
+    comet: FakeProvider, chain: tuple[Provider, Provider], kind: str, fault: str
+) -> None:
+    getattr(comet, f"{fault}_stream")(after=0)
+    body = helper_text_async if kind == "chat" else responses_helper_text_async
+
+    async def main() -> str:
+        async with failover.fallback_clients(*chain, **NO_BREAKER) as client:
+            return await body(client)
+
+    assert asyncio.run(main()) == "[backup] hello"
+
+
+def test_drop_in_stream_helper_cut_after_delivery_is_interrupted(
+    comet: FakeProvider, chain: tuple[Provider, Provider]
+) -> None:
+    comet.cut_stream(after=3)
+    with pytest.raises(failover.StreamInterrupted):
+        proxied(chain, responses_helper_text)
