@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx2
 import openai
-from openai._base_client import AsyncHttpxClientWrapper, SyncHttpxClientWrapper
+
+from ._openai import AsyncHttpxClientWrapper, SyncHttpxClientWrapper
 
 # Each family's two flavours: (sync, async).
 _FAMILIES: tuple[tuple[type[Any], type[Any]], ...] = (

@@ -29,10 +29,8 @@ from typing import Union
 import openai
 
 from ._errors import MissingAPIKey, StreamInterrupted, StreamTruncated
+from ._openai import TRANSPORT_MODULES
 
-_TRANSPORT_MODULES = frozenset(
-    {"openai._base_client", "openai._response", "openai._legacy_response", "openai._streaming"}
-)
 _TRANSPORT_PREFIXES = ("httpx", "httpcore", "h11.", "h2.")
 _REFUSAL_CODES = frozenset({"content_policy_violation", "content_filter"})
 _UNWELL_STATUSES = frozenset({401, 403, 408, 429})
@@ -55,7 +53,7 @@ class Fault(enum.Enum):
 def _from_transport(tb: TracebackType | None) -> bool:
     while tb is not None:
         module = tb.tb_frame.f_globals.get("__name__", "")
-        if module in _TRANSPORT_MODULES or module.startswith(_TRANSPORT_PREFIXES):
+        if module in TRANSPORT_MODULES or module.startswith(_TRANSPORT_PREFIXES):
             return True
         tb = tb.tb_next
     return False

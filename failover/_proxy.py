@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from openai._base_client import AsyncPaginator
-
 from . import _attempts
 from ._engine import Chain
+from ._openai import AsyncPaginator
 from ._streaming import AsyncPeekedStream, AsyncStream, SyncPeekedStream, SyncStream
 from ._tracking import Navigable, is_navigation
 

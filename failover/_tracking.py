@@ -18,11 +18,17 @@ from typing import Any
 import openai
 import pydantic
 import wrapt
-from openai._base_client import AsyncPaginator, BaseClient
-from openai._legacy_response import LegacyAPIResponse
-from openai._resource import AsyncAPIResource, SyncAPIResource
-from openai._response import AsyncResponseContextManager, BaseAPIResponse, ResponseContextManager
 
+from ._openai import (
+    AsyncAPIResource,
+    AsyncPaginator,
+    AsyncResponseContextManager,
+    BaseAPIResponse,
+    BaseClient,
+    LegacyAPIResponse,
+    ResponseContextManager,
+    SyncAPIResource,
+)
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
 from ._streaming import KEEP, AsyncStream, SyncStream, is_async, is_stream
