@@ -51,7 +51,7 @@ class AttemptContext(Generic[C]):
             scope, shared = dataclasses.replace(scope, opened=[]), False
         self._scope = scope
         # The client carries its attempt, so calls from worker threads keep its bounds.
-        self._client: C = client.bound(scope, cache=shared)
+        self._client: C = run.handed_out(client, scope, shared)
         self._started = time.monotonic()
         self._token: Any = None
 

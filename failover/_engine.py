@@ -148,6 +148,12 @@ class Chain:
     # changes, and the breaker's admission rule is one of two (normal, forced).
     scopes: dict[int, Scope] = field(init=False, repr=False, compare=False)
     admits: tuple[Admit, Admit] | None = field(init=False, repr=False, compare=False)
+    # The clients handed out for those scopes, by scope: (the endpoint's client, bound).
+    # Kept here, so they live as long as the chain, and one per scope (an async
+    # endpoint's client changes with the loop: the newest replaces the last).
+    handed: dict[int, tuple[Any, Any]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -170,6 +176,13 @@ class Chain:
 
     def run(self) -> Run:
         return Run(self)
+
+    def handed_out(self, client: Any, scope: Scope) -> Any:
+        """``client`` (an endpoint's tracked client) bound to this chain's ``scope``."""
+        entry = self.handed.get(id(scope))
+        if entry is None or entry[0] is not client:
+            entry = self.handed[id(scope)] = (client, client.bound(scope))
+        return entry[1]
 
 
 class Run:
@@ -278,6 +291,10 @@ class Run:
             stall_timeout=settings.stall_timeout,
         )
         return scope, False
+
+    def handed_out(self, client: Any, scope: Scope, shared: bool) -> Any:
+        """The client an attempt of ``scope`` hands out: bound to it (kept, when shared)."""
+        return self._chain.handed_out(client, scope) if shared else client.bound(scope)
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""

@@ -187,16 +187,10 @@ class Tracked(Navigable):
     def __init__(self, wrapped: Any, scope: Scope | None = None) -> None:
         super().__init__(wrapped)
         self._self_scope = scope
-        self._self_bound: dict[int, Tracked] = {}
 
-    def bound(self, scope: Scope, cache: bool) -> Tracked:
-        """This client as handed out for ``scope`` (kept, when the scope is a chain's own)."""
-        if not cache:
-            return Tracked(self.__wrapped__, scope)
-        client = self._self_bound.get(id(scope))
-        if client is None or client._self_scope is not scope:
-            client = self._self_bound[id(scope)] = Tracked(self.__wrapped__, scope)
-        return client
+    def bound(self, scope: Scope) -> Tracked:
+        """This client as handed out for the attempt ``scope``."""
+        return Tracked(self.__wrapped__, scope)
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
         if method:

@@ -15,6 +15,7 @@ import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
 from failover import fallback_clients, health, with_fallback
+from failover._scope import Scope
 from failover.testing import FakeProvider
 
 MAPPED = {"models": {"gpt-x": "mapped-x"}}
@@ -222,3 +223,25 @@ def test_block_form_in_a_generator_resumed_elsewhere_still_fails_over(
                     yield chunk.choices[0].delta.content or ""
 
     assert "".join(_starlette_like(words())) == "[backup] hello"
+
+
+def test_block_form_loops_leave_nothing_behind_on_the_shared_clients(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    chain = (provider(comet), provider(backup))
+    for _ in range(3):
+        for attempt in fallback_clients(*chain):
+            with attempt as client:
+                _ask(client)
+    gc.collect()
+    before = _live(Scope)
+    for _ in range(50):  # one loop per request: each builds a chain of its own
+        for attempt in fallback_clients(*chain):
+            with attempt as client:
+                _ask(client)
+    gc.collect()
+    assert _live(Scope) <= before  # the shared clients keep no scope of a finished loop
+
+
+def _live(kind: type) -> int:
+    return sum(isinstance(o, kind) for o in gc.get_objects())
