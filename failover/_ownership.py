@@ -324,7 +324,8 @@ class Ownership:
             for resource, known in zip(ids, owners.owners(ids), strict=True):
                 if known is not None and known.where != here and known.where in names:
                     raise ProviderBound(at.name, names[known.where], resource)
-        return Request(owners, made, ids, Owner(here, at.name), f"{type(owner).__name__}.{name}")
+        called = f"{type(owner).__name__}.{name}"
+        return Request(owners, made, ids or (args, kwargs), Owner(here, at.name), called)
 
     def failed(
         self, args: Sequence[Any], kwargs: dict[str, Any], exc: BaseException, at: Endpoint
@@ -340,8 +341,14 @@ class Request:
     __slots__ = ("_called", "_ids", "_made", "_owner", "_owners")
 
     def __init__(
-        self, owners: Owners, made: Creation | None, ids: list[str], owner: Owner, called: str
+        self,
+        owners: Owners,
+        made: Creation | None,
+        ids: list[str] | tuple[Sequence[Any], dict[str, Any]],
+        owner: Owner,
+        called: str,
     ) -> None:
+        # The ids it names, or its arguments when it was not scanned (nothing was known).
         self._owners = owners
         self._made = made
         self._ids = ids
@@ -352,7 +359,7 @@ class Request:
         """The provider answered: remember what it made, and the ids it knew that others
         had answered 404 for."""
         ids = self._ids
-        if ids:
+        if isinstance(ids, list) and ids:
             learnt = [i for i, at in zip(ids, self._owners.misses(ids), strict=True) if at]
             if learnt:
                 self._owners.remember(learnt, self._owner)
@@ -362,8 +369,9 @@ class Request:
                 self._owners.remember(made, self._owner)
 
     def failed(self, exc: BaseException) -> None:
-        if isinstance(exc, openai.NotFoundError) and self._ids:
-            self._owners.missed(self._ids, self._owner.where)
+        if isinstance(exc, openai.NotFoundError):
+            ids = self._ids if isinstance(self._ids, list) else ids_in(*self._ids)
+            self._owners.missed(ids, self._owner.where)
         if self._made is not None and self._made.once and _ambiguous(exc):
             add_note(
                 exc,
