@@ -984,9 +984,10 @@ def run(sizes: Sizes, only: set[str] | None = None) -> Report:
     if sizes == FULL:  # full runs only: the brownout waits out real hangs
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import brownout
+        import ownership
         import recovery
 
-        for module in (m for m in (brownout, recovery) if want(m.__name__)):
+        for module in (m for m in (brownout, recovery, ownership) if want(m.__name__)):
             module.bench(report, Row)
     STORE.clear()
     return report
@@ -1003,6 +1004,7 @@ SCENARIOS = (
     "streaming",
     "brownout",
     "recovery",
+    "ownership",
 )
 
 

@@ -17,7 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import Attempt, DeadlineExceeded, FailoverError, ProviderSkipped, add_note, describe
+from ._errors import (
+    Attempt,
+    DeadlineExceeded,
+    FailoverError,
+    ProviderBound,
+    ProviderSkipped,
+    add_note,
+    bound_in,
+    describe,
+)
 from ._health import (
     Breaker,
     Health,
@@ -32,6 +41,7 @@ from ._health import (
     succeeded,
     unavailable,
 )
+from ._ownership import Ownership
 from ._policy import Fault, Policy, fault_kind, provider_fault, retry_after
 from ._providers import Endpoint
 from ._retry import Retry, timed_out
@@ -154,14 +164,18 @@ class Chain:
     handed: dict[int, tuple[Any, Any]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    ownership: Ownership = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
+        ownership = Ownership(self.endpoints, settings.store)
+        object.__setattr__(self, "ownership", ownership)
         scopes = {
             id(e): Scope(
                 e,
                 first_token_timeout=settings.first_token_timeout,
                 stall_timeout=settings.stall_timeout,
+                ownership=ownership,
             )
             for e in self.endpoints
         }
@@ -289,6 +303,7 @@ class Run:
             deadline=deadline,
             first_token_timeout=settings.first_token_timeout,
             stall_timeout=settings.stall_timeout,
+            ownership=self._chain.ownership,
         )
         return scope, False
 
@@ -298,6 +313,10 @@ class Run:
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""
+        bound = bound_in(exc)
+        if bound is not None:
+            self._bound(endpoint, bound)
+            return True
         settings = self._settings
         breaker = settings.breaker
         judging: Exception | None = None
@@ -344,7 +363,8 @@ class Run:
         if breaker is not None:
             # A provider that served after its own retry served no failover.
             after_failover = bool(self.attempts) and any(
-                a.provider != endpoint.name for a in self.attempts
+                a.provider != endpoint.name and not isinstance(a.error, ProviderBound)
+                for a in self.attempts
             )
             self._record_success(endpoint, breaker, after_failover)
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
@@ -444,6 +464,27 @@ class Run:
         self._add(Attempt(endpoint.name, skipped, 0.0, skipped=True))
         logger.info("failover: skipping %s (%s)", endpoint.name, reason)
         self._emit(endpoint, Outcome.SKIPPED, skipped, 0.0)
+
+    def _bound(self, endpoint: Endpoint, bound: ProviderBound) -> None:
+        """``endpoint`` cannot know a resource the call names: only its owner is left.
+
+        Nothing was sent, so the breaker hears nothing; the owner is tried even when
+        its circuit is open, since no other provider can serve the call.
+        """
+        breaker = self._settings.breaker
+        if breaker is not None and id(endpoint) in self._probe:
+            self._probe.discard(id(endpoint))
+            self._store.update(
+                endpoint.key, endpoint.name, lambda h, now: (released(h), None), breaker.clock
+            )
+        others = [e for e in self._pending if e.name != bound.owner]
+        self._pending = [e for e in self._pending if e.name == bound.owner]
+        self._force = True
+        logger.info("failover: %s; trying it alone", bound.message)
+        for skipped in (endpoint, *others):
+            error = bound if skipped is endpoint else bound.on(skipped.name)
+            self._add(Attempt(skipped.name, error, 0.0, skipped=True))
+            self._emit(skipped, Outcome.SKIPPED, error, 0.0)
 
     def _add(self, attempt: Attempt) -> None:
         number = len(self.attempts) + 1

@@ -9,6 +9,7 @@ The tree, with where each comes from::
         ├── openai.OpenAIError
         │   └── MissingAPIKey          a provider's key variable is unset (no request sent)
         ├── ProviderSkipped            stands in .exceptions for a provider the breaker skipped
+        │   └── ProviderBound          ... or one that cannot know a resource the call names
         ├── StreamTruncated            a stream ended without its terminal event (provider fault)
         ├── StreamInterrupted          a proxied stream broke after chunks reached the caller
         └── TimeoutError
@@ -35,6 +36,7 @@ __all__ = [
     "DeadlineExceeded",
     "FailoverError",
     "MissingAPIKey",
+    "ProviderBound",
     "ProviderSkipped",
     "StreamInterrupted",
     "StreamTruncated",
@@ -127,6 +129,36 @@ class ProviderSkipped(Exception):
         self.provider = provider
         self.reason = reason
         self.until = until
+
+
+class ProviderBound(ProviderSkipped):
+    """The call names a resource (a file, a response, a batch ...) that another provider
+    of the chain made: only that one can know it, so this one was not asked."""
+
+    def __init__(self, provider: str, owner: str, resource: str) -> None:
+        self.message = f"resource {resource} belongs to provider {owner!r}"
+        Exception.__init__(self, f"{provider} skipped: {self.message}")
+        self.provider = provider
+        self.reason = self.message
+        self.until = 0.0
+        self.owner = owner
+        self.resource = resource
+
+    def on(self, provider: str) -> ProviderBound:
+        """The same binding, as it stands for another provider of the chain."""
+        return ProviderBound(provider, self.owner, self.resource)
+
+
+def bound_in(exc: BaseException) -> ProviderBound | None:
+    """The :class:`ProviderBound` that ``exc`` is, or was raised ``from`` (a framework's)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, ProviderBound):
+            return link
+        seen.add(id(link))
+        link = link.__cause__
+    return None
 
 
 class DeadlineExceeded(TimeoutError):

@@ -28,13 +28,14 @@ from typing import Union
 
 import openai
 
-from ._errors import MissingAPIKey, StreamInterrupted, StreamTruncated
+from ._errors import MissingAPIKey, ProviderBound, StreamInterrupted, StreamTruncated
 from ._openai import TRANSPORT_MODULES
 
 _TRANSPORT_PREFIXES = ("httpx", "httpcore", "h11.", "h2.")
 _REFUSAL_CODES = frozenset({"content_policy_violation", "content_filter"})
 _UNWELL_STATUSES = frozenset({401, 403, 408, 429})
 _MARK = "__failover_fault__"
+FINAL = "__failover_final__"  # set on an error that must reach the caller as it is
 
 #: What ``on=`` accepts: exception types, or a predicate on the exception.
 OnSpec = Union[
@@ -74,6 +75,14 @@ def mark_fault(exc: BaseException) -> None:
     """Count ``exc`` as the provider's whatever its type (a client that cannot be built)."""
     try:
         setattr(exc, _MARK, True)
+    except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare
+        pass
+
+
+def mark_final(exc: BaseException) -> None:
+    """Never fail over on ``exc``, whatever ``on=`` says: the call may have been accepted."""
+    try:
+        setattr(exc, FINAL, True)
     except AttributeError:  # pragma: no cover - exceptions with __slots__ are rare
         pass
 
@@ -139,10 +148,17 @@ class Policy:
     on: OnSpec | None = None
 
     def fails_over(self, exc: BaseException) -> bool:
-        if not isinstance(exc, Exception) or isinstance(exc, StreamInterrupted):
-            # KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError; and a stream
-            # whose chunks already reached the caller, which no re-run can take back.
+        if (
+            not isinstance(exc, Exception)
+            or isinstance(exc, StreamInterrupted)
+            or getattr(exc, FINAL, False)
+        ):
+            # KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError; a stream whose
+            # chunks already reached the caller, which no re-run can take back; and a call
+            # the provider may have accepted, which must not run twice.
             return False
+        if isinstance(exc, ProviderBound):
+            return True  # another provider owns what the call names: it goes there
         if self.on is None:
             fault = provider_fault(exc)
             return fault is not None and fault_kind(fault) is not Fault.REFUSAL

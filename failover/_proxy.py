@@ -9,13 +9,14 @@ its name, so every resource works, ``with_raw_response``,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _attempts
+from . import _attempts, _ownership
 from ._engine import Chain
 from ._openai import AsyncPaginator
 from ._streaming import AsyncPeekedStream, AsyncStream, SyncPeekedStream, SyncStream
@@ -134,8 +135,10 @@ class FailoverMethod(Failover):
         if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
             if inspect.iscoroutine(probe):
                 probe.close()
-            self._self_deferred = FailoverAwaitable
-            return FailoverAwaitable(chain, step)
+            # A call that must not run twice is never hedged either.
+            hedged = not _ownership.once(self.__wrapped__)
+            self._self_deferred = functools.partial(FailoverAwaitable, hedge=hedged)
+            return FailoverAwaitable(chain, step, hedged)
         if hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
@@ -147,7 +150,7 @@ class FailoverMethod(Failover):
         return probe
 
 
-async def _first_async(chain: Chain, step: Path) -> Any:
+async def _first_async(chain: Chain, step: Path, hedge: bool = True) -> Any:
     async def attempt(client: Any) -> Any:
         result = await _resolve(client, step)
         if isinstance(result, AsyncStream):
@@ -155,20 +158,21 @@ async def _first_async(chain: Chain, step: Path) -> Any:
         return result
 
     streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only
-    return await _attempts.call_async(chain, attempt, hedge=not streaming)
+    return await _attempts.call_async(chain, attempt, hedge=hedge and not streaming)
 
 
 class FailoverAwaitable:
     """An async API call that fails over when awaited (or, for a page, iterated)."""
 
-    __slots__ = ("_chain", "_step")
+    __slots__ = ("_chain", "_hedge", "_step")
 
-    def __init__(self, chain: Chain, step: Path) -> None:
+    def __init__(self, chain: Chain, step: Path, hedge: bool = True) -> None:
         self._chain = chain
         self._step = step
+        self._hedge = hedge
 
     def __await__(self) -> Any:
-        return _first_async(self._chain, self._step).__await__()
+        return _first_async(self._chain, self._step, self._hedge).__await__()
 
     async def __aiter__(self) -> Any:
         async for item in await self:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 if TYPE_CHECKING:
+    from ._ownership import Ownership
     from ._providers import Endpoint
 
 _PHASES = ("connect", "read", "write", "pool")
@@ -33,6 +34,8 @@ class Scope:
     stall_timeout: float | None = None
     # The streams opened in the attempt, for drivers that close them when it ends early.
     opened: list[Any] | None = field(default=None, compare=False)
+    # The chain's view of who owns which resource (ids go back to their provider).
+    ownership: Ownership | None = field(default=None, compare=False)
     # Whether any bound applies: unbounded calls skip all timeout arithmetic.
     bounded: bool = field(init=False, repr=False, compare=False)
 

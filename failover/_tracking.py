@@ -64,11 +64,20 @@ def _own_timeout(owner: Any, given: Any) -> Any:
 class _Call:
     """One call's arguments as the attempt adjusts them, and what its stream needs."""
 
-    __slots__ = ("body_read", "kwargs", "started", "stream")
+    __slots__ = ("args", "body_read", "kwargs", "request", "scope", "started", "stream")
 
     def __init__(
-        self, owner: Any, name: str, method: Any, kwargs: dict[str, Any], scope: Scope
+        self, owner: Any, name: str, method: Any, args: Any, kwargs: dict[str, Any], scope: Scope
     ) -> None:
+        self.args = args
+        self.scope = scope
+        ownership = scope.ownership
+        # Raises ProviderBound, before anything is sent, for an id another provider made.
+        self.request = (
+            ownership.request(owner, name, args, kwargs, scope.endpoint)
+            if ownership is not None
+            else None
+        )
         # A stream helper (``responses.stream()``, ``chat.completions.stream()``) asks
         # for its stream itself: its request's first read is a stream's first chunk too.
         self.stream = kwargs.get("stream") is True or name == "stream"
@@ -91,17 +100,32 @@ class _Call:
                 self.body_read = own[1]
         self.kwargs = kwargs
 
+    def answered(self, value: Any) -> None:
+        if self.request is not None:
+            self.request.answered(value)
+
+    def failed(self, exc: BaseException) -> None:
+        mark_if_transport(exc)
+        if self.request is not None:
+            self.request.failed(exc)
+        elif self.scope.ownership is not None:
+            self.scope.ownership.failed(self.args, self.kwargs, exc, self.scope.endpoint)
+
 
 def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[str, Any]) -> Any:
     """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope``."""
     method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
-    try:
-        if scope is None:
+    if scope is None:
+        try:
             return track(method(*args, **kwargs), None)
-        call = _Call(owner, name, method, kwargs, scope)
+        except BaseException as exc:
+            mark_if_transport(exc)
+            raise
+    call = _Call(owner, name, method, args, kwargs, scope)
+    try:
         return track(method(*args, **call.kwargs), scope, call)
     except BaseException as exc:
-        mark_if_transport(exc)
+        call.failed(exc)
         raise
 
 
@@ -109,7 +133,10 @@ async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None
     try:
         return track(await awaitable, scope, call)
     except BaseException as exc:
-        mark_if_transport(exc)
+        if call is None:
+            mark_if_transport(exc)
+        else:
+            call.failed(exc)
         raise
 
 
@@ -132,6 +159,8 @@ def _stream(value: Any, scope: Scope | None, call: _Call | None) -> Any:
 def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
     """Wrap what a call on a tracked client returned."""
     if isinstance(value, pydantic.BaseModel):
+        if call is not None:
+            call.answered(value)  # what it created is remembered as this provider's
         return value  # a parsed answer (the common case): nothing left to read
     if is_stream(value, call is not None and call.stream):
         return _stream(value, scope, call)
@@ -148,7 +177,10 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
         return value
     if isinstance(value, (LegacyAPIResponse, BaseAPIResponse)):
         if isinstance(value, LegacyAPIResponse) and not value._stream:
-            value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
+            # Parsed (and cached) now, inside the attempt: a bad body is a fault.
+            parsed = value.parse()
+            if call is not None:
+                call.answered(parsed)
         return Tracked(value, scope)  # its parse() and reads are calls on the provider too
     if is_navigation(value):
         return Tracked(value, scope)

@@ -17,6 +17,11 @@ server's), and keys expire on their own.
 Redis down, slow or refusing never fails a call: every command is bounded by
 ``timeout`` (50 ms by default); on the first error the store logs one WARNING and
 runs on in-process state, then tries Redis again every ``retry_interval`` seconds.
+
+The owners of provider-bound resources (which provider made a file, a response, a
+batch ...) are shared there too, one small record per id under
+``{namespace}:owner:{id}`` that expires after ``owner_ttl`` seconds (30 days by
+default), so the worker that uses a file agrees with the one that uploaded it.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import redis
 
 from ._health import FRESH, Health, MemoryStore, Reason, State
+from ._ownership import Owner, Owners
 
 __all__ = ["RedisHealth"]
 
@@ -88,6 +94,7 @@ class RedisHealth:
         timeout: float = 0.05,
         retry_interval: float = 1.0,
         ttl: float = 86_400.0,
+        owner_ttl: float = 30 * 86_400.0,
     ) -> None:
         if client is None:
             client = redis.Redis.from_url(
@@ -96,8 +103,8 @@ class RedisHealth:
         self._redis = client
         self._swap = client.register_script(_COMPARE_AND_SET)
         self._prefix = f"{namespace}:health:"
-        if ttl <= 0 or timeout <= 0:
-            raise ValueError("RedisHealth needs a positive ttl and timeout")
+        if ttl <= 0 or timeout <= 0 or owner_ttl <= 0:
+            raise ValueError("RedisHealth needs a positive ttl, owner_ttl and timeout")
         self._ttl_ms = max(1, round(ttl * 1000))
         self._retry_interval = retry_interval
         self._local = MemoryStore()  # the fallback while Redis is unreachable
@@ -106,6 +113,8 @@ class RedisHealth:
         kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self._where = f"redis {where}/{kwargs.get('db', 0)} namespace {namespace!r}"
+        #: Who made which resource, shared by every process on this Redis.
+        self.owners: Owners = _SharedOwners(self, f"{namespace}:owner:", owner_ttl)
 
     def __repr__(self) -> str:
         return f"<RedisHealth {self._where}>"
@@ -202,6 +211,56 @@ class RedisHealth:
             self._down_until = 0.0
             logger.info("failover: %s reachable again; sharing state", self._where)
         return result
+
+
+class _SharedOwners(Owners):
+    """Owners written through to Redis, read from memory first, then from Redis."""
+
+    def __init__(self, health: RedisHealth, prefix: str, ttl: float) -> None:
+        super().__init__()
+        self._health = health
+        self._prefix = prefix
+        self._ttl_ms = max(1, round(ttl * 1000))
+
+    def may_know(self) -> bool:
+        return True  # another process may have made any id: requests are always scanned
+
+    def owners(self, ids: Sequence[str]) -> list[Owner | None]:
+        found = super().owners(ids)
+        unknown = [i for i, owner in zip(ids, found, strict=True) if owner is None]
+        if not unknown:
+            return found
+        keys = [self._prefix + i for i in unknown]
+        raws = self._health._try(lambda: self._health._redis.mget(keys))
+        if isinstance(raws, _Unavailable):
+            return found
+        shared = {i: owner for i, raw in zip(unknown, raws, strict=True) if (owner := _owner(raw))}
+        for resource, owner in shared.items():
+            super().remember([resource], owner)
+        return [owner or shared.get(i) for i, owner in zip(ids, found, strict=True)]
+
+    def remember(self, ids: Iterable[str], owner: Owner) -> None:
+        ids = list(ids)
+        super().remember(ids, owner)
+        record = json.dumps({"where": owner.where[:512], "name": owner.name[:128]})
+
+        def write() -> None:
+            with self._health._redis.pipeline(transaction=False) as pipe:
+                for resource in ids:
+                    pipe.set(self._prefix + resource, record, px=self._ttl_ms)
+                pipe.execute()
+
+        self._health._try(write)
+
+
+def _owner(raw: bytes | str | None) -> Owner | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return Owner(str(data["where"]), str(data["name"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # junk under our key: the id routes as an unknown one
 
 
 class _Unavailable:

@@ -8,15 +8,19 @@ import pytest
 
 from failover import Breaker, Provider
 from failover._health import STORE
+from failover._ownership import MEMORY
 from failover.testing import FakeProvider
 
 
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> Iterator[None]:
-    # Breaker state is process-wide by design; tests must not see each other's.
+    # Breaker state and resource owners are process-wide by design; tests must not see
+    # each other's.
     STORE.clear()
+    MEMORY.clear()
     yield
     STORE.clear()
+    MEMORY.clear()
 
 
 @pytest.fixture

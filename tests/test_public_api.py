@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "OpenAI",
     "Outcome",
     "Provider",
+    "ProviderBound",
     "ProviderSkipped",
     "Retry",
     "State",

@@ -46,7 +46,8 @@ class FakeProvider:
         self._queue: collections.deque[_Fault] = collections.deque()
         self._holding = _HEALTHY
         self._requests: list[RecordedRequest] = []
-        self._responses: dict[str, dict[str, Any]] = {}  # what responses.retrieve finds
+        # What the provider made (responses, files, batches ...), by id: what lookups find.
+        self._objects: dict[str, dict[str, Any]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -232,10 +233,19 @@ class FakeProvider:
         with self._lock:
             self._requests.append(request)
 
-    def _store(self, response: dict[str, Any]) -> None:
+    def _store(self, made: dict[str, Any]) -> None:
         with self._lock:
-            self._responses[response["id"]] = response
+            self._objects[made["id"]] = made
 
-    def _stored(self, response_id: str) -> dict[str, Any] | None:
+    def _stored(self, resource: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._responses.get(response_id)
+            return self._objects.get(resource)
+
+    def _forget(self, resource: str) -> None:
+        with self._lock:
+            self._objects.pop(resource, None)
+
+    def made(self, kind: str) -> list[dict[str, Any]]:
+        """What this provider made of ``kind`` (an ``object`` value: ``"batch"``, ``"file"``)."""
+        with self._lock:
+            return [made for made in self._objects.values() if made.get("object") == kind]

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from failover.testing import _chat, _completions, _embeddings, _responses
+from failover.testing import _chat, _completions, _embeddings, _files, _responses
 from failover.testing._stream import Stream
 
 if TYPE_CHECKING:
@@ -132,7 +132,12 @@ class _Json:
 
 
 def _route(
-    provider: FakeProvider, method: str, raw_path: str, payload: Any, pieces: int | None
+    provider: FakeProvider,
+    method: str,
+    raw_path: str,
+    payload: Any,
+    pieces: int | None,
+    fields: _files.Form | None = None,
 ) -> _Json | Stream:
     """What a healthy provider answers; a stream's text comes in ``pieces`` chunks."""
     match = _PREFIX.match(urlsplit(raw_path).path.rstrip("/"))
@@ -145,11 +150,12 @@ def _route(
             return _Json(200, _embeddings.model(provider, model_id))
         message = f"The model '{model_id}' does not exist"
         return _Json(404, error_body(404, message, "model_not_found"))
-    if method == "GET" and path.startswith("/responses/"):
-        response_id = path.removeprefix("/responses/")
-        found = provider._stored(response_id)
-        message = f"No response found with id '{response_id}'."
-        return _Json(200, found) if found else _Json(404, error_body(404, message, None))
+    # Ids the provider never made are unknown to it, wherever the request names them.
+    stateful = (method == "POST" and _files.missing(provider, payload)) or _files.route(
+        provider, method, path, payload, fields or {}
+    )
+    if stateful:
+        return _Json(*stateful)
     family = _FAMILIES.get(path)
     if method != "POST" or family is None:
         message = f"Unknown request URL: {method} {raw_path}"
@@ -202,7 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, _GARBAGE, "application/json")
         try:
             pieces = fault.chunks if fault.kind is _Kind.TRICKLE else None
-            answer = _route(provider, self.command, self.path, payload, pieces)
+            content_type = self.headers.get("content-type") or ""
+            fields = _files.form(body, content_type) if "multipart/" in content_type else None
+            answer = _route(provider, self.command, self.path, payload, pieces, fields)
         except Exception as exc:  # the test's reply function failed: say so, loudly
             traceback.print_exc()
             message = f"FakeProvider {provider.name!r}: the reply function raised {exc!r}"

@@ -1,0 +1,273 @@
+"""Stateful resources: files (multipart uploads), batches, vector stores (their files and
+file batches), conversations, uploads and fine-tuning jobs, and the lookups of them.
+
+Ids are minted with the real API's prefixes (``file-``, ``batch_``, ``vs_``, ``vsfb_``,
+``conv_``, ``upload_``, ``part_``, ``ftjob-``; responses are ``resp_``), and a request
+that names an id this provider never made (as a path parameter, or in its body:
+``previous_response_id``, ``file_id``, ``input_file_id``, ``vector_store_ids`` ...)
+is answered 404 with an OpenAI error body, as a provider that cannot know it does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from failover.testing._provider import FakeProvider
+
+Form = dict[str, Any]  # a multipart body: field name -> text, or (filename, bytes) for a file
+Answer = tuple[int, Any]
+
+# The body keys that name a resource of the provider's.
+_REFERENCES = frozenset(
+    {
+        "file_id",
+        "file_ids",
+        "input_file_id",
+        "training_file",
+        "validation_file",
+        "previous_response_id",
+        "vector_store_ids",
+        "conversation",
+    }
+)
+# Each collection: its objects' ``object``, and their name in a 404.
+_KINDS = {
+    "/files": ("file", "File"),
+    "/batches": ("batch", "Batch"),
+    "/vector_stores": ("vector_store", "VectorStore"),
+    "/conversations": ("conversation", "Conversation"),
+    "/uploads": ("upload", "Upload"),
+    "/fine_tuning/jobs": ("fine_tuning.job", "FineTuningJob"),
+    "/responses": ("response", "Response"),
+}
+
+
+def not_found(message: str) -> Answer:
+    from failover.testing._server import error_body
+
+    return 404, error_body(404, message, None)
+
+
+def form(body: bytes, content_type: str) -> Form:
+    """The fields of a ``multipart/form-data`` body."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    fields: Form = {}
+    parts = message.iter_parts() if hasattr(message, "iter_parts") else []
+    for part in parts:
+        assert isinstance(part, Message)
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        data = data if isinstance(data, bytes) else b""
+        filename = part.get_filename()
+        fields[str(name)] = (filename, data) if filename is not None else data.decode()
+    return fields
+
+
+def _references(node: Any, key: str | None = None) -> Iterator[str]:
+    if isinstance(node, dict):
+        if key == "conversation" and isinstance(node.get("id"), str):
+            yield node["id"]
+        for name, value in node.items():
+            yield from _references(value, name)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item, key)
+    elif isinstance(node, str) and key in _REFERENCES:
+        yield node
+
+
+def missing(provider: FakeProvider, payload: Any) -> Answer | None:
+    """A 404 for the first id the body names that this provider never made."""
+    for resource in _references(payload):
+        if provider._stored(resource) is None:
+            return not_found(f"No such object: {resource!r} (fake provider {provider.name!r})")
+    return None
+
+
+def _new(prefix: str, kind: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"{prefix}{secrets.token_hex(12)}",
+        "object": kind,
+        "created_at": _now(),
+        **fields,
+    }
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _counts(total: int) -> dict[str, int]:
+    return {"in_progress": 0, "completed": total, "failed": 0, "cancelled": 0, "total": total}
+
+
+def _file(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    filename, data = fields.get("file") or ("upload", b"")
+    purpose = fields.get("purpose", "")
+    return _new(
+        "file-",
+        "file",
+        bytes=len(data),
+        filename=filename or "upload",
+        purpose=purpose,
+        status="processed",
+        expires_at=None,
+        status_details=None,
+    )
+
+
+def _batch(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    return _new(
+        "batch_",
+        "batch",
+        endpoint=payload.get("endpoint"),
+        input_file_id=payload.get("input_file_id"),
+        completion_window=payload.get("completion_window"),
+        status="validating",
+        metadata=payload.get("metadata"),
+        request_counts={"completed": 0, "failed": 0, "total": 0},
+    )
+
+
+def _vector_store(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    files = len(payload.get("file_ids") or [])
+    return _new(
+        "vs_",
+        "vector_store",
+        name=payload.get("name") or "",
+        usage_bytes=0,
+        file_counts=_counts(files),
+        status="completed",
+        last_active_at=_now(),
+        metadata=payload.get("metadata"),
+        expires_at=None,
+    )
+
+
+def _conversation(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    return _new("conv_", "conversation", metadata=(payload or {}).get("metadata") or {})
+
+
+def _upload(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    return _new(
+        "upload_",
+        "upload",
+        bytes=payload.get("bytes", 0),
+        filename=payload.get("filename", ""),
+        purpose=payload.get("purpose", ""),
+        status="pending",
+        expires_at=_now() + 3600,
+        file=None,
+    )
+
+
+def _job(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+    return _new(
+        "ftjob-",
+        "fine_tuning.job",
+        model=payload.get("model"),
+        training_file=payload.get("training_file"),
+        validation_file=payload.get("validation_file"),
+        status="validating_files",
+        hyperparameters={},
+        organization_id="org-fake",
+        result_files=[],
+        seed=0,
+        error=None,
+        fine_tuned_model=None,
+        finished_at=None,
+        trained_tokens=None,
+    )
+
+
+_Maker = Callable[["FakeProvider", Any, Form], dict[str, Any]]
+_MAKERS: dict[str, _Maker] = {
+    "/files": _file,
+    "/batches": _batch,
+    "/vector_stores": _vector_store,
+    "/conversations": _conversation,
+    "/uploads": _upload,
+    "/fine_tuning/jobs": _job,
+}
+
+
+def _kept(provider: FakeProvider, made: dict[str, Any]) -> dict[str, Any]:
+    provider._store(made)
+    return made
+
+
+def _action(
+    provider: FakeProvider, found: dict[str, Any], action: str, payload: Any
+) -> dict[str, Any] | None:
+    """``POST /{collection}/{id}/{action}``: what it makes or changes (None: unknown).
+
+    A vector store's file is the file itself, seen from the store: not kept apart.
+    """
+    kind, owner = found["object"], found["id"]
+    if kind == "batch" and action == "cancel":
+        return _kept(provider, {**found, "status": "cancelling"})
+    if kind == "vector_store" and action == "files":
+        return {
+            "id": payload.get("file_id"),
+            "object": "vector_store.file",
+            "created_at": _now(),
+            "vector_store_id": owner,
+            "status": "completed",
+            "usage_bytes": 0,
+            "last_error": None,
+        }
+    if kind == "vector_store" and action == "file_batches":
+        count = len(payload.get("file_ids") or [])
+        return _kept(
+            provider,
+            _new(
+                "vsfb_",
+                "vector_store.files_batch",
+                vector_store_id=owner,
+                status="in_progress",
+                file_counts=_counts(count),
+            ),
+        )
+    if kind == "upload" and action == "parts":
+        return _kept(provider, _new("part_", "upload.part", upload_id=owner))
+    if kind == "upload" and action == "complete":
+        fields: Form = {"file": (found["filename"], b""), "purpose": found["purpose"]}
+        made = {**_file(provider, None, fields), "bytes": found["bytes"]}
+        provider._store(made)
+        return _kept(provider, {**found, "status": "completed", "file": made})
+    return None
+
+
+def route(
+    provider: FakeProvider, method: str, path: str, payload: Any, fields: Form
+) -> Answer | None:
+    """The answer for a path of the stateful collections (None: not one of theirs)."""
+    for collection, (kind, title) in _KINDS.items():
+        if path == collection and method == "POST" and collection in _MAKERS:
+            made = _MAKERS[collection](provider, payload or {}, fields)
+            provider._store(made)
+            return 200, made
+        if not path.startswith(collection + "/"):
+            continue
+        resource, _, action = path.removeprefix(collection + "/").partition("/")
+        found = provider._stored(resource)
+        if found is None or found.get("object") != kind:
+            return not_found(f"No such {title} object: {resource!r}")
+        if method == "GET" and not action:
+            return 200, found
+        if method == "DELETE" and not action:
+            provider._forget(resource)
+            return 200, {"id": resource, "object": f"{kind}.deleted", "deleted": True}
+        if method == "POST":
+            changed = _action(provider, found, action, payload or {})
+            if changed is not None:
+                return 200, changed
+    return None
