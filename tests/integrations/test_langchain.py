@@ -105,7 +105,6 @@ def test_responses_api(llm: Any, client: Any, aclient: Any) -> None:
     assert llm.invoke("hello").text == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=False, reason="needs fake provider step 2 (responses streaming)")
 def test_responses_api_stream(client: Any, aclient: Any) -> None:
     llm = chat_model(client, aclient, use_responses_api=True)
     assert "".join(c.text for c in llm.stream("hello")) == "[backup] hello"

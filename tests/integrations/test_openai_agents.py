@@ -74,7 +74,6 @@ def test_default_client_with_responses(default_client: Any) -> None:
     assert agents.Runner.run_sync(assistant, "hello").final_output == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=False, reason="needs fake provider step 2 (responses streaming)")
 @pytest.mark.asyncio
 async def test_default_client_with_responses_streamed(default_client: Any) -> None:
     agents.set_default_openai_api("responses")

@@ -55,12 +55,7 @@ def test_run_sync(aclient: Any, kind: str) -> None:
     "kind",
     [
         "chat",
-        pytest.param(
-            "responses",
-            marks=pytest.mark.xfail(
-                strict=False, reason="needs fake provider step 2 (responses streaming)"
-            ),
-        ),
+        "responses",
     ],
 )
 @pytest.mark.asyncio
