@@ -56,7 +56,13 @@ def _own_timeout(owner: Any, given: Any) -> Any:
     """The timeout the call would have without failover: its own, else its client's."""
     if not isinstance(given, (openai.NotGiven, openai.Omit)):
         return given
-    client = getattr(owner, "_client", owner)
+    client = getattr(owner, "_client", None)
+    if client is None:
+        # A raw/streaming-response view (``completions.with_raw_response``) has no client
+        # of its own: the resource it wraps has; the client itself has its timeout.
+        resources = (SyncAPIResource, AsyncAPIResource)
+        found = [v for v in getattr(owner, "__dict__", {}).values() if isinstance(v, resources)]
+        client = found[0]._client if found else owner
     timeout = getattr(client, "timeout", None)
     return None if isinstance(timeout, (openai.NotGiven, openai.Omit)) else timeout
 
