@@ -73,13 +73,23 @@ class _Call:
     __slots__ = ("body_read", "kwargs", "started", "stream")
 
     def __init__(
-        self, owner: Any, name: str, method: Any, kwargs: dict[str, Any], scope: Scope
+        self,
+        owner: Any,
+        name: str,
+        method: Any,
+        kwargs: dict[str, Any],
+        scope: Scope,
+        sent: _Call | None = None,
     ) -> None:
         # A stream helper (``responses.stream()``, ``chat.completions.stream()``) asks
         # for its stream itself: its request's first read is a stream's first chunk too.
         self.stream = kwargs.get("stream") is True or name == "stream"
         self.started = time.monotonic()
         self.body_read: Any = KEEP
+        if sent is not None:
+            # A call on a response (its parse()) reads what that request sent: its stream
+            # gets the request's first-chunk bound and its body read timeout back.
+            self.started, self.body_read = sent.started, sent.body_read
         spec = scope.endpoint.spec
         model = kwargs.get("model")
         if isinstance(model, str) and spec is not None and spec.models:
@@ -98,13 +108,21 @@ class _Call:
         self.kwargs = kwargs
 
 
-def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[str, Any]) -> Any:
-    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope``."""
+def _call(
+    owner: Any,
+    name: str,
+    scope: Scope | None,
+    args: Any,
+    kwargs: dict[str, Any],
+    sent: _Call | None = None,
+) -> Any:
+    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the response
+    of the call ``sent``, if given)."""
     method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
     try:
         if scope is None:
             return track(method(*args, **kwargs), None)
-        call = _Call(owner, name, method, kwargs, scope)
+        call = _Call(owner, name, method, kwargs, scope, sent)
         return track(method(*args, **call.kwargs), scope, call)
     except BaseException as exc:
         mark_if_transport(exc)
@@ -155,7 +173,7 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
     if isinstance(value, (LegacyAPIResponse, BaseAPIResponse)):
         if isinstance(value, LegacyAPIResponse) and not value._stream:
             value.parse()  # parsed (and cached) now, inside the attempt: a bad body is a fault
-        return Tracked(value, scope)  # its parse() and reads are calls on the provider too
+        return Tracked(value, scope, call)  # its parse() and reads are calls on the provider too
     if is_navigation(value):
         return Tracked(value, scope)
     return value
@@ -190,9 +208,10 @@ class Navigable(wrapt.ObjectProxy[Any]):
 class Tracked(Navigable):
     """A client or resource whose calls belong to the attempt ``scope``."""
 
-    def __init__(self, wrapped: Any, scope: Scope | None = None) -> None:
+    def __init__(self, wrapped: Any, scope: Scope | None = None, sent: _Call | None = None) -> None:
         super().__init__(wrapped)
         self._self_scope = scope
+        self._self_sent = sent  # the call whose response this is, if it is one
 
     def bound(self, scope: Scope) -> Tracked:
         """This client as handed out for the attempt ``scope``."""
@@ -200,21 +219,25 @@ class Tracked(Navigable):
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
         if method:
-            return TrackedMethod(value, self.__wrapped__, name, self._self_scope)
+            return TrackedMethod(value, self.__wrapped__, name, self._self_scope, self._self_sent)
         return Tracked(value, self._self_scope)
 
 
 class TrackedMethod(wrapt.ObjectProxy[Any]):
     """A method of a tracked client, looked up on its owner at each call."""
 
-    def __init__(self, method: Any, owner: Any, name: str, scope: Scope | None) -> None:
+    def __init__(
+        self, method: Any, owner: Any, name: str, scope: Scope | None, sent: _Call | None = None
+    ) -> None:
         super().__init__(method)
         self._self_owner = owner
         self._self_name = name
         self._self_scope = scope
+        self._self_sent = sent
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _call(self._self_owner, self._self_name, self._self_scope, args, kwargs)
+        owner, name, scope = self._self_owner, self._self_name, self._self_scope
+        return _call(owner, name, scope, args, kwargs, self._self_sent)
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):

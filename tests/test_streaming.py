@@ -411,6 +411,46 @@ def test_a_pause_after_the_first_chunk_is_survived_without_stall_timeout(
     assert backup.requests == []
 
 
+def raw_reader(mode: str, view: str) -> Callable[..., Any]:
+    """A body that reads a chat stream through a raw-response view, to its end."""
+
+    def read(client: Any = None) -> str:
+        if view == "with_streaming_response":
+            with client.chat.completions.with_streaming_response.create(**REQUEST) as response:
+                return "".join(map(text_of, response.parse()))
+        raw = client.chat.completions.with_raw_response.create(**REQUEST)
+        return "".join(map(text_of, raw.parse()))
+
+    async def aread(client: Any = None) -> str:
+        if view == "with_streaming_response":
+            views = client.chat.completions.with_streaming_response
+            async with views.create(**REQUEST) as response:
+                return "".join([text_of(e) async for e in await response.parse()])
+        raw = await client.chat.completions.with_raw_response.create(**REQUEST)
+        return "".join([text_of(e) async for e in raw.parse()])
+
+    return aread if mode == "async" else read
+
+
+@pytest.mark.parametrize("view", ["with_raw_response", "with_streaming_response"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_a_pause_after_the_first_chunk_is_survived_through_raw_response_views(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+    view: str,
+) -> None:
+    # first_token_timeout bounds the first chunk only, whichever way the stream is read.
+    comet.pause(after=2, seconds=0.6)
+    body = raw_reader(mode, view)
+    answer = call(chain, f"{form}-{mode}", body=body, first_token_timeout=0.3, **NO_BREAKER)
+    assert answer == "[comet] hello"
+    assert backup.requests == []
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(("interval", "chunks"), [(0.15, 6), (0.4, 2)], ids=["fast", "slow"])
