@@ -159,8 +159,10 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
         return value  # a parsed answer (the common case): nothing left to read
     if is_stream(value, call is not None and call.stream):
         return _stream(value, scope, call)
-    if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
+    if inspect.iscoroutine(value):
         return _tracked_await(value, scope, call)
+    if isinstance(value, AsyncPaginator):
+        return TrackedPaginator(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
         return TrackedContext(value, scope, call)
     if isinstance(value, AsyncResponseContextManager) or _is_manager(value, "__aenter__"):
@@ -238,6 +240,24 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         owner, name, scope = self._self_owner, self._self_name, self._self_scope
         return _call(owner, name, scope, args, kwargs, self._self_sent)
+
+
+class TrackedPaginator(wrapt.ObjectProxy[Any]):
+    """An async paginator: awaited for its first page, or iterated (``async for``) over
+    every item, as the client's own is."""
+
+    def __init__(self, wrapped: Any, scope: Scope | None, call: _Call | None) -> None:
+        super().__init__(wrapped)
+        self._self_scope = scope
+        self._self_call = call
+
+    def __await__(self) -> Any:
+        return _tracked_await(self.__wrapped__, self._self_scope, self._self_call).__await__()
+
+    async def __aiter__(self) -> Any:
+        page = await self
+        async for item in page:
+            yield item
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):
