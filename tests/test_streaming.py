@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -506,6 +508,61 @@ def test_stall_timeout_reruns_a_stalled_body_on_the_backup(
     assert elapsed < 1.3
     assert isinstance(events[0].error, openai.APITimeoutError)
     assert len(backup.requests) == 1
+
+
+def slow_reader(mode: str, pause: float) -> Callable[..., Any]:
+    """A body that takes ``pause`` seconds over each chunk (it relays them to a slow client)."""
+
+    def read(client: Any = None) -> str:
+        got = []
+        for chunk in client.chat.completions.create(**REQUEST):
+            got.append(text_of(chunk))
+            time.sleep(pause)
+        return "".join(got)
+
+    async def aread(client: Any = None) -> str:
+        got = []
+        async for chunk in await client.chat.completions.create(**REQUEST):
+            got.append(text_of(chunk))
+            await asyncio.sleep(pause)
+        return "".join(got)
+
+    return aread if mode == "async" else read
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_stall_timeout_never_counts_the_time_the_caller_takes_over_a_chunk(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+) -> None:
+    # The provider sends at once; the caller is slow. No silence of the provider's.
+    body = slow_reader(mode, pause=0.4)
+    answer = call(chain, f"{form}-{mode}", body=body, stall_timeout=0.2, **NO_BREAKER)
+    assert answer == "[comet] hello"
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("deadline", [None, 30])
+@pytest.mark.parametrize("mode", MODES)
+def test_stall_timeout_still_catches_a_stall_after_a_slow_caller(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    deadline: float | None,
+) -> None:
+    # The watchdog looked while the caller held a chunk: the next read must re-arm it.
+    comet.pause(after=3, seconds=1.5)
+    body = slow_reader(mode, pause=0.4)
+    settings = {"stall_timeout": 0.2, "deadline": deadline, **NO_BREAKER}
+    error, elapsed = timed(lambda: call(chain, f"proxy-{mode}", body=body, **settings))
+    assert isinstance(error, StreamInterrupted), error
+    assert elapsed < 1.3 + 3 * 0.4  # not the pause's end
+    assert backup.requests == []
 
 
 @pytest.mark.parametrize("value", [0, -1])
