@@ -32,6 +32,9 @@ class Timer:
 
     def disarm(self) -> None:
         self.expiry = float("inf")
+        # Its heap entry stays until the expiry it had: it must not keep the response
+        # (and the request, prompt included) alive that long.
+        self.response = None
 
     def abort(self) -> None:
         self.fired = True

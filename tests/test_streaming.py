@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -563,6 +565,32 @@ def test_stall_timeout_still_catches_a_stall_after_a_slow_caller(
     assert isinstance(error, StreamInterrupted), error
     assert elapsed < 1.3 + 3 * 0.4  # not the pause's end
     assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_a_finished_stream_is_not_kept_alive_until_its_deadline(
+    chain: tuple[Provider, Provider], form: str, mode: str
+) -> None:
+    # A busy service with deadline=60 would otherwise hold every request (prompt
+    # included) of the last minute's streams.
+    requests: list[weakref.ref[Any]] = []
+
+    def read(client: Any = None) -> str:
+        stream = client.chat.completions.create(**REQUEST)
+        requests.append(weakref.ref(stream.response.request))
+        return "".join(map(text_of, stream))
+
+    async def aread(client: Any = None) -> str:
+        stream = await client.chat.completions.create(**REQUEST)
+        requests.append(weakref.ref(stream.response.request))
+        return "".join([text_of(chunk) async for chunk in stream])
+
+    body = aread if mode == "async" else read
+    settings = {"deadline": 60, "stall_timeout": 30, **NO_BREAKER}
+    assert call(chain, f"{form}-{mode}", body=body, **settings) == "[comet] hello"
+    gc.collect()
+    assert [ref() for ref in requests] == [None]
 
 
 @pytest.mark.parametrize("value", [0, -1])
