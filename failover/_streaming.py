@@ -186,7 +186,8 @@ class _Watch:
         timer = self.timer
         if timer is not None:
             timer.disarm()
-            if timer.fired:
+            # A cancellation or KeyboardInterrupt that came meanwhile is never a timeout.
+            if timer.fired and isinstance(exc, Exception):
                 return self.expired()
         mark_if_transport(exc)
         return None

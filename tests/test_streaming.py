@@ -9,11 +9,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER
 from openai.resources.chat.completions import AsyncCompletions, Completions
-from test_engine import call, timed
+from test_engine import call, run_async, timed
 
 from failover import (
     DeadlineExceeded,
@@ -591,6 +592,46 @@ def test_a_finished_stream_is_not_kept_alive_until_its_deadline(
     assert call(chain, f"{form}-{mode}", body=body, **settings) == "[comet] hello"
     gc.collect()
     assert [ref() for ref in requests] == [None]
+
+
+class NoSocket(httpx2.AsyncBaseTransport):
+    """A transport that does not expose its socket: the watchdog cannot cut its reads."""
+
+    def __init__(self) -> None:
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        response.extensions = {
+            k: v for k, v in response.extensions.items() if k != "network_stream"
+        }
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("form", ["decorator", "proxy", "block"])
+def test_a_cancellation_after_the_watchdog_fired_is_never_a_timeout(
+    comet: FakeProvider, backup: FakeProvider, form: str
+) -> None:
+    comet.pause(after=0, seconds=2)  # the headers, then nothing
+    transport = {"http_client": httpx2.AsyncClient(transport=NoSocket())}
+    primary = Provider(
+        "comet", base_url=comet.base_url, api_key=comet.api_key, client_options=transport
+    )
+    chain = (primary, Provider("backup", base_url=backup.base_url, api_key=backup.api_key))
+
+    async def main() -> None:
+        run = run_async(chain, form, reader("async"), {"first_token_timeout": 0.2, **NO_BREAKER})
+        task = asyncio.ensure_future(run)
+        await asyncio.sleep(0.5)  # the first-chunk bound has expired; the read still waits
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert backup.requests == []  # the cancelled call went on nowhere
 
 
 @pytest.mark.parametrize("value", [0, -1])
