@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +83,9 @@ class Failover(Navigable):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             value = getattr(self.__wrapped__, name)
-            if not isinstance(value, (str, int, float, type(None))):
+            # Not a bound method either: each read makes a new one, so remembering them
+            # would grow without end on a long-lived client (and none is a part to swap).
+            if not isinstance(value, (str, int, float, type(None), types.MethodType)):
                 self._self_own[id(value)] = ((*self._self_path, name), value)
             return value
         return super().__getattr__(name)

@@ -136,15 +136,25 @@ class _Watch:
         if timer is not None:
             if timer.fired:  # no socket to shut down: caught at the next chunk
                 raise self.expired()
-            scope = self.scope
-            stall = scope.stall_timeout  # type: ignore[union-attr]
-            later = scope.deadline_at  # type: ignore[union-attr]
-            if stall is not None:
-                bound = time.monotonic() + stall
-                later = bound if later is None else min(later, bound)
+            # The caller's time over a chunk is no silence of the provider's: only the
+            # deadline bounds it; the stall clock starts at the next read (reading()).
+            later = self.scope.deadline_at  # type: ignore[union-attr]
             timer.expiry = float("inf") if later is None else later
             WATCHDOG.schedule(timer)
         return chunk
+
+    def reading(self) -> None:
+        """The caller asks for the next chunk: from now on, the provider's silence counts."""
+        timer = self.timer
+        if timer is None or not self.chunks:
+            return  # no bounds, or the first chunk's (set when the stream was opened)
+        scope = self.scope
+        stall = scope.stall_timeout  # type: ignore[union-attr]
+        if stall is not None:
+            bound = time.monotonic() + stall
+            later = scope.deadline_at  # type: ignore[union-attr]
+            timer.expiry = bound if later is None else min(later, bound)
+            WATCHDOG.schedule(timer)
 
     def _check(self, chunk: Any) -> None:
         kind = self.kind
@@ -176,7 +186,8 @@ class _Watch:
         timer = self.timer
         if timer is not None:
             timer.disarm()
-            if timer.fired:
+            # A cancellation or KeyboardInterrupt that came meanwhile is never a timeout.
+            if timer.fired and isinstance(exc, Exception):
                 return self.expired()
         mark_if_transport(exc)
         return None
@@ -217,6 +228,7 @@ class SyncStream(wrapt.BaseObjectProxy[Any]):
 
     def __next__(self) -> Any:
         watch = self._self_watch
+        watch.reading()
         try:
             chunk = next(self.__wrapped__)
         except StopIteration:
@@ -259,6 +271,7 @@ class AsyncStream(wrapt.BaseObjectProxy[Any]):
 
     async def __anext__(self) -> Any:
         watch = self._self_watch
+        watch.reading()
         try:
             chunk = await self.__wrapped__.__anext__()
         except StopAsyncIteration:

@@ -56,7 +56,13 @@ def _own_timeout(owner: Any, given: Any) -> Any:
     """The timeout the call would have without failover: its own, else its client's."""
     if not isinstance(given, (openai.NotGiven, openai.Omit)):
         return given
-    client = getattr(owner, "_client", owner)
+    client = getattr(owner, "_client", None)
+    if client is None:
+        # A raw/streaming-response view (``completions.with_raw_response``) has no client
+        # of its own: the resource it wraps has; the client itself has its timeout.
+        resources = (SyncAPIResource, AsyncAPIResource)
+        found = [v for v in getattr(owner, "__dict__", {}).values() if isinstance(v, resources)]
+        client = found[0]._client if found else owner
     timeout = getattr(client, "timeout", None)
     return None if isinstance(timeout, (openai.NotGiven, openai.Omit)) else timeout
 
@@ -67,7 +73,14 @@ class _Call:
     __slots__ = ("args", "body_read", "kwargs", "request", "scope", "started", "stream")
 
     def __init__(
-        self, owner: Any, name: str, method: Any, args: Any, kwargs: dict[str, Any], scope: Scope
+        self,
+        owner: Any,
+        name: str,
+        method: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        scope: Scope,
+        sent: _Call | None = None,
     ) -> None:
         self.args = args
         self.scope = scope
@@ -83,6 +96,10 @@ class _Call:
         self.stream = kwargs.get("stream") is True or name == "stream"
         self.started = time.monotonic()
         self.body_read: Any = KEEP
+        if sent is not None:
+            # A call on a response (its parse()) reads what that request sent: its stream
+            # gets the request's first-chunk bound and its body read timeout back.
+            self.started, self.body_read = sent.started, sent.body_read
         spec = scope.endpoint.spec
         model = kwargs.get("model")
         if isinstance(model, str) and spec is not None and spec.models:
@@ -112,8 +129,16 @@ class _Call:
             self.scope.ownership.failed(self.args, self.kwargs, exc, self.scope.endpoint)
 
 
-def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[str, Any]) -> Any:
-    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope``."""
+def _call(
+    owner: Any,
+    name: str,
+    scope: Scope | None,
+    args: Any,
+    kwargs: dict[str, Any],
+    sent: _Call | None = None,
+) -> Any:
+    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the response
+    of the call ``sent``, if given)."""
     method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
     if scope is None:
         try:
@@ -121,7 +146,7 @@ def _call(owner: Any, name: str, scope: Scope | None, args: Any, kwargs: dict[st
         except BaseException as exc:
             mark_if_transport(exc)
             raise
-    call = _Call(owner, name, method, args, kwargs, scope)
+    call = _Call(owner, name, method, args, kwargs, scope, sent)
     try:
         return track(method(*args, **call.kwargs), scope, call)
     except BaseException as exc:
@@ -164,8 +189,10 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
         return value  # a parsed answer (the common case): nothing left to read
     if is_stream(value, call is not None and call.stream):
         return _stream(value, scope, call)
-    if inspect.iscoroutine(value) or isinstance(value, AsyncPaginator):
+    if inspect.iscoroutine(value):
         return _tracked_await(value, scope, call)
+    if isinstance(value, AsyncPaginator):
+        return TrackedPaginator(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
         return TrackedContext(value, scope, call)
     if isinstance(value, AsyncResponseContextManager) or _is_manager(value, "__aenter__"):
@@ -181,7 +208,7 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
             parsed = value.parse()
             if call is not None:
                 call.answered(parsed)
-        return Tracked(value, scope)  # its parse() and reads are calls on the provider too
+        return Tracked(value, scope, call)  # its parse() and reads are calls on the provider too
     if is_navigation(value):
         return Tracked(value, scope)
     return value
@@ -216,9 +243,10 @@ class Navigable(wrapt.ObjectProxy[Any]):
 class Tracked(Navigable):
     """A client or resource whose calls belong to the attempt ``scope``."""
 
-    def __init__(self, wrapped: Any, scope: Scope | None = None) -> None:
+    def __init__(self, wrapped: Any, scope: Scope | None = None, sent: _Call | None = None) -> None:
         super().__init__(wrapped)
         self._self_scope = scope
+        self._self_sent = sent  # the call whose response this is, if it is one
 
     def bound(self, scope: Scope) -> Tracked:
         """This client as handed out for the attempt ``scope``."""
@@ -226,21 +254,43 @@ class Tracked(Navigable):
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
         if method:
-            return TrackedMethod(value, self.__wrapped__, name, self._self_scope)
+            return TrackedMethod(value, self.__wrapped__, name, self._self_scope, self._self_sent)
         return Tracked(value, self._self_scope)
 
 
 class TrackedMethod(wrapt.ObjectProxy[Any]):
     """A method of a tracked client, looked up on its owner at each call."""
 
-    def __init__(self, method: Any, owner: Any, name: str, scope: Scope | None) -> None:
+    def __init__(
+        self, method: Any, owner: Any, name: str, scope: Scope | None, sent: _Call | None = None
+    ) -> None:
         super().__init__(method)
         self._self_owner = owner
         self._self_name = name
         self._self_scope = scope
+        self._self_sent = sent
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _call(self._self_owner, self._self_name, self._self_scope, args, kwargs)
+        owner, name, scope = self._self_owner, self._self_name, self._self_scope
+        return _call(owner, name, scope, args, kwargs, self._self_sent)
+
+
+class TrackedPaginator(wrapt.ObjectProxy[Any]):
+    """An async paginator: awaited for its first page, or iterated (``async for``) over
+    every item, as the client's own is."""
+
+    def __init__(self, wrapped: Any, scope: Scope | None, call: _Call | None) -> None:
+        super().__init__(wrapped)
+        self._self_scope = scope
+        self._self_call = call
+
+    def __await__(self) -> Any:
+        return _tracked_await(self.__wrapped__, self._self_scope, self._self_call).__await__()
+
+    async def __aiter__(self) -> Any:
+        page = await self
+        async for item in page:
+            yield item
 
 
 class TrackedContext(wrapt.ObjectProxy[Any]):

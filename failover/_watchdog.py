@@ -20,7 +20,7 @@ from typing import Any
 
 
 class Timer:
-    """One stream's expiry; moved later (or disarmed) by its reader, never earlier."""
+    """One stream's expiry, moved by its reader (earlier ones are scheduled anew)."""
 
     __slots__ = ("expiry", "fired", "response", "scheduled")
 
@@ -32,6 +32,9 @@ class Timer:
 
     def disarm(self) -> None:
         self.expiry = float("inf")
+        # Its heap entry stays until the expiry it had: it must not keep the response
+        # (and the request, prompt included) alive that long.
+        self.response = None
 
     def abort(self) -> None:
         self.fired = True
@@ -75,8 +78,18 @@ class _Watchdog:
                 while not heap:
                     self._lock.wait()
                 when, _, timer = heap[0]
-                if timer.expiry == float("inf") or when != timer.scheduled:
-                    heapq.heappop(heap)  # disarmed, or an entry an earlier one superseded
+                if when != timer.scheduled:
+                    heapq.heappop(heap)  # an entry an earlier one superseded
+                    continue
+                if timer.expiry == float("inf"):
+                    # Disarmed, or parked while its caller holds a chunk: the next read
+                    # re-arms it, and must then schedule it anew.
+                    heapq.heappop(heap)
+                    timer.scheduled = float("inf")
+                    expiry = timer.expiry  # a reader may have re-armed it meanwhile
+                    if expiry != float("inf"):
+                        timer.scheduled = expiry
+                        heapq.heappush(heap, (expiry, next(self._order), timer))
                     continue
                 if timer.expiry > when:  # moved later: look again then
                     timer.scheduled = timer.expiry

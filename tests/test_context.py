@@ -22,6 +22,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
+from test_engine import call
 
 import failover
 from failover import FailoverError, MissingAPIKey, Provider
@@ -242,6 +243,19 @@ def test_async_models_list_can_be_awaited(comet: FakeProvider, backup: FakeProvi
     providers = (provider(comet), provider(backup))
     result = through_proxy(Flavour("async"), providers, op_models_list_awaited)
     assert result == "[backup] fake-model"
+
+
+@pytest.mark.parametrize("form", ["decorator", "proxy", "block"])
+def test_async_pages_are_iterated_in_every_form(
+    comet: FakeProvider, backup: FakeProvider, form: str
+) -> None:
+    # An AsyncPaginator is awaited (its first page) or iterated over every item.
+    async def ids(client: Any = None) -> list[str]:
+        return [f"{m.owned_by} {m.id}" async for m in client.models.list()]
+
+    comet.fail(500)
+    chain = (provider(comet), provider(backup))
+    assert call(chain, f"{form}-async", body=ids, **NO_BREAKER) == ["backup fake-model"]
 
 
 def test_streaming_response_body_is_the_callers(

@@ -471,3 +471,17 @@ def test_drop_in_stream_helper_cut_after_delivery_is_interrupted(
     comet.cut_stream(after=3)
     with pytest.raises(failover.StreamInterrupted):
         proxied(chain, responses_helper_text)
+
+
+def test_reading_private_methods_of_a_long_lived_drop_in_keeps_nothing(
+    chain: tuple[Provider, Provider],
+) -> None:
+    # Each read of a method makes a new bound method: an instrumentation reading one per
+    # call must not grow what the client remembers of its private parts.
+    with failover.OpenAI(*chain, **NO_BREAKER) as client:
+        before = len(client._self_own)  # type: ignore[attr-defined]
+        for _ in range(100):
+            assert callable(client._build_headers)  # type: ignore[attr-defined]
+        assert len(client._self_own) == before  # type: ignore[attr-defined]
+        reply = client.chat.completions.create(model="m", messages=MESSAGES)
+        assert reply.choices[0].message.content == "[comet] hello"

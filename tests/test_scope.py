@@ -130,3 +130,48 @@ def test_a_budget_alone_bounds_the_connect(backup: FakeProvider, how: str) -> No
         answer, elapsed = timed(lambda: call(chain, how, attempt_timeout=0.3, **NO_BREAKER))
     assert answer == BACKUP
     assert elapsed < HANG / 2
+
+
+def raw_asker(mode: str, view: str) -> Any:
+    """A body that asks through a raw-response view (``view``: its path on the client)."""
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+    def create(client: Any) -> Any:
+        for name in view.split("."):
+            client = getattr(client, name)
+        return client.create
+
+    def ask(client: Any = None) -> str:
+        if "streaming" in view:
+            with create(client)(**request) as response:
+                return str(response.parse().choices[0].message.content)
+        return str(create(client)(**request).parse().choices[0].message.content)
+
+    async def aask(client: Any = None) -> str:
+        if "streaming" in view:
+            async with create(client)(**request) as response:
+                return str((await response.parse()).choices[0].message.content)
+        raw = await create(client)(**request)
+        return str(raw.parse().choices[0].message.content)
+
+    return aask if mode == "async" else ask
+
+
+VIEWS = [
+    "chat.completions.with_raw_response",
+    "with_raw_response.chat.completions",
+    "chat.completions.with_streaming_response",
+]
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("how", HOW)
+def test_a_provider_timeout_is_kept_through_raw_response_views(
+    comet: FakeProvider, backup: FakeProvider, how: str, view: str
+) -> None:
+    comet.hang(HANG)
+    chain = backed_up(provider(comet, timeout=0.3), backup)
+    body = raw_asker(how.split("-")[1], view)
+    answer, elapsed = timed(lambda: call(chain, how, body=body, deadline=HANG, **NO_BREAKER))
+    assert answer == BACKUP
+    assert elapsed < HANG / 2

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER
 from openai.resources.chat.completions import AsyncCompletions, Completions
-from test_engine import call, timed
+from test_engine import call, run_async, timed
 
 from failover import (
     DeadlineExceeded,
@@ -411,6 +416,46 @@ def test_a_pause_after_the_first_chunk_is_survived_without_stall_timeout(
     assert backup.requests == []
 
 
+def raw_reader(mode: str, view: str) -> Callable[..., Any]:
+    """A body that reads a chat stream through a raw-response view, to its end."""
+
+    def read(client: Any = None) -> str:
+        if view == "with_streaming_response":
+            with client.chat.completions.with_streaming_response.create(**REQUEST) as response:
+                return "".join(map(text_of, response.parse()))
+        raw = client.chat.completions.with_raw_response.create(**REQUEST)
+        return "".join(map(text_of, raw.parse()))
+
+    async def aread(client: Any = None) -> str:
+        if view == "with_streaming_response":
+            views = client.chat.completions.with_streaming_response
+            async with views.create(**REQUEST) as response:
+                return "".join([text_of(e) async for e in await response.parse()])
+        raw = await client.chat.completions.with_raw_response.create(**REQUEST)
+        return "".join([text_of(e) async for e in raw.parse()])
+
+    return aread if mode == "async" else read
+
+
+@pytest.mark.parametrize("view", ["with_raw_response", "with_streaming_response"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_a_pause_after_the_first_chunk_is_survived_through_raw_response_views(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+    view: str,
+) -> None:
+    # first_token_timeout bounds the first chunk only, whichever way the stream is read.
+    comet.pause(after=2, seconds=0.6)
+    body = raw_reader(mode, view)
+    answer = call(chain, f"{form}-{mode}", body=body, first_token_timeout=0.3, **NO_BREAKER)
+    assert answer == "[comet] hello"
+    assert backup.requests == []
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(("interval", "chunks"), [(0.15, 6), (0.4, 2)], ids=["fast", "slow"])
@@ -466,6 +511,127 @@ def test_stall_timeout_reruns_a_stalled_body_on_the_backup(
     assert elapsed < 1.3
     assert isinstance(events[0].error, openai.APITimeoutError)
     assert len(backup.requests) == 1
+
+
+def slow_reader(mode: str, pause: float) -> Callable[..., Any]:
+    """A body that takes ``pause`` seconds over each chunk (it relays them to a slow client)."""
+
+    def read(client: Any = None) -> str:
+        got = []
+        for chunk in client.chat.completions.create(**REQUEST):
+            got.append(text_of(chunk))
+            time.sleep(pause)
+        return "".join(got)
+
+    async def aread(client: Any = None) -> str:
+        got = []
+        async for chunk in await client.chat.completions.create(**REQUEST):
+            got.append(text_of(chunk))
+            await asyncio.sleep(pause)
+        return "".join(got)
+
+    return aread if mode == "async" else read
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_stall_timeout_never_counts_the_time_the_caller_takes_over_a_chunk(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    form: str,
+    mode: str,
+) -> None:
+    # The provider sends at once; the caller is slow. No silence of the provider's.
+    body = slow_reader(mode, pause=0.4)
+    answer = call(chain, f"{form}-{mode}", body=body, stall_timeout=0.2, **NO_BREAKER)
+    assert answer == "[comet] hello"
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("deadline", [None, 30])
+@pytest.mark.parametrize("mode", MODES)
+def test_stall_timeout_still_catches_a_stall_after_a_slow_caller(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: tuple[Provider, Provider],
+    mode: str,
+    deadline: float | None,
+) -> None:
+    # The watchdog looked while the caller held a chunk: the next read must re-arm it.
+    comet.pause(after=3, seconds=1.5)
+    body = slow_reader(mode, pause=0.4)
+    settings = {"stall_timeout": 0.2, "deadline": deadline, **NO_BREAKER}
+    error, elapsed = timed(lambda: call(chain, f"proxy-{mode}", body=body, **settings))
+    assert isinstance(error, StreamInterrupted), error
+    assert elapsed < 1.3 + 3 * 0.4  # not the pause's end
+    assert backup.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("form", FORMS)
+def test_a_finished_stream_is_not_kept_alive_until_its_deadline(
+    chain: tuple[Provider, Provider], form: str, mode: str
+) -> None:
+    # A busy service with deadline=60 would otherwise hold every request (prompt
+    # included) of the last minute's streams.
+    requests: list[weakref.ref[Any]] = []
+
+    def read(client: Any = None) -> str:
+        stream = client.chat.completions.create(**REQUEST)
+        requests.append(weakref.ref(stream.response.request))
+        return "".join(map(text_of, stream))
+
+    async def aread(client: Any = None) -> str:
+        stream = await client.chat.completions.create(**REQUEST)
+        requests.append(weakref.ref(stream.response.request))
+        return "".join([text_of(chunk) async for chunk in stream])
+
+    body = aread if mode == "async" else read
+    settings = {"deadline": 60, "stall_timeout": 30, **NO_BREAKER}
+    assert call(chain, f"{form}-{mode}", body=body, **settings) == "[comet] hello"
+    gc.collect()
+    assert [ref() for ref in requests] == [None]
+
+
+class NoSocket(httpx2.AsyncBaseTransport):
+    """A transport that does not expose its socket: the watchdog cannot cut its reads."""
+
+    def __init__(self) -> None:
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        response.extensions = {
+            k: v for k, v in response.extensions.items() if k != "network_stream"
+        }
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("form", ["decorator", "proxy", "block"])
+def test_a_cancellation_after_the_watchdog_fired_is_never_a_timeout(
+    comet: FakeProvider, backup: FakeProvider, form: str
+) -> None:
+    comet.pause(after=0, seconds=2)  # the headers, then nothing
+    transport = {"http_client": httpx2.AsyncClient(transport=NoSocket())}
+    primary = Provider(
+        "comet", base_url=comet.base_url, api_key=comet.api_key, client_options=transport
+    )
+    chain = (primary, Provider("backup", base_url=backup.base_url, api_key=backup.api_key))
+
+    async def main() -> None:
+        run = run_async(chain, form, reader("async"), {"first_token_timeout": 0.2, **NO_BREAKER})
+        task = asyncio.ensure_future(run)
+        await asyncio.sleep(0.5)  # the first-chunk bound has expired; the read still waits
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert backup.requests == []  # the cancelled call went on nowhere
 
 
 @pytest.mark.parametrize("value", [0, -1])
