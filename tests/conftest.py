@@ -7,16 +7,20 @@ from collections.abc import Iterator
 import pytest
 
 from failover import Breaker, Provider
+from failover._activity import ACTIVITY
 from failover._health import STORE
 from failover.testing import FakeProvider
 
 
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> Iterator[None]:
-    # Breaker state is process-wide by design; tests must not see each other's.
+    # Breaker state and the rolling counters are process-wide by design; tests must
+    # not see each other's.
     STORE.clear()
+    ACTIVITY.clear()
     yield
     STORE.clear()
+    ACTIVITY.clear()
 
 
 @pytest.fixture
