@@ -324,25 +324,25 @@ class Traced(Observer):
     def failed(self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool) -> None:
         finished = self.finished
         super().failed(endpoint, exc, fails_over, retry)
+        if fails_over and not retry:
+            self._moved_from(endpoint)
+        elif not fails_over and not finished:
+            self._end_call(None, exc)  # ended by the attempt's span, just below
         attempt = self._live.pop(id(endpoint), None)
         if attempt is not None:
             # A hedged attempt that lost the race, or a call its caller cancelled.
             cancelled = isinstance(exc, asyncio.CancelledError)
             outcome = "cancelled" if cancelled else "retry" if retry else "failure"
             attempt.finish(outcome, None if cancelled else exc)
-        if fails_over and not retry:
-            self._moved_from(endpoint)
-        elif not fails_over and not finished:
-            self._end_call(None, exc)
 
     def succeeded(self, endpoint: Endpoint) -> None:
         finished = self.finished  # two hedged attempts may both have served
         super().succeeded(endpoint)
+        if not finished:
+            self._end_call(endpoint.name, None)
         attempt = self._live.pop(id(endpoint), None)
         if attempt is not None:
             attempt.finish("success", None)
-        if not finished:
-            self._end_call(endpoint.name, None)
 
     def gave_up(self, error: BaseException) -> None:
         if not self.finished:
@@ -359,6 +359,7 @@ class Traced(Observer):
         self.otel.transitions.add(1, attributes)
 
     def _end_call(self, served_by: str | None, error: BaseException | None) -> None:
+        """The call is over: its span ends as soon as its attempts' spans have."""
         span = self.span
         span.set_attribute("failover.failed_over", bool(self._moves))
         span.set_attribute("failover.attempts", self._number)
