@@ -985,8 +985,9 @@ def run(sizes: Sizes, only: set[str] | None = None) -> Report:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import brownout
         import recovery
+        import telemetry  # the cost of traces and metrics (needs opentelemetry-sdk)
 
-        for module in (m for m in (brownout, recovery) if want(m.__name__)):
+        for module in (m for m in (brownout, recovery, telemetry) if want(m.__name__)):
             module.bench(report, Row)
     STORE.clear()
     return report

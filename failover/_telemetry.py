@@ -71,6 +71,7 @@ def configure(
             old_meter if meter_provider is _UNSET else meter_provider,
         )
         _OTEL = None  # rebuilt on the next call, on the providers now in force
+        _recheck[0] = 0.0
 
 
 class Observer:
@@ -121,7 +122,7 @@ class Observer:
 def observe(chain: Chain, operation: object) -> Observer:
     """The observer of one call of ``chain``; ``operation`` names it (see :class:`Traced`)."""
     otel = _OTEL
-    if otel is None and "opentelemetry" in sys.modules:
+    if otel is None and "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0]:
         otel = _resolve()
     if otel is None:
         return Observer()
@@ -131,6 +132,10 @@ def observe(chain: Chain, operation: object) -> Observer:
 # -- OpenTelemetry -------------------------------------------------------------------------
 
 _PROVIDERS: tuple[Any, Any] = (None, None)  # from configure(); None: the global one
+#: Seconds between looks for an SDK set up since: an app's first traced call may come
+#: that much later, the healthy path without one costs a clock read.
+RECHECK = 1.0
+_recheck = [0.0]
 _OTEL: _Otel | None = None
 #: True once something was traced: streams look for their attempt's span only then.
 LIVE = False
@@ -154,7 +159,9 @@ def _resolve() -> _Otel | None:
         global_meter = metrics.get_meter_provider()
         meter_provider = None if _placeholder(global_meter) else global_meter
     if tracer_provider is None and meter_provider is None:
-        return None  # the healthy path with no SDK: two lookups, then nothing
+        # No SDK yet: look again in a second (the healthy path pays one clock read).
+        _recheck[0] = time.monotonic() + RECHECK
+        return None
     # A global provider, once set, stays: the instruments are built once, on the API's
     # proxies where failover was given none (they follow a provider set later).
     _OTEL = _Otel(*_PROVIDERS)
