@@ -75,7 +75,7 @@ class Activity:
         self.clock = clock  # seconds; tests inject their own
         self._lock = threading.Lock()
         self._providers: dict[str, _Rolling] = {}
-        self._calls = _Rolling("")  # calls (served or not) in its _CALLS column
+        self._unserved = _Rolling("")  # calls no provider served, in its _CALLS column
         self.alerting = Alerting()
 
     def _rolling(self, key: str, name: str) -> _Rolling:
@@ -90,14 +90,13 @@ class Activity:
         with self._lock:
             bucket = self._rolling(key, name).bucket(now)
             bucket[_CALLS] += 1
-            bucket[_SERVED] += 1
-            self._calls.bucket(now)[_CALLS] += 1
+            bucket[_SERVED] += 1  # the process's calls: every provider's served, plus unserved
 
     def unserved(self) -> None:
         """A call ended without an answer (every provider failed, or the caller's error)."""
         now = self.clock()
         with self._lock:
-            self._calls.bucket(now)[_CALLS] += 1
+            self._unserved.bucket(now)[_CALLS] += 1
 
     def skipped(self, key: str, name: str) -> None:
         now = self.clock()
@@ -146,7 +145,8 @@ class Activity:
         with self._lock:
             rolling = self._providers.get(key)
             sums = rolling.totals(now) if rolling is not None else [0.0] * 6
-            calls = self._calls.totals(now)[_CALLS]
+            calls = self._unserved.totals(now)[_CALLS]
+            calls += sum(other.totals(now)[_SERVED] for other in self._providers.values())
         reached = sums[_SERVED] + sums[_MOVED]
         return {
             "calls": int(sums[_CALLS]),
@@ -159,7 +159,7 @@ class Activity:
     def clear(self) -> None:
         with self._lock:
             self._providers.clear()
-            self._calls = _Rolling("")
+            self._unserved = _Rolling("")
 
 
 ACTIVITY = Activity()
