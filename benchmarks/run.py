@@ -986,8 +986,9 @@ def run(sizes: Sizes, only: set[str] | None = None) -> Report:
         import brownout
         import ownership
         import recovery
+        import telemetry  # the cost of traces and metrics (needs opentelemetry-sdk)
 
-        for module in (m for m in (brownout, recovery, ownership) if want(m.__name__)):
+        for module in (m for m in (brownout, recovery, ownership, telemetry) if want(m.__name__)):
             module.bench(report, Row)
     STORE.clear()
     return report

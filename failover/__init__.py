@@ -29,10 +29,11 @@ from ._errors import (
     StreamInterrupted,
     StreamTruncated,
 )
-from ._health import Breaker, State, configure, health
+from ._health import Breaker, State, health
 from ._providers import Provider
 from ._retry import Retry
 from ._scope import current_provider
+from ._telemetry import configure
 
 __version__ = "0.1.0"
 

@@ -41,7 +41,7 @@ class AttemptContext(Generic[C]):
     goes on to the next provider; anything else propagates.
     """
 
-    __slots__ = ("_client", "_run", "_scope", "_started", "_token", "endpoint")
+    __slots__ = ("_client", "_run", "_scope", "_span", "_started", "_token", "endpoint")
 
     def __init__(self, run: Run, endpoint: Endpoint, client: Any, streams: bool = False) -> None:
         self._run = run
@@ -54,6 +54,7 @@ class AttemptContext(Generic[C]):
         self._client: C = run.handed_out(client, scope, shared)
         self._started = time.monotonic()
         self._token: Any = None
+        self._span = run.observer.attempt(endpoint)  # its trace span, when tracing
 
     @property
     def provider(self) -> str:
@@ -64,14 +65,25 @@ class AttemptContext(Generic[C]):
         return f"<attempt on {self.endpoint.name!r}>"
 
     def __enter__(self) -> C:
-        self._token = SCOPE.set(self._scope)
+        self._token = SCOPE.set(self._scope), self._span and self._span.enter()
         return self._client
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        _reset(self._token)
+        self._leave(self._token)
         return self.end(exc)
+
+    def _leave(self, token: tuple[contextvars.Token[Any], object]) -> None:
+        _reset(token[0])
+        if self._span is not None:
+            self._span.leave(token[1])
+
+    def answered(self, result: T) -> T:
+        """``result``, the attempt's answer: its trace span records what it tells."""
+        if self._span is not None:
+            self._span.answered(result)
+        return result
 
     def end(self, exc: BaseException | None) -> bool:
         """Record how the attempt ended; True when ``exc`` is a fault to fail over on."""
@@ -86,11 +98,11 @@ class AttemptContext(Generic[C]):
     def scoped(self) -> Iterator[C]:
         """Just the attempt's scope, for one step of a generator: never held across a
         ``yield``, which may resume in another context (a thread pool, another task)."""
-        token = SCOPE.set(self._scope)
+        token = SCOPE.set(self._scope), self._span and self._span.enter()
         try:
             yield self._client
         finally:
-            _reset(token)
+            self._leave(token)
 
     def close_streams(self) -> None:
         """Close the streams the attempt opened: it ended early, nobody will read them."""
@@ -122,8 +134,8 @@ def _reset(token: contextvars.Token[Any]) -> None:
 class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
-    def __init__(self, chain: Chain) -> None:
-        self._run = chain.run()
+    def __init__(self, chain: Chain, operation: object = "block") -> None:
+        self._run = chain.run(operation)
 
     def attempt(
         self, build: Callable[[Endpoint], Any], streams: bool = False
@@ -184,20 +196,32 @@ class Attempts:
         return await self.attempt_async(Endpoint.async_client)
 
 
-def call_sync(chain: Chain, fn: Callable[[Any], T]) -> T:
-    attempts = Attempts(chain)
+# ``operation`` names the call in traces: a function's qualified name, or a drop-in
+# call's path (see ``_telemetry.Traced``).
+
+
+def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
+    attempts = Attempts(chain, operation)
     while True:  # ends by the return, or by FailoverError from attempt()
-        with attempts.attempt(Endpoint.sync_client) as client:
-            return fn(client)
+        attempt = attempts.attempt(Endpoint.sync_client)
+        with attempt as client:
+            return attempt.answered(fn(client))
 
 
-async def call_async(chain: Chain, fn: Callable[[Any], Awaitable[T]], *, hedge: bool = True) -> T:
+async def call_async(
+    chain: Chain,
+    fn: Callable[[Any], Awaitable[T]],
+    operation: object = "call",
+    *,
+    hedge: bool = True,
+) -> T:
     if hedge and chain.settings.hedge is not None:
-        return await call_hedged(chain, fn, chain.settings.hedge)
-    attempts = Attempts(chain)
+        return await call_hedged(chain, fn, chain.settings.hedge, operation)
+    attempts = Attempts(chain, operation)
     while True:
-        with await attempts.attempt_async(Endpoint.async_client) as client:
-            return await fn(client)
+        attempt = await attempts.attempt_async(Endpoint.async_client)
+        with attempt as client:
+            return attempt.answered(await fn(client))
 
 
 def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
@@ -223,9 +247,11 @@ def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, deli
         del exc, attempt
 
 
-def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
+def iterate_sync(
+    chain: Chain, fn: Callable[[Any], Iterator[T]], operation: object = "call"
+) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
-    attempts = Attempts(chain)
+    attempts = Attempts(chain, operation)
     while True:
         attempt = attempts.attempt(Endpoint.sync_client, streams=True)
         delivered = 0
@@ -254,9 +280,11 @@ def iterate_sync(chain: Chain, fn: Callable[[Any], Iterator[T]]) -> Iterator[T]:
         return
 
 
-async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> AsyncIterator[T]:
+async def iterate_async(
+    chain: Chain, fn: Callable[[Any], AsyncIterator[T]], operation: object = "call"
+) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
-    attempts = Attempts(chain)
+    attempts = Attempts(chain, operation)
     while True:
         attempt = await attempts.attempt_async(Endpoint.async_client, streams=True)
         delivered = 0
@@ -286,16 +314,18 @@ async def iterate_async(chain: Chain, fn: Callable[[Any], AsyncIterator[T]]) -> 
 _END: Any = object()
 
 
-async def call_hedged(chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: float) -> T:
+async def call_hedged(
+    chain: Chain, fn: Callable[[Any], Awaitable[T]], delay: float, operation: object = "call"
+) -> T:
     """Start the next provider whenever the running ones have not finished after ``delay``.
 
     The first success wins and the others are cancelled (closing their connections).
     """
-    attempts = Attempts(chain)
+    attempts = Attempts(chain, operation)
 
     async def one(attempt: AttemptContext[Any]) -> T:
         with attempt as client:
-            return await fn(client)
+            return attempt.answered(await fn(client))
         raise _Failed  # the attempt's fault was recorded and suppressed
 
     running: set[asyncio.Task[T]] = set()

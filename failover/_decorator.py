@@ -59,13 +59,14 @@ def with_fallback(
         target = getattr(func, "__func__", func)
         # Decided once, here: the driver that fits what the function is.
         if inspect.isasyncgenfunction(target):
-            driver: Callable[[Chain, Callable[[Any], Any]], Any] = iterate_async
+            driver: Callable[[Chain, Callable[[Any], Any], str], Any] = iterate_async
         elif inspect.isgeneratorfunction(target):
             driver = iterate_sync
         elif inspect.iscoroutinefunction(target):
             driver = call_async
         else:
             driver = call_sync
+        name = getattr(target, "__qualname__", "call")  # the call's name in traces
         check_flavour(chain.endpoints, is_async=driver in (call_async, iterate_async))
         if hedge is not None and driver is not call_async:
             raise TypeError(
@@ -87,7 +88,7 @@ def with_fallback(
                 kwargs[inject] = client  # this call's own dict: each attempt sets its client
                 return wrapped(*args, **kwargs)
 
-            return driver(chain, body)
+            return driver(chain, body, name)
 
         decorated: Callable[P, R] = wrapper(func)
         return decorated

@@ -46,6 +46,7 @@ from ._policy import Fault, Policy, fault_kind, provider_fault, retry_after
 from ._providers import Endpoint
 from ._retry import Retry, timed_out
 from ._scope import Scope
+from ._telemetry import Observer, observe
 
 logger = logging.getLogger("failover")
 
@@ -55,12 +56,13 @@ DEFAULT_BREAKER = Breaker()
 DEFAULT_RETRY = Retry()
 
 
-def _on_success(h: Health, now: float) -> tuple[Health, None]:
-    return succeeded(h, after_failover=False), None
+# Each returns the state the record had: a breaker that closes is a transition to report.
+def _on_success(h: Health, now: float) -> tuple[Health, State]:
+    return succeeded(h, after_failover=False), h.state
 
 
-def _on_success_after_failover(h: Health, now: float) -> tuple[Health, None]:
-    return succeeded(h, after_failover=True), None
+def _on_success_after_failover(h: Health, now: float) -> tuple[Health, State]:
+    return succeeded(h, after_failover=True), h.state
 
 
 Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
@@ -188,8 +190,8 @@ class Chain:
             )
         object.__setattr__(self, "admits", admits)
 
-    def run(self) -> Run:
-        return Run(self)
+    def run(self, operation: object = "block") -> Run:
+        return Run(self, operation)
 
     def handed_out(self, client: Any, scope: Scope) -> Any:
         """``client`` (an endpoint's tracked client) bound to this chain's ``scope``."""
@@ -215,10 +217,11 @@ class Run:
         "_tried",
         "attempts",
         "done",
+        "observer",
         "started",
     )
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, operation: object = "block") -> None:
         settings = chain.settings
         self._chain = chain
         self._settings = settings
@@ -233,6 +236,8 @@ class Run:
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
+        # Traces, metrics and the rolling counters; ``operation`` names the call in traces.
+        self.observer: Observer = observe(chain, operation)
 
     def _all_open(self, breaker: Breaker) -> bool:
         """Whether every provider is open; if so, try them all, soonest-to-recover first.
@@ -271,6 +276,7 @@ class Run:
             endpoint = self._pending[0]
             breaker = settings.breaker
             if breaker is None:
+                self.observer.started(endpoint, None)
                 return self._pending.pop(0)
             # A retry that the provider's Retry-After asked for is not blocked by the
             # opening that same Retry-After caused (others skip it until then).
@@ -285,7 +291,9 @@ class Run:
             self._pending.pop(0)
             if verdict is Verdict.PROBE:
                 self._probe.add(id(endpoint))
+                self.observer.transition(endpoint, record)
             if verdict is not Verdict.SKIP:
+                self.observer.started(endpoint, record.state)
                 return endpoint
             self._skip(endpoint, record, now, breaker)
         return None
@@ -344,18 +352,22 @@ class Run:
         if judging is not None:
             # Still an attempt that ended (and, above, a probe that is no longer claimed).
             self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
+            self.observer.failed(endpoint, exc, fails_over=False, retry=False)
             raise judging
         if not fails_over:
+            self.observer.failed(endpoint, exc, fails_over=False, retry=False)
             return False
         self._add(Attempt(endpoint.name, exc, elapsed))
+        then, retry = self._then(endpoint, news, wait, record)
         logger.warning(
             "failover: %s failed with %s after %.3fs; %s",
             endpoint.name,
             describe(exc) if fault in (None, exc) else f"{describe(exc)} from {describe(fault)}",
             elapsed,
-            self._then(endpoint, news, wait, record),
+            then,
         )
         self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
+        self.observer.failed(endpoint, exc, fails_over=True, retry=retry)
         return True
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
@@ -368,6 +380,7 @@ class Run:
             )
             self._record_success(endpoint, breaker, after_failover)
         logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
+        self.observer.succeeded(endpoint)
         if self._settings.on_attempt is not None:
             self._emit(endpoint, Outcome.SUCCESS, None, elapsed)
 
@@ -385,22 +398,25 @@ class Run:
             self._add(
                 Attempt("deadline", DeadlineExceeded(deadline), time.monotonic() - self.started)
             )
-        return FailoverError.from_attempts(self.attempts)
+        error = FailoverError.from_attempts(self.attempts)
+        self.observer.gave_up(error)
+        return error
 
     # -- bookkeeping -----------------------------------------------------------
 
     def _then(
         self, endpoint: Endpoint, exc: BaseException, wait: float | None, record: Health | None
-    ) -> str:
-        """Decide what follows a failure that fails over, and say it for the log."""
+    ) -> tuple[str, bool]:
+        """Decide what follows a failure that fails over, and say it for the log; True
+        when that is a retry of the same provider."""
         pause = self._plan_retry(endpoint, exc, wait, record)
         opened = ""
         if record is not None and record.state is State.OPEN and record.reason is not None:
             opened = f"circuit open ({record.reason.value}); "
         if pause is not None:
-            return f"{opened}retrying it in {pause:.3f}s"
+            return f"{opened}retrying it in {pause:.3f}s", True
         upcoming = self._pending[0].name if self._pending and not self._deadline_passed() else None
-        return opened + (f"trying {upcoming}" if upcoming else "no provider left")
+        return opened + (f"trying {upcoming}" if upcoming else "no provider left"), False
 
     def _plan_retry(
         self, endpoint: Endpoint, exc: BaseException, wait: float | None, record: Health | None
@@ -429,12 +445,14 @@ class Run:
 
     def _record_success(self, endpoint: Endpoint, breaker: Breaker, after_failover: bool) -> None:
         # On a clean provider succeeded() changes nothing, and the stores write nothing.
-        self._store.update(
+        before = self._store.update(
             endpoint.key,
             endpoint.name,
             _on_success_after_failover if after_failover else _on_success,
             breaker.clock,
         )
+        if before is not State.CLOSED:
+            self.observer.transition(endpoint, Health())
 
     def _record(
         self,
@@ -448,11 +466,14 @@ class Run:
         kind, probe, slow = fault_kind(exc), id(endpoint) in self._probe, timed_out(exc)
         self._probe.discard(id(endpoint))  # a retry is not the probe unless admitted as one
 
-        def change(h: Health, now: float) -> tuple[Health, Health]:
+        def change(h: Health, now: float) -> tuple[Health, tuple[Health, State]]:
             new = failed(h, breaker, now, kind, wait, probe, elapsed, slow)
-            return new, new
+            return new, (new, h.state)
 
-        return self._store.update(endpoint.key, endpoint.name, change, breaker.clock)
+        record, before = self._store.update(endpoint.key, endpoint.name, change, breaker.clock)
+        if record.state is not before:
+            self.observer.transition(endpoint, record)
+        return record
 
     def _skip(self, endpoint: Endpoint, record: Health, now: float, breaker: Breaker) -> None:
         self._store.update(
@@ -464,6 +485,7 @@ class Run:
         self._add(Attempt(endpoint.name, skipped, 0.0, skipped=True))
         logger.info("failover: skipping %s (%s)", endpoint.name, reason)
         self._emit(endpoint, Outcome.SKIPPED, skipped, 0.0)
+        self.observer.skipped(endpoint, reason, record.state)
 
     def _bound(self, endpoint: Endpoint, bound: ProviderBound) -> None:
         """``endpoint`` cannot know a resource the call names: only its owner is left.

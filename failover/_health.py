@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
+from ._activity import ACTIVITY
 from ._policy import Fault
 
 R = TypeVar("R")
@@ -302,11 +303,6 @@ STORE = MemoryStore()
 _default: list[HealthStore] = [STORE]
 
 
-def configure(*, health: HealthStore | None = None) -> None:
-    """Set the process-wide default health store (``None``: back to in-process state)."""
-    _default[0] = health if health is not None else STORE
-
-
 def default_store() -> HealthStore:
     return _default[0]
 
@@ -314,13 +310,18 @@ def default_store() -> HealthStore:
 def health(store: HealthStore | None = None) -> dict[str, dict[str, object]]:
     """A snapshot of every provider's breaker state, keyed by provider name.
 
-    Reads ``store``, or the process-wide default (see :func:`configure`); each entry's
-    ``source`` says where the state comes from.
+    Reads ``store``, or the process-wide default (see ``configure``); each entry's
+    ``source`` says where the state comes from, and its ``last_minute`` what this
+    process saw of the provider in the last minute.
     """
     store = store or default_store()
     records = store.snapshot()
     names = [name for name, _ in records.values()]
     return {
-        (name if names.count(name) == 1 else key): {**record.as_dict(), "source": store.source}
+        (name if names.count(name) == 1 else key): {
+            **record.as_dict(),
+            "source": store.source,
+            "last_minute": ACTIVITY.view(key),
+        }
         for key, (name, record) in records.items()
     }

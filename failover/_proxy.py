@@ -125,7 +125,7 @@ class FailoverMethod(Failover):
             result = _resolve(client, step)
             return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
-        return _attempts.call_sync(chain, attempt)
+        return _attempts.call_sync(chain, attempt, step)
 
     def _call_async(self, step: Path, args: Any, kwargs: Any) -> Any:
         chain = self._self_chain
@@ -161,7 +161,7 @@ async def _first_async(chain: Chain, step: Path, hedge: bool = True) -> Any:
         return result
 
     streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only
-    return await _attempts.call_async(chain, attempt, hedge=hedge and not streaming)
+    return await _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
 
 
 class FailoverAwaitable:
@@ -211,7 +211,7 @@ class FailoverContext(_Deferred):
             self._context = context
             return response
 
-        return _attempts.call_sync(self._chain, attempt)
+        return _attempts.call_sync(self._chain, attempt, self._step)
 
     def __exit__(self, *exc_info: Any) -> None:
         self._context.__exit__(*exc_info)
@@ -232,7 +232,7 @@ class FailoverAsyncContext(_Deferred):
             self._context = context
             return response
 
-        return await _attempts.call_async(self._chain, attempt, hedge=False)
+        return await _attempts.call_async(self._chain, attempt, self._step, hedge=False)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)

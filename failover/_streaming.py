@@ -27,6 +27,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
+from . import _telemetry
 from ._errors import DeadlineExceeded, StreamInterrupted, StreamTruncated, add_note
 from ._policy import is_provider_fault, mark_fault, mark_if_transport
 from ._scope import Scope
@@ -104,7 +105,7 @@ def is_stream(value: Any, requested: bool) -> bool:
 class _Watch:
     """What a stream has shown so far, and the bounds it must keep."""
 
-    __slots__ = ("chunks", "finished", "kind", "provider", "response", "scope", "timer")
+    __slots__ = ("chunks", "finished", "kind", "provider", "response", "scope", "span", "timer")
 
     def __init__(
         self, stream: Any, scope: Scope | None, started: float | None, body_read: Any
@@ -116,6 +117,10 @@ class _Watch:
         self.kind = _kind_of(stream)
         self.timer: Timer | None = None
         self.response = None
+        # The attempt's trace span lasts as long as the stream (None: not tracing).
+        self.span = _telemetry.current() if _telemetry.LIVE else None
+        if self.span is not None:
+            self.span.hold()
         if scope is None or not scope.bounded:
             return
         self.response = response = _find(stream, _is_response)
@@ -132,6 +137,8 @@ class _Watch:
         self.chunks += 1
         if not self.finished:
             self._check(chunk)
+        if self.span is not None:
+            self.span.chunk(chunk, self.chunks)
         timer = self.timer
         if timer is not None:
             if timer.fired:  # no socket to shut down: caught at the next chunk
@@ -170,16 +177,27 @@ class _Watch:
     def end(self) -> None:
         """The stream ended cleanly: raise if its answer is cut short."""
         timer = self.timer
+        error: Exception | None = None
         if timer is not None:
             timer.disarm()
             if timer.fired:
-                raise self.expired()
-        if self.kind and not self.finished:
-            raise StreamTruncated(self.provider, self.chunks)
+                error = self.expired()
+        if error is None and self.kind and not self.finished:
+            error = StreamTruncated(self.provider, self.chunks)
+        self._release(error)
+        if error is not None:
+            raise error
 
     def stop(self) -> None:
         if self.timer is not None:
             self.timer.disarm()
+        self._release(None)
+
+    def _release(self, error: BaseException | None) -> None:
+        """The stream is over: so may its attempt's span be."""
+        span, self.span = self.span, None
+        if span is not None:
+            span.release(error)
 
     def error(self, exc: BaseException) -> BaseException | None:
         """What a read error means: a bound that expired (returned), or the provider's."""
@@ -188,8 +206,11 @@ class _Watch:
             timer.disarm()
             # A cancellation or KeyboardInterrupt that came meanwhile is never a timeout.
             if timer.fired and isinstance(exc, Exception):
-                return self.expired()
+                expired = self.expired()
+                self._release(expired)
+                return expired
         mark_if_transport(exc)
+        self._release(exc)
         return None
 
     def expired(self) -> Exception:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from failover import Breaker, Provider
+from failover._activity import ACTIVITY
 from failover._health import STORE
 from failover._ownership import MEMORY
 from failover.testing import FakeProvider
@@ -14,13 +15,15 @@ from failover.testing import FakeProvider
 
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> Iterator[None]:
-    # Breaker state and resource owners are process-wide by design; tests must not see
-    # each other's.
+    # Breaker state, resource owners and the rolling counters are process-wide by
+    # design; tests must not see each other's.
     STORE.clear()
     MEMORY.clear()
+    ACTIVITY.clear()
     yield
     STORE.clear()
     MEMORY.clear()
+    ACTIVITY.clear()
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ def instrumented() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter.tracer_provider = tracer_provider  # type: ignore[attr-defined]
     instrumentor = openai_v2.OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider)
     try:
@@ -121,3 +122,63 @@ def test_an_instrumented_stream_that_ends_silently_is_truncated(
         stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
         with pytest.raises(StreamTruncated):
             list(stream)
+
+
+# -- with failover's own spans -----------------------------------------------------------
+
+
+@pytest.fixture
+def traced(used: tuple[Any, Any]) -> Iterator[InMemorySpanExporter]:
+    """openai instrumented, and failover tracing, on one tracer provider."""
+    with instrumented() as exporter:
+        failover.configure(tracer_provider=exporter.tracer_provider)  # type: ignore[attr-defined]
+        try:
+            yield exporter
+        finally:
+            failover.configure(tracer_provider=None)
+
+
+def check_parents(exporter: InMemorySpanExporter) -> None:
+    """Each openai request span is the child of failover's span for its attempt."""
+    finished = exporter.get_finished_spans()
+    attempts = {s.context.span_id: s for s in finished if s.name.startswith("failover attempt")}
+    (call,) = [s for s in finished if s.name == "failover chat.completions.create"]
+    requests = chat_spans(exporter)
+    assert len(requests) == len(attempts) == 2  # the primary's 503, the backup's answer
+    for request in requests:
+        assert request.parent is not None
+        attempt = attempts[request.parent.span_id]
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == call.context.span_id
+        failed = request.status.status_code.name == "ERROR"
+        assert attempt.attributes["failover.outcome"] == ("failure" if failed else "success")
+    outcomes = [a.attributes["failover.outcome"] for a in attempts.values()]
+    assert sorted(outcomes) == ["failure", "success"]  # type: ignore[type-var]
+
+
+def test_openai_spans_are_children_of_the_attempt_spans(
+    used: tuple[Any, Any], traced: InMemorySpanExporter
+) -> None:
+    client, _ = used
+    client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    check_parents(traced)
+
+
+@pytest.mark.asyncio
+async def test_openai_spans_are_children_of_the_attempt_spans_async(
+    used: tuple[Any, Any], traced: InMemorySpanExporter
+) -> None:
+    _, client = used
+    await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    check_parents(traced)
+
+
+def test_an_instrumented_stream_keeps_its_attempt_span_open(
+    used: tuple[Any, Any], traced: InMemorySpanExporter
+) -> None:
+    client, _ = used
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    next(stream)
+    assert not [s for s in traced.get_finished_spans() if s.name == "failover attempt backup"]
+    list(stream)
+    check_parents(traced)

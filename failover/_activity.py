@@ -1,0 +1,165 @@
+"""The last minute of each provider in this process, and the alarm for frequent switching.
+
+Kept apart from the breaker's records (which may live on Redis and count only what
+the breaker needs): plain counters in time buckets, one locked update per attempt,
+so that ``health()`` can say what share of the traffic each provider served and how
+often calls had to leave it, and a WARNING can say so when a provider keeps failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger("failover")
+
+WINDOW = 60.0  # seconds: "the last minute"
+STEP = 5.0  # bucket width: the window moves in 5-second steps
+#: Fewer attempts than this in the window say nothing of a failure rate: no alarm.
+ALERT_MIN_CALLS = 5
+
+# A bucket: [start, attempts, failures, skips, served, moved]; "moved" counts the calls
+# that reached the provider (tried or skipped it) and went on without it.
+_START, _CALLS, _FAILURES, _SKIPS, _SERVED, _MOVED = range(6)
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Alerting:
+    """The process-wide alarm setting (see ``configure(alert_failure_rate=...)``)."""
+
+    failure_rate: float | None = 0.2
+
+    def __post_init__(self) -> None:
+        rate = self.failure_rate
+        if rate is not None and not 0 < rate <= 1:
+            raise ValueError(f"alert_failure_rate must be in (0, 1], or None, not {rate!r}")
+
+
+class _Rolling:
+    __slots__ = ("alerted", "buckets", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.buckets: list[list[float]] = []
+        self.alerted = float("-inf")  # when the last alarm for it was logged
+
+    def bucket(self, now: float) -> list[float]:
+        buckets = self.buckets
+        start = now - now % STEP
+        if buckets and buckets[-1][_START] >= start:  # the current one (or a clock step back)
+            return buckets[-1]
+        while buckets and buckets[0][_START] <= start - WINDOW:
+            del buckets[0]
+        fresh = [start, 0, 0, 0, 0, 0]
+        buckets.append(fresh)
+        return fresh
+
+    def totals(self, now: float) -> list[float]:
+        """Each counter summed over the buckets that overlap the last minute."""
+        sums = [0.0] * 6
+        for bucket in self.buckets:
+            if bucket[_START] + STEP > now - WINDOW:
+                for i in range(_CALLS, _MOVED + 1):
+                    sums[i] += bucket[i]
+        return sums
+
+
+class Activity:
+    """Rolling counters per provider key, and the calls of the process."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self.clock = clock  # seconds; tests inject their own
+        self._lock = threading.Lock()
+        self._providers: dict[str, _Rolling] = {}
+        self._unserved = _Rolling("")  # calls no provider served, in its _CALLS column
+        self.alerting = Alerting()
+
+    def _rolling(self, key: str, name: str) -> _Rolling:
+        rolling = self._providers.get(key)
+        if rolling is None:
+            rolling = self._providers[key] = _Rolling(name)
+        return rolling
+
+    def served(self, key: str, name: str) -> None:
+        """An attempt served its call (the healthy path: one locked update)."""
+        now = self.clock()
+        with self._lock:
+            bucket = self._rolling(key, name).bucket(now)
+            bucket[_CALLS] += 1
+            bucket[_SERVED] += 1  # the process's calls: every provider's served, plus unserved
+
+    def unserved(self) -> None:
+        """A call ended without an answer (every provider failed, or the caller's error)."""
+        now = self.clock()
+        with self._lock:
+            self._unserved.bucket(now)[_CALLS] += 1
+
+    def skipped(self, key: str, name: str) -> None:
+        now = self.clock()
+        with self._lock:
+            bucket = self._rolling(key, name).bucket(now)
+            bucket[_SKIPS] += 1
+            bucket[_MOVED] += 1
+
+    def ended(self, key: str, name: str, *, failed: bool, moved: bool) -> None:
+        """An attempt that did not serve: ``failed`` (a provider fault), and whether the
+        call then ``moved`` on to another provider. Raises the alarm when it is due."""
+        now = self.clock()
+        with self._lock:
+            rolling = self._rolling(key, name)
+            bucket = rolling.bucket(now)
+            bucket[_CALLS] += 1
+            bucket[_FAILURES] += failed
+            bucket[_MOVED] += moved
+            alarm = self._alarm(rolling, now) if failed else None
+        if alarm is not None:
+            logger.warning(*alarm)
+
+    def _alarm(self, rolling: _Rolling, now: float) -> tuple[object, ...] | None:
+        threshold = self.alerting.failure_rate
+        if threshold is None or now - rolling.alerted < WINDOW:
+            return None
+        sums = rolling.totals(now)
+        calls, failures = sums[_CALLS], sums[_FAILURES]
+        if calls < ALERT_MIN_CALLS or failures < threshold * calls:
+            return None
+        rolling.alerted = now
+        reached = sums[_SERVED] + sums[_MOVED]
+        return (
+            "failover: %s failed %.0f%% of its %d attempts in the last minute "
+            "(alert_failure_rate=%s); %.0f%% of the calls that reached it went elsewhere",
+            rolling.name,
+            100 * failures / calls,
+            calls,
+            threshold,
+            100 * sums[_MOVED] / reached if reached else 0.0,
+        )
+
+    def view(self, key: str) -> dict[str, object]:
+        """``health()[name]["last_minute"]``: this process's last minute of the provider."""
+        now = self.clock()
+        with self._lock:
+            rolling = self._providers.get(key)
+            sums = rolling.totals(now) if rolling is not None else [0.0] * 6
+            calls = self._unserved.totals(now)[_CALLS]
+            calls += sum(other.totals(now)[_SERVED] for other in self._providers.values())
+        reached = sums[_SERVED] + sums[_MOVED]
+        return {
+            "calls": int(sums[_CALLS]),
+            "failures": int(sums[_FAILURES]),
+            "skips": int(sums[_SKIPS]),
+            "served": sums[_SERVED] / calls if calls else 0.0,
+            "failover_rate": sums[_MOVED] / reached if reached else 0.0,
+        }
+
+    def clear(self) -> None:
+        with self._lock:
+            self._providers.clear()
+            self._unserved = _Rolling("")
+
+
+ACTIVITY = Activity()
