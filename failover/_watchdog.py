@@ -22,22 +22,33 @@ from typing import Any
 class Timer:
     """One stream's expiry, moved by its reader (earlier ones are scheduled anew)."""
 
-    __slots__ = ("expiry", "fired", "response", "scheduled")
+    __slots__ = ("_lock", "expiry", "fired", "response", "scheduled")
 
     def __init__(self, expiry: float, response: Any) -> None:
         self.expiry = expiry
         self.response = response
         self.fired = False
         self.scheduled = float("inf")  # the earliest time the watchdog will look at it
+        # Disarming and aborting exclude each other: once a stream has ended, its
+        # connection may go back to the pool, and no late abort may shut it then.
+        self._lock = threading.Lock()
 
     def disarm(self) -> None:
-        self.expiry = float("inf")
-        # Its heap entry stays until the expiry it had: it must not keep the response
-        # (and the request, prompt included) alive that long.
-        self.response = None
+        with self._lock:
+            self.expiry = float("inf")
+            # Its heap entry stays until the expiry it had: it must not keep the
+            # response (and the request, prompt included) alive that long.
+            self.response = None
 
     def abort(self) -> None:
-        self.fired = True
+        with self._lock:
+            if self.response is None or self.expiry > time.monotonic():
+                return  # ended, or a chunk just came in time
+            self.fired = True
+            self.expiry = float("inf")
+            self._shut()
+
+    def _shut(self) -> None:
         stream = getattr(self.response, "extensions", {}).get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         if sock is not None:
@@ -100,7 +111,7 @@ class _Watchdog:
                     self._lock.wait(wait)
                     continue
                 heapq.heappop(heap)
-                timer.scheduled = timer.expiry = float("inf")
+                timer.scheduled = float("inf")
             timer.abort()
 
     def _after_fork(self) -> None:
