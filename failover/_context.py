@@ -24,11 +24,11 @@ _PLACEHOLDER = {"api_key": "unset", "base_url": "http://127.0.0.1:9/unset", "max
 
 def sync_template(endpoint: Endpoint) -> tuple[Any, bool]:
     """The endpoint's own sync client (it closes it)."""
-    return endpoint.sync_client().__wrapped__, False
+    return endpoint.sync_client(), False
 
 
 def _loop_template(endpoint: Endpoint) -> tuple[Any, bool]:
-    return endpoint.async_client().__wrapped__, False
+    return endpoint.async_client(), False
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from ._providers import Endpoint
 from ._retry import Retry, timed_out
 from ._scope import Scope
 from ._telemetry import Observer, observe
+from ._tracking import Tracked
 
 logger = logging.getLogger("failover")
 
@@ -194,10 +195,10 @@ class Chain:
         return Run(self, operation)
 
     def handed_out(self, client: Any, scope: Scope) -> Any:
-        """``client`` (an endpoint's tracked client) bound to this chain's ``scope``."""
+        """``client`` (an endpoint's) as handed out for this chain's ``scope``."""
         entry = self.handed.get(id(scope))
         if entry is None or entry[0] is not client:
-            entry = self.handed[id(scope)] = (client, client.bound(scope))
+            entry = self.handed[id(scope)] = (client, Tracked(client, scope))
         return entry[1]
 
 
@@ -317,7 +318,7 @@ class Run:
 
     def handed_out(self, client: Any, scope: Scope, shared: bool) -> Any:
         """The client an attempt of ``scope`` hands out: bound to it (kept, when shared)."""
-        return self._chain.handed_out(client, scope) if shared else client.bound(scope)
+        return self._chain.handed_out(client, scope) if shared else Tracked(client, scope)
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""

@@ -18,7 +18,6 @@ import openai
 
 from ._clients import build_client, check_http_client, check_rebuildable, rebuild
 from ._errors import MissingAPIKey
-from ._tracking import Tracked
 
 COMETAPI_BASE_URL = "https://api.cometapi.com/v1"
 
@@ -222,7 +221,7 @@ def _drop_closed_loops() -> None:
 
 
 async def _close_async(client: Any) -> None:
-    await client.__wrapped__.close()
+    await client.close()
 
 
 async def _leave_open(client: Any) -> None:
@@ -245,10 +244,11 @@ class Endpoint:
         self._given: Any = client  # set when spec is None
         self._origin = origin  # the endpoint this one is a renamed copy of
         self._lock = threading.Lock()
-        # Tracked proxies of the clients; a user's client of the right flavour is used as it is.
+        # The clients; a user's client of the right flavour is used as it is. The layer
+        # above hands them out, each wrapped for its attempt.
         self._owns_sync = not isinstance(client, openai.OpenAI)
-        self._sync: Any = None if self._owns_sync else Tracked(client)
-        self._given_async: Any = Tracked(client) if isinstance(client, openai.AsyncOpenAI) else None
+        self._sync: Any = None if self._owns_sync else client
+        self._given_async: Any = client if isinstance(client, openai.AsyncOpenAI) else None
         self._owns_transport = spec is None or "http_client" not in spec.client_options
         self._async: PerLoop[Any] = PerLoop(_close_async if self._owns_transport else _leave_open)
         self._renamed: dict[str, Endpoint] = {}
@@ -332,9 +332,9 @@ class Endpoint:
     def _new(self, is_async: bool) -> Any:
         given = self._given
         if given is None:
-            return Tracked(build_client(self._options(), is_async=is_async))
+            return build_client(self._options(), is_async=is_async)
         same = isinstance(given, openai.AsyncOpenAI) == is_async
-        return Tracked(given if same else rebuild(given, self.name))
+        return given if same else rebuild(given, self.name)
 
     def _warm_peers(self, build: Callable[[Endpoint], object]) -> None:
         # Off the failover path: the chain's first call builds every client it may need.

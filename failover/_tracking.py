@@ -248,10 +248,6 @@ class Tracked(Navigable):
         self._self_scope = scope
         self._self_sent = sent  # the call whose response this is, if it is one
 
-    def bound(self, scope: Scope) -> Tracked:
-        """This client as handed out for the attempt ``scope``."""
-        return Tracked(self.__wrapped__, scope)
-
     def _child(self, value: Any, name: str, method: bool) -> Any:
         if method:
             return TrackedMethod(value, self.__wrapped__, name, self._self_scope, self._self_sent)

@@ -281,8 +281,8 @@ def test_client_level_raw_forms_fail_over(
 def _built(client: Any) -> list[Any]:
     """The clients the drop-in built for its providers (sync ones, and this loop's)."""
     endpoints = client._self_chain.endpoints
-    return [e._sync.__wrapped__ for e in endpoints if e._sync is not None] + [
-        c.__wrapped__ for e in endpoints for c in e._async._values.values()
+    return [e._sync for e in endpoints if e._sync is not None] + [
+        c for e in endpoints for c in e._async._values.values()
     ]
 
 

@@ -36,7 +36,7 @@ def run(flavour: str, form: str, client: Any, seen: list[Any]) -> str:
         return answer(decorated)
     if form == "drop-in":
         with fallback_clients(client, **NO_BREAKER) as proxy:
-            seen.append(proxy._self_chain.endpoints[0].sync_client().__wrapped__)
+            seen.append(proxy._self_chain.endpoints[0].sync_client())
             return answer(lambda: proxy.chat.completions.create(model="gpt", messages=MESSAGES))
 
     def block() -> Any:
@@ -67,7 +67,7 @@ async def run_async(form: str, client: Any, seen: list[Any]) -> str:
             reply = await decorated()
         elif form == "drop-in":
             async with fallback_clients(client, **NO_BREAKER) as proxy:
-                seen.append(proxy._self_chain.endpoints[0].async_client().__wrapped__)
+                seen.append(proxy._self_chain.endpoints[0].async_client())
                 reply = await proxy.chat.completions.create(model="gpt", messages=MESSAGES)
         else:
             reply = await block()

@@ -86,7 +86,7 @@ def forms(spec: Any) -> Iterator[dict[str, Form]]:
 
     def dropped_in() -> tuple[str, Any]:
         answer = text(proxy.chat.completions.create(model="m", messages=MESSAGES))
-        return answer, proxy._self_chain.endpoints[0]._sync.__wrapped__
+        return answer, proxy._self_chain.endpoints[0]._sync
 
     try:
         yield {"decorator": decorator, "block": block, "drop-in": dropped_in}

@@ -455,7 +455,7 @@ def test_no_key_in_redis(comet: FakeProvider, tmp_path: Any) -> None:
 
 
 def ssl_context_of(client: Any) -> object:
-    return client.__wrapped__._client._transport._pool._ssl_context
+    return client._client._transport._pool._ssl_context
 
 
 def test_a_chains_first_call_builds_every_client_it_may_fail_over_to(

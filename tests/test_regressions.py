@@ -193,7 +193,7 @@ def test_block_form_reuses_clients_of_same_named_providers(comet: FakeProvider) 
 def test_entering_one_fallback_clients_twice_closes_both(comet: FakeProvider) -> None:
     clients = fallback_clients(provider(comet), **NO_BREAKER)
     with clients as outer:
-        built = outer._self_chain.endpoints[0].sync_client().__wrapped__
+        built = outer._self_chain.endpoints[0].sync_client()
         with clients as inner:
             assert _ask(inner) == "[comet] hello"
         assert _ask(outer) == "[comet] hello"
