@@ -238,7 +238,7 @@ class Run:
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
         # Traces, metrics and the rolling counters; ``operation`` names the call in traces.
-        self.observer: Observer = observe(chain, operation)
+        self.observer: Observer = observe(settings.store, operation)
 
     def _all_open(self, breaker: Breaker) -> bool:
         """Whether every provider is open; if so, try them all, soonest-to-recover first.

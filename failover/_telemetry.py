@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
     from opentelemetry.trace import Span, TracerProvider
 
-    from ._engine import Chain
     from ._providers import Endpoint
 
 _UNSET: Any = object()
@@ -119,14 +118,15 @@ class Observer:
         """The breaker of ``endpoint`` changed state: ``record`` is its new record."""
 
 
-def observe(chain: Chain, operation: object) -> Observer:
-    """The observer of one call of ``chain``; ``operation`` names it (see :class:`Traced`)."""
+def observe(store: HealthStore | None, operation: object) -> Observer:
+    """The observer of one call of a chain whose settings name ``store`` (None: the
+    process-wide one); ``operation`` names it (see :class:`Traced`)."""
     otel = _OTEL
     if otel is None and "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0]:
         otel = _resolve()
     if otel is None:
         return Observer()
-    return Traced(otel, chain, operation)
+    return Traced(otel, store, operation)
 
 
 # -- OpenTelemetry -------------------------------------------------------------------------
@@ -265,10 +265,9 @@ class Traced(Observer):
         "span",
     )
 
-    def __init__(self, otel: _Otel, chain: Chain, operation: object) -> None:
+    def __init__(self, otel: _Otel, store: HealthStore | None, operation: object) -> None:
         super().__init__()
         self.otel = otel
-        store = chain.settings.store
         if store is not None and store is not _last_store[0]:
             _STORES.add(store)
             _last_store[0] = store

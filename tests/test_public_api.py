@@ -80,3 +80,27 @@ def test_package_is_typed() -> None:
 def test_logger_has_only_a_null_handler() -> None:
     handlers = logging.getLogger("failover").handlers
     assert [type(h) for h in handlers] == [logging.NullHandler]
+
+
+def test_the_package_has_no_import_circle() -> None:
+    """Layers only point down: no module imports (even for type checking) one that
+    imports it back, directly or through others."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(failover.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = found
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for module in graph.get(start, ()):
+            if module == goal or (module not in seen and reaches(module, goal, seen | {module})):
+                return True
+        return False
+
+    assert [m for m in graph if reaches(m, m, set())] == []
