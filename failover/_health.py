@@ -238,6 +238,12 @@ def failed(
     )
 
 
+#: A store's clock (seconds since the epoch), and a change it applies atomically: from a
+#: provider's record and the store's now, the new record and what the caller gets back.
+Clock = Callable[[], float]
+Change = Callable[[Health, float], tuple[Health, R]]
+
+
 class HealthStore(Protocol):
     """Where breaker state lives: one atomic read-modify-write per provider key.
 
@@ -247,15 +253,9 @@ class HealthStore(Protocol):
 
     source: str
 
-    def update(
-        self,
-        key: str,
-        name: str,
-        change: Callable[[Health, float], tuple[Health, R]],
-        clock: Callable[[], float],
-    ) -> R: ...
+    def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R: ...
 
-    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+    def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         """The records of ``keys`` (a fresh one where none is kept) and the store's now."""
         ...
 
@@ -271,13 +271,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, Health]] = {}
 
-    def update(
-        self,
-        key: str,
-        name: str,
-        change: Callable[[Health, float], tuple[Health, R]],
-        clock: Callable[[], float],
-    ) -> R:
+    def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         with self._lock:
             entry = self._records.get(key)
             current = entry[1] if entry is not None else FRESH
@@ -286,7 +280,7 @@ class MemoryStore:
                 self._records[key] = (name, new)
         return result
 
-    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+    def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         records = self._records
         return [records[k][1] if k in records else FRESH for k in keys], clock()
 

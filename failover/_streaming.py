@@ -231,8 +231,8 @@ class _Watch:
         return error
 
 
-class SyncStream(wrapt.BaseObjectProxy[Any]):
-    """A sync stream of a handed-out client (``openai.Stream`` or a wrapper of one)."""
+class _Watched(wrapt.BaseObjectProxy[Any]):
+    """A stream with its :class:`_Watch`: the flavours below differ only by ``await``."""
 
     def __init__(
         self,
@@ -243,6 +243,10 @@ class SyncStream(wrapt.BaseObjectProxy[Any]):
     ) -> None:
         super().__init__(stream)
         self._self_watch = _Watch(stream, scope, started, body_read)
+
+
+class SyncStream(_Watched):
+    """A sync stream of a handed-out client (``openai.Stream`` or a wrapper of one)."""
 
     def __iter__(self) -> SyncStream:
         return self
@@ -274,18 +278,8 @@ class SyncStream(wrapt.BaseObjectProxy[Any]):
         self.__wrapped__.close()
 
 
-class AsyncStream(wrapt.BaseObjectProxy[Any]):
+class AsyncStream(_Watched):
     """:class:`SyncStream` for async streams."""
-
-    def __init__(
-        self,
-        stream: Any,
-        scope: Scope | None,
-        started: float | None = None,
-        body_read: Any = KEEP,
-    ) -> None:
-        super().__init__(stream)
-        self._self_watch = _Watch(stream, scope, started, body_read)
 
     def __aiter__(self) -> AsyncStream:
         return self

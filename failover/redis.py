@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import redis
 
-from ._health import FRESH, Health, MemoryStore, Reason, State
+from ._health import FRESH, Change, Clock, Health, MemoryStore, Reason, State
 from ._ownership import Owner, Owners
 
 __all__ = ["RedisHealth"]
@@ -128,13 +128,7 @@ class RedisHealth:
 
     # -- HealthStore -----------------------------------------------------------
 
-    def update(
-        self,
-        key: str,
-        name: str,
-        change: Callable[[Health, float], tuple[Health, R]],
-        clock: Callable[[], float],
-    ) -> R:
+    def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         shared = self._try(lambda: self._update(self._prefix + key, name, change))
         return (
             self._local.update(key, name, change, clock)
@@ -142,7 +136,7 @@ class RedisHealth:
             else shared
         )
 
-    def read(self, keys: Sequence[str], clock: Callable[[], float]) -> tuple[list[Health], float]:
+    def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         def read() -> tuple[list[Health], float]:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.mget([self._prefix + k for k in keys])
@@ -171,9 +165,7 @@ class RedisHealth:
 
     # -- internals -------------------------------------------------------------
 
-    def _update(
-        self, key: str, name: str, change: Callable[[Health, float], tuple[Health, R]]
-    ) -> R:
+    def _update(self, key: str, name: str, change: Change[R]) -> R:
         while True:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.get(key)
