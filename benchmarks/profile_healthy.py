@@ -139,25 +139,6 @@ def per_op(fn: Callable[[], object], n: int = 20_000) -> float:
     return statistics.median(loop(fn) - loop(empty) for _ in range(5))
 
 
-def aper_op(fn: Callable[[], Any], n: int = 20_000) -> float:
-    """:func:`per_op` for a coroutine function, against awaiting an empty one."""
-
-    async def empty() -> None:
-        pass
-
-    async def loop(f: Callable[[], Any]) -> float:
-        clock = time.perf_counter_ns
-        t0 = clock()
-        for _ in range(n):
-            await f()
-        return (clock() - t0) / n
-
-    async def main() -> float:
-        return statistics.median([await loop(fn) - await loop(empty) for _ in range(5)])
-
-    return asyncio.run(main())
-
-
 def _stub(clients: list[Any], is_async: bool) -> None:
     """Replace ``chat.completions.create`` on these (raw) clients by an instant reply:
     failover looks the method up on each call, so its whole path runs, with no I/O."""
