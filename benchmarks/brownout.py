@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _report import Row
+
 from failover import Breaker, Event, Provider, with_fallback
 from failover._health import STORE
 from failover.testing import FakeProvider, _Fault
@@ -113,6 +115,11 @@ def bench(report: Any, row: Callable[..., Any], calls: int = 300) -> None:
         share = r[f"fast_503_paid_share_{key}"] * 100
         total = r[f"fast_503_total_{key}_s"]
         report.add(row(section, name, share, None, unit="%", note=f"total {total:.2f} s"))
+
+
+def run(ctx: Any) -> None:
+    """The section of ``benchmarks/run.py`` (its full runs only: real hangs are slow)."""
+    bench(ctx.report, Row)
 
 
 def main() -> None:

@@ -103,3 +103,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run(ctx: Any) -> None:
+    """The section of ``benchmarks/run.py``."""
+    from _report import Row
+
+    bench(ctx.report, Row)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _report import Row
+
 from failover import Breaker, Provider, Retry, with_fallback
 from failover._health import STORE
 from failover.testing import FakeProvider
@@ -136,6 +138,11 @@ def bench(report: Any, row: Callable[..., Any], n: int = 30) -> None:
     served = r["served_by_primary"] * 100
     report.add(row(section, "extra latency", r["extra_latency_ms"], None, unit="ms", note=note))
     report.add(row(section, "served by the primary", served, None, unit="%", met=served == 100))
+
+
+def run(ctx: Any) -> None:
+    """The section of ``benchmarks/run.py`` (its full runs only)."""
+    bench(ctx.report, Row)
 
 
 def main() -> None:

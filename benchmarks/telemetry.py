@@ -22,7 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from run import Report, Row, Stats, _chat, import_cost, mock_client
+from _fixtures import chat as _chat
+from _fixtures import mock_client
+from _report import Report, Row
+from _timing import Stats
+from imports import import_cost
 
 from failover import _telemetry, with_fallback
 
@@ -199,6 +203,11 @@ def main() -> None:
     print(f"import failover beyond openai: {imported['beyond_openai_ms']:.1f} ms")
     print(f"  by package (ms): {imported['by_package_ms']}")
     print(f"opentelemetry imported by `import failover`: {r['imports opentelemetry']}")
+
+
+def run(ctx: Any) -> None:
+    """The section of ``benchmarks/run.py``."""
+    bench(ctx.report, Row)
 
 
 if __name__ == "__main__":

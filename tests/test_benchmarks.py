@@ -1,19 +1,22 @@
-"""Smoke test of benchmarks/run.py: one scenario, a few iterations, a ratio comes out.
+"""Smoke tests of benchmarks/: each section runs with a few iterations and figures come out.
 
 Never asserts speed: the benchmarks' own ``--check`` guards against regressions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import importlib.util
 import math
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import openai
 import pytest
 
-RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def load(path: Path, name: str) -> ModuleType:
@@ -28,27 +31,80 @@ def load(path: Path, name: str) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    return load(RUN_PY, "failover_benchmarks_run")
+    # run.py puts benchmarks/ on sys.path: its sections import as plain modules after it.
+    return load(BENCHMARKS / "run.py", "failover_benchmarks_run")
 
 
-def test_healthy_scenario_produces_ratios(bench: ModuleType) -> None:
-    report = bench.Report()
-    with bench.fakes() as (comet, backup):
-        bench.bench_healthy(report, comet, backup, 3)
+def context(bench: ModuleType, running: tuple[object, ...], server: str = "thread") -> object:
+    """A run's context with a few iterations of everything."""
+    fixtures = importlib.import_module("_fixtures")
+    sizes = dataclasses.replace(fixtures.QUICK, per_call=3, rounds=2, concurrent=10)
+    return fixtures.Context(bench.Report(), sizes, server, *running)
+
+
+def test_every_section_names_an_entry_point(bench: ModuleType) -> None:
+    for section in bench.SECTIONS:
+        assert callable(getattr(importlib.import_module(section.module), section.function))
+    assert len({s.name for s in bench.SECTIONS}) == len(bench.SECTIONS)
+
+
+def test_healthy_table_has_every_contender_and_its_extra_cost(bench: ModuleType) -> None:
+    fixtures, healthy = importlib.import_module("_fixtures"), importlib.import_module("healthy")
+    with fixtures.fakes("thread") as running:
+        ctx = context(bench, running)
+        healthy.run(ctx)
+    report = ctx.report  # type: ignore[attr-defined]
+    for flavour, drop_in in (("sync", "failover.OpenAI"), ("async", "failover.AsyncOpenAI")):
+        extra = report.extra["healthy_extra_us"][flavour]
+        expected = {"naive loop", "tenacity", "stamina", "@with_fallback", drop_in}
+        assert expected | {"fallback_clients() proxy"} <= set(extra)
+        assert all(math.isfinite(c["median"]) for c in extra.values())
     ratios = {row.contender: row.ratio for row in report.rows if row.section.startswith("1a")}
-    assert set(ratios) >= {"bare openai", "@with_fallback", "fallback_clients() proxy"}
     assert ratios["bare openai"] == 1.0
     assert all(math.isfinite(r) and r > 0 for r in ratios.values())
 
 
+def test_healthy_throughput_in_a_child_process_server(bench: ModuleType) -> None:
+    fixtures, healthy = importlib.import_module("_fixtures"), importlib.import_module("healthy")
+    with fixtures.fakes("process") as running:
+        ctx = context(bench, running, "process")
+        healthy.throughput(ctx)
+    ratios = ctx.report.extra["healthy_throughput_ratio"]  # type: ignore[attr-defined]
+    assert {"@with_fallback", "fallback_clients() proxy", "failover.AsyncOpenAI"} <= set(ratios)
+    checks = dict(ctx.report.checks)  # type: ignore[attr-defined]
+    assert all(ok for what, ok in checks.items() if "without errors" in what)
+
+
+def test_process_server_takes_faults_and_is_torn_down() -> None:
+    fixtures = importlib.import_module("_fixtures")
+    with fixtures.fakes("process") as (comet, _, flaky):
+        client = comet.client()
+        comet.fail(503)
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        comet.recover()
+        reply = client.chat.completions.create(model="m", messages=[])
+        assert reply.choices[0].message.content.startswith("[comet]")
+        flaky_client = flaky.client()
+        outcomes = []
+        for _ in range(2):
+            try:
+                flaky_client.chat.completions.create(model="m", messages=[])
+                outcomes.append("ok")
+            except openai.InternalServerError:
+                outcomes.append("500")
+        assert outcomes == ["500", "ok"]
+        client.close()
+        flaky_client.close()
+    with pytest.raises(openai.APIConnectionError):
+        openai.OpenAI(base_url=comet.base_url, api_key="x", max_retries=0).models.list()
+
+
 def test_recovery_and_brownout_scenarios_produce_figures(bench: ModuleType) -> None:
     report = bench.Report()
-    load(RUN_PY.with_name("recovery.py"), "failover_benchmarks_recovery").bench(
-        report, bench.Row, n=2
-    )
-    load(RUN_PY.with_name("brownout.py"), "failover_benchmarks_brownout").bench(
-        report, bench.Row, calls=2
-    )
+    row = importlib.import_module("_report").Row
+    importlib.import_module("recovery").bench(report, row, n=2)
+    importlib.import_module("brownout").bench(report, row, calls=2)
     figures = {row.contender: row.median for row in report.rows}
     assert {"recovery to primary", "primary requests in outage", "extra latency"} <= set(figures)
     assert {"rate rule off", "rate rule on (default)"} <= set(figures)
