@@ -45,13 +45,14 @@ from openai.types.chat import ChatCompletion
 import failover
 from failover import Provider, fallback_clients, with_fallback
 from failover._attempts import AttemptContext, Attempts
-from failover._engine import Chain, Settings, _on_success
+from failover._engine import Chain, _on_success
 from failover._engine import logger as engine_logger
 from failover._health import FRESH, STORE, MemoryStore, admit, succeeded, tally
 from failover._providers import endpoints
 from failover._proxy import Failover
 from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
+from failover._settings import Settings
 from failover._streaming import AsyncStream, SyncStream
 from failover._tracking import Navigable, TrackedMethod, _Call, _call, track
 

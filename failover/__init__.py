@@ -18,7 +18,6 @@ from ._attempts import AttemptContext
 from ._client import AsyncOpenAI, OpenAI
 from ._context import FallbackClients, fallback_clients
 from ._decorator import with_fallback
-from ._engine import Event, Outcome
 from ._errors import (
     Attempt,
     DeadlineExceeded,
@@ -33,6 +32,7 @@ from ._health import Breaker, State, health
 from ._providers import Provider
 from ._retry import Retry
 from ._scope import current_provider
+from ._settings import Event, Outcome
 from ._telemetry import configure
 
 __version__ = "0.1.0"

@@ -15,12 +15,12 @@ from typing import Any, NoReturn, cast
 import openai
 
 from ._context import OpenChain, open_chain, sync_template
-from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Event, Settings
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import Endpoint, ProviderLike
 from ._proxy import Failover
 from ._retry import Retry
+from ._settings import DEFAULT_BREAKER, DEFAULT_RETRY, Event, Settings
 
 # Where each provider is and who it is: per provider, never one value for the chain.
 _PROVIDER_ONLY = frozenset({"api_key", "base_url", "organization", "project", "websocket_base_url"})

@@ -10,12 +10,13 @@ from typing import Any, cast
 import openai
 
 from ._attempts import AttemptContext, Attempts
-from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Chain, Event, Settings
+from ._engine import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import Endpoint, ProviderLike, check_flavour, endpoints
 from ._proxy import Failover
 from ._retry import Retry
+from ._settings import DEFAULT_BREAKER, DEFAULT_RETRY, Event, Settings
 
 # Stands in for the client's shape when no provider's client can be built (every
 # key missing): calls through it still try each provider and fail over as usual.

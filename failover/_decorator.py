@@ -9,11 +9,12 @@ from typing import Any, ParamSpec, TypeVar
 import wrapt
 
 from ._attempts import call_async, call_sync, iterate_async, iterate_sync
-from ._engine import DEFAULT_BREAKER, DEFAULT_RETRY, Chain, Event, Settings
+from ._engine import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import ProviderLike, check_flavour, endpoints
 from ._retry import Retry
+from ._settings import DEFAULT_BREAKER, DEFAULT_RETRY, Event, Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
