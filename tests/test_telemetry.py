@@ -341,7 +341,7 @@ def test_hedged_attempt_spans_overlap(
 
 def test_without_an_sdk_calls_are_not_traced(chain: tuple[Provider, Provider]) -> None:
     # The global providers of this process are the API's placeholders: nothing records.
-    plain = Chain(endpoints(chain))
+    plain = Chain(endpoints(chain)).settings.store
     assert type(observe(plain, "call")) is Observer
     failover.configure(tracer_provider=TracerProvider())
     try:
