@@ -105,11 +105,28 @@ def is_stream(value: Any, requested: bool) -> bool:
 class _Watch:
     """What a stream has shown so far, and the bounds it must keep."""
 
-    __slots__ = ("chunks", "finished", "kind", "provider", "response", "scope", "span", "timer")
+    __slots__ = (
+        "answered",
+        "chunks",
+        "finished",
+        "kind",
+        "provider",
+        "response",
+        "scope",
+        "span",
+        "timer",
+    )
 
     def __init__(
-        self, stream: Any, scope: Scope | None, started: float | None, body_read: Any
+        self,
+        stream: Any,
+        scope: Scope | None,
+        started: float | None,
+        body_read: Any,
+        answered: Callable[[Any], None] | None = None,
     ) -> None:
+        # Told of the resource a streamed creating call made (its id is the provider's).
+        self.answered = answered
         self.provider = scope.endpoint.name if scope is not None else "unknown"
         self.scope = scope
         self.chunks = 0
@@ -171,6 +188,8 @@ class _Watch:
                 kind = self.kind = "response"
         if kind == "response":
             self.finished = chunk.type in _RESPONSE_ENDS
+            if self.answered is not None and chunk.type == "response.created":
+                self.answered(chunk.response)
         elif kind:
             self.finished = any(c.finish_reason for c in chunk.choices)
 
@@ -240,9 +259,10 @@ class _Watched(wrapt.BaseObjectProxy[Any]):
         scope: Scope | None,
         started: float | None = None,
         body_read: Any = KEEP,
+        answered: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(stream)
-        self._self_watch = _Watch(stream, scope, started, body_read)
+        self._self_watch = _Watch(stream, scope, started, body_read, answered)
 
 
 class SyncStream(_Watched):

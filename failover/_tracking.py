@@ -175,7 +175,8 @@ def _stream(value: Any, scope: Scope | None, call: _Call | None) -> Any:
     if call is None:
         stream = kind(value, scope)
     else:
-        stream = kind(value, scope, call.started, call.body_read)
+        answered = call.answered if call.request is not None else None
+        stream = kind(value, scope, call.started, call.body_read, answered)
     if scope is not None and scope.opened is not None:
         scope.opened.append(stream)
     return stream

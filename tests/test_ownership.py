@@ -453,3 +453,22 @@ def test_with_redis_down_ownership_stays_in_process(
     sent = len(comet.requests)
     call("drop-in", chain, lambda c: batch(c, made.id), health=health)
     assert len(comet.requests) == sent
+
+
+def _streamed_id(client: Any) -> str:
+    stream = client.responses.create(model="m", input="hello", stream=True)
+    ids = [e.response.id for e in stream if e.type == "response.completed"]
+    return str(ids[0])
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_response_made_by_a_stream_is_remembered_as_its_providers(
+    form: str, comet: FakeProvider, backup: FakeProvider, chain: Chain
+) -> None:
+    comet.fail(503)
+    made = call(form, chain, _streamed_id)  # minted on the backup, in a stream
+    comet.recover()
+    sent = len(comet.requests)
+    reply = call(form, chain, lambda c: ask(c, previous_response_id=made))
+    assert reply.output_text == "[backup] hello"
+    assert len(comet.requests) == sent  # not one request to the primary
