@@ -442,6 +442,16 @@ class AttemptSpan:
 
         context.detach(token)  # type: ignore[arg-type]
 
+    def requested(self, where: str, model: object) -> None:
+        """A call of the attempt on a handed-out client (``where``: its resource's module)
+        asked for ``model``, as the provider received it: the decorator's and block
+        form's calls, whose operation failover does not see."""
+        kind = next((_OPERATIONS[n] for n in where.split(".") if n in _OPERATIONS), None)
+        if kind is not None:
+            self.span.set_attribute("gen_ai.operation.name", kind)
+        if isinstance(model, str):
+            self.span.set_attribute("gen_ai.request.model", model)
+
     def answered(self, result: Any) -> None:
         """Set what the answer tells: the model that served, the tokens used."""
         model = getattr(result, "model", None)

@@ -19,6 +19,7 @@ import openai
 import pydantic
 import wrapt
 
+from . import _telemetry
 from ._openai import (
     AsyncAPIResource,
     AsyncPaginator,
@@ -148,21 +149,35 @@ def _call(
             raise
     call = _Call(owner, name, method, args, kwargs, scope, sent)
     try:
-        return track(method(*args, **call.kwargs), scope, call)
+        result = track(method(*args, **call.kwargs), scope, call)
     except BaseException as exc:
         call.failed(exc)
         raise
+    if _telemetry.LIVE and (span := _telemetry.current()) is not None:
+        span.requested(type(owner).__module__, call.kwargs.get("model"))
+        _answered(result)
+    return result
 
 
 async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
     try:
-        return track(await awaitable, scope, call)
+        result = track(await awaitable, scope, call)
     except BaseException as exc:
         if call is None:
             mark_if_transport(exc)
         else:
             call.failed(exc)
         raise
+    _answered(result)
+    return result
+
+
+def _answered(result: Any) -> None:
+    """Tell the attempt's trace span what an answer says (model, tokens), if tracing."""
+    if _telemetry.LIVE and isinstance(result, pydantic.BaseModel):
+        span = _telemetry.current()
+        if span is not None:
+            span.answered(result)
 
 
 def _is_manager(value: Any, enter: str) -> bool:

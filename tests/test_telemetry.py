@@ -430,3 +430,16 @@ def test_the_alarm_can_be_turned_off(
     assert not [r for r in caplog.records if "in the last minute" in r.getMessage()]
     with pytest.raises(ValueError, match="alert_failure_rate"):
         failover.configure(alert_failure_rate=1.5)
+
+
+@pytest.mark.parametrize("how", [h for h in HOW if not h.startswith("proxy")])
+def test_the_decorator_and_block_form_set_the_genai_attributes(
+    otel: Telemetry, fake_provider: Any, backup: FakeProvider, how: str
+) -> None:
+    mapped = provider(fake_provider("comet"), models={MODEL: "comet-mini"})
+    call((mapped, provider(backup)), how, **NO_BREAKER)
+    (attempt,) = otel.attempts()
+    assert attempt.attributes["gen_ai.operation.name"] == "chat"
+    assert attempt.attributes["gen_ai.request.model"] == "comet-mini"  # what comet received
+    assert attempt.attributes["gen_ai.response.model"] == "comet-mini"
+    assert attempt.attributes["gen_ai.usage.input_tokens"] > 0
