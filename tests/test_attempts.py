@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
-from failover import fallback_clients, health, with_fallback
-from failover._scope import Scope
+from failover import StreamInterrupted, fallback_clients, health, with_fallback
+from failover._scope import Scope, current_provider
 from failover.testing import FakeProvider
 
 MAPPED = {"models": {"gpt-x": "mapped-x"}}
@@ -245,3 +245,86 @@ def test_block_form_loops_leave_nothing_behind_on_the_shared_clients(
 
 def _live(kind: type) -> int:
     return sum(isinstance(o, kind) for o in gc.get_objects())
+
+
+def _chat(client: Any, question: str = "hello") -> str:
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def _achat(client: Any, question: str = "hello") -> str:
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+# -- generators: a fault after delivery never re-runs the body ---------------------------
+
+
+def test_generator_interrupt_is_not_failed_over_with_wide_on(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    @with_fallback(provider(comet), provider(backup), on=Exception, breaker=None)
+    def items(client: Any = None) -> Iterator[str]:
+        yield _chat(client)
+        raise RuntimeError("broke after the first item")
+
+    seen: list[str] = []
+    with pytest.raises(StreamInterrupted):
+        seen.extend(items())  # keeps the items delivered before the raise
+    assert seen == ["[comet] hello"]
+
+
+# -- generators resumed in another context (thread pools, asyncgen finalizers) ------------
+
+
+def test_generator_resumed_in_another_context_completes(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def items(client: Any = None) -> Iterator[str]:
+        yield _chat(client, "one")
+        yield _chat(client, "two")
+
+    gen = items()
+    seen = []
+    while True:  # each step in a fresh copy of the context, as a thread pool does
+        try:
+            seen.append(contextvars.copy_context().run(next, gen))
+        except StopIteration:
+            break
+    assert seen == ["[comet] one", "[comet] two"]
+
+
+@pytest.mark.asyncio
+async def test_async_generator_closed_from_another_task(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    async def items(client: Any = None) -> AsyncIterator[str]:
+        yield await _achat(client, "one")
+        yield await _achat(client, "two")
+
+    gen = items()
+    assert await gen.__anext__() == "[comet] one"
+    await asyncio.create_task(gen.aclose())  # raises ValueError on the current code
+
+
+def test_interleaved_generators_leave_no_scope_behind(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    @with_fallback(provider(comet), **NO_BREAKER)
+    def first(client: Any = None) -> Iterator[str]:
+        yield _chat(client, "a")
+
+    @with_fallback(provider(backup), **NO_BREAKER)
+    def second(client: Any = None) -> Iterator[str]:
+        yield _chat(client, "b")
+        yield _chat(client, "c")
+
+    pairs = list(zip(first(), second(), strict=False))  # first ends before second
+    assert pairs == [("[comet] a", "[backup] b")]
+    assert current_provider() is None

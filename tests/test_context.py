@@ -25,7 +25,12 @@ from conftest import MESSAGES, NO_BREAKER, provider
 from test_engine import call
 
 import failover
-from failover import FailoverError, MissingAPIKey, Provider
+from failover import (
+    FailoverError,
+    MissingAPIKey,
+    Provider,
+    fallback_clients,
+)
 from failover.testing import FakeProvider
 
 MODEL = "gpt-test"
@@ -654,3 +659,30 @@ def test_reprs_never_show_the_api_key(
     for text in reprs:
         assert comet.api_key not in text
         assert backup.api_key not in text
+
+
+def _chat(client: Any, question: str = "hello") -> str:
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def _achat(client: Any, question: str = "hello") -> str:
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+# -- fallback_clients(): one object entered twice ----------------------------------------------
+
+
+def test_entering_one_fallback_clients_twice_closes_both(comet: FakeProvider) -> None:
+    clients = fallback_clients(provider(comet), **NO_BREAKER)
+    with clients as outer:
+        built = outer._self_chain.endpoints[0].sync_client()
+        with clients as inner:
+            assert _chat(inner) == "[comet] hello"
+        assert _chat(outer) == "[comet] hello"
+    assert built.is_closed()

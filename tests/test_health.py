@@ -16,9 +16,27 @@ import pytest
 from conftest import MESSAGES, provider
 
 import failover
-from failover import Breaker, FailoverError, Provider, ProviderSkipped, State, fallback_clients
-from failover._health import Health, Reason, Verdict, admit, count_skip, failed, succeeded
+from failover import (
+    Breaker,
+    FailoverError,
+    Provider,
+    ProviderSkipped,
+    State,
+    fallback_clients,
+    with_fallback,
+)
+from failover._health import (
+    STORE,
+    Health,
+    Reason,
+    Verdict,
+    admit,
+    count_skip,
+    failed,
+    succeeded,
+)
 from failover._policy import Fault
+from failover._providers import endpoint_for
 from failover.testing import FakeProvider
 
 T0 = 1_000_000.0
@@ -669,3 +687,66 @@ def test_opening_by_rate_is_logged(
         ask(chain, breaker=b, retry=None)
     last = [r.getMessage() for r in caplog.records if r.name == "failover"][-1]
     assert "circuit open (rate); trying backup" in last
+
+
+def _chat(client: Any, question: str = "hello") -> str:
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def _achat(client: Any, question: str = "hello") -> str:
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+def _state(fake: FakeProvider) -> Health:
+    key = endpoint_for(provider(fake)).key
+    return STORE.snapshot().get(key, ("", Health()))[1]
+
+
+# -- the breaker: "failures in a row" -------------------------------------------------------
+
+
+def test_success_between_concurrent_faults_breaks_the_row(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    breaker = Breaker(failures=2, cooldown=60.0, max_cooldown=60.0)
+    admitted, go = threading.Event(), threading.Event()
+
+    @with_fallback(provider(comet), provider(backup), breaker=breaker)
+    def slow(client: Any = None) -> str:
+        admitted.set()
+        assert go.wait(5)
+        return _chat(client)
+
+    @with_fallback(provider(comet), provider(backup), breaker=breaker, retry=None)
+    def fast(client: Any = None) -> str:
+        return _chat(client)
+
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: result.append(slow()))
+    worker.start()
+    assert admitted.wait(5)  # the slow call was admitted on comet while it was clean
+    comet.fail(500, times=1)
+    assert fast() == "[backup] hello"  # fault 1
+    go.set()
+    worker.join(5)
+    assert result == ["[comet] hello"]  # a success: the row is broken
+    comet.fail(500, times=1)
+    assert fast() == "[backup] hello"  # fault 1 of a new row
+    assert _state(comet).state is State.CLOSED
+    assert fast() == "[comet] hello"
+
+
+def test_late_failure_does_not_shorten_a_doubled_open_window() -> None:
+    breaker = Breaker(failures=2, cooldown=1.0, max_cooldown=60.0)
+    now = 1000.0
+    opened = Health(State.OPEN, consecutive_failures=3, open_until=now + 8.0, cooldown=8.0)
+    after = failed(opened, breaker, now, Fault.UNWELL, None, probe=False)
+    assert after.state is State.OPEN
+    assert after.open_until >= opened.open_until
+    assert after.cooldown == 8.0  # the next failed probe doubles from here

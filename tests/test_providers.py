@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import shutil
 import socket
@@ -19,7 +20,13 @@ import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
 import failover
-from failover import FailoverError, MissingAPIKey, Provider, fallback_clients, with_fallback
+from failover import (
+    FailoverError,
+    MissingAPIKey,
+    Provider,
+    fallback_clients,
+    with_fallback,
+)
 from failover._clients import shared_ssl_context
 from failover._providers import COMETAPI_BASE_URL, default_providers, endpoint_for, endpoints
 from failover.testing import FakeProvider
@@ -492,3 +499,50 @@ def test_a_provider_without_key_does_not_stop_the_others_being_built(
     ask = asker(provider(comet), keyless, **NO_BREAKER)
     assert ask() == "[comet] hello"
     assert endpoint_for(keyless)._sync is None  # it fails, and counts, when it is tried
+
+
+def _chat(client: Any, question: str = "hello") -> str:
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def _achat(client: Any, question: str = "hello") -> str:
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+# -- endpoints: one async client per live event loop ------------------------------------------
+
+
+def test_async_clients_of_finished_loops_are_freed(comet: FakeProvider) -> None:
+    fake = provider(comet)
+
+    @with_fallback(fake, **NO_BREAKER)
+    async def ask(client: Any = None) -> str:
+        return await _achat(client)
+
+    for _ in range(3):
+        assert asyncio.run(ask()) == "[comet] hello"
+    gc.collect()
+    # Only the last loop's client is kept, until a client for another loop is built.
+    assert len(endpoint_for(fake)._async) <= 1
+
+
+def test_block_form_reuses_clients_of_same_named_providers(comet: FakeProvider) -> None:
+    first = provider(comet)
+    second = provider(comet)  # same name, e.g. two keys for one gateway
+    clients = fallback_clients(first, second, **NO_BREAKER)
+
+    def second_client() -> Any:
+        comet.fail(500, times=1)
+        for attempt in clients:
+            with attempt as client:
+                _chat(client)
+                return client.__wrapped__
+        raise AssertionError("no attempt")
+
+    assert second_client() is second_client()

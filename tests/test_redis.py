@@ -20,6 +20,13 @@ from functools import partial
 from typing import Any
 
 import pytest
+from conftest import provider
+
+from failover import Breaker, fallback_clients, with_fallback
+from failover._health import Health, failed
+from failover._policy import Fault
+from failover._providers import endpoint_for
+from failover.testing import FakeProvider
 
 redis = pytest.importorskip("redis")
 REDIS_SERVER = shutil.which("redis-server")
@@ -29,23 +36,18 @@ if REDIS_SERVER is None:
 from conftest import MESSAGES  # noqa: E402
 
 import failover  # noqa: E402
-from failover import Breaker, Provider, Retry, State, fallback_clients, with_fallback  # noqa: E402
+from failover import Provider, Retry, State  # noqa: E402
 from failover._health import (  # noqa: E402
-    Health,
     HealthStore,
     MemoryStore,
     Reason,
     Verdict,
     admit,
     count_skip,
-    failed,
     released,
     succeeded,
 )
-from failover._policy import Fault  # noqa: E402
-from failover._providers import endpoint_for  # noqa: E402
 from failover.redis import RedisHealth  # noqa: E402
-from failover.testing import FakeProvider  # noqa: E402
 
 NAME = "comet"
 KEY = "comet http://127.0.0.1:9/v1"
@@ -699,3 +701,42 @@ def test_a_short_retry_after_is_retried_through_the_store(
     assert ask_through("decorator", chain, **settings) == "[comet] hello"
     assert len(comet.requests) == 2
     assert failover.health(store)["comet"]["state"] is State.CLOSED
+
+
+def _chat(client: Any, question: str = "hello") -> str:
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def _achat(client: Any, question: str = "hello") -> str:
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+# -- RedisHealth ---------------------------------------------------------------------------------
+
+
+def test_redis_store_with_sub_second_ttl_shares_state(redis_server: RedisServer) -> None:
+    store = RedisHealth(redis_server.url, namespace="review-ttl", timeout=5.0, ttl=0.5)
+    store.update("k", "n", lambda h, now: (h._replace(calls=1), None), lambda: 0.0)
+    assert store.source.startswith("redis"), store.source
+
+
+def test_undecodable_redis_record_does_not_fail_the_call(
+    redis_server: RedisServer, comet: FakeProvider
+) -> None:
+    fake = provider(comet)
+    store = RedisHealth(redis_server.url, namespace="review-bad", timeout=5.0)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.set("review-bad:health:" + endpoint_for(fake).key, "not json")
+    raw.close()
+
+    @with_fallback(fake, health=store)
+    def ask(client: Any = None) -> str:
+        return _chat(client)
+
+    assert ask() == "[comet] hello"
