@@ -696,13 +696,6 @@ def _chat(client: Any, question: str = "hello") -> str:
     return str(reply.choices[0].message.content)
 
 
-async def _achat(client: Any, question: str = "hello") -> str:
-    reply = await client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 def _state(fake: FakeProvider) -> Health:
     key = endpoint_for(provider(fake)).key
     return STORE.snapshot().get(key, ("", Health()))[1]

@@ -710,13 +710,6 @@ def _chat(client: Any, question: str = "hello") -> str:
     return str(reply.choices[0].message.content)
 
 
-async def _achat(client: Any, question: str = "hello") -> str:
-    reply = await client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 # -- RedisHealth ---------------------------------------------------------------------------------
 
 
