@@ -31,6 +31,7 @@ from . import _telemetry
 from ._errors import DeadlineExceeded, StreamInterrupted, StreamTruncated, add_note
 from ._policy import is_provider_fault, mark_fault, mark_if_transport
 from ._scope import Scope
+from ._spans import current as current_span
 from ._watchdog import WATCHDOG, Timer
 
 _NOTHING: Any = object()
@@ -135,7 +136,7 @@ class _Watch:
         self.timer: Timer | None = None
         self.response = None
         # The attempt's trace span lasts as long as the stream (None: not tracing).
-        self.span = _telemetry.current() if _telemetry.LIVE else None
+        self.span = current_span() if _telemetry.LIVE else None
         if self.span is not None:
             self.span.hold()
         if scope is None or not scope.bounded:

@@ -32,6 +32,7 @@ from ._openai import (
 )
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
+from ._spans import current as current_span
 from ._streaming import KEEP, AsyncStream, SyncStream, is_async, is_stream
 
 _VIEWS = ("WithRawResponse", "WithStreamingResponse", "WithStreamedResponse")
@@ -153,7 +154,7 @@ def _call(
     except BaseException as exc:
         call.failed(exc)
         raise
-    if _telemetry.LIVE and (span := _telemetry.current()) is not None:
+    if _telemetry.LIVE and (span := current_span()) is not None:
         span.requested(type(owner).__module__, call.kwargs.get("model"))
         _answered(result)
     return result
@@ -175,7 +176,7 @@ async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None
 def _answered(result: Any) -> None:
     """Tell the attempt's trace span what an answer says (model, tokens), if tracing."""
     if _telemetry.LIVE and isinstance(result, pydantic.BaseModel):
-        span = _telemetry.current()
+        span = current_span()
         if span is not None:
             span.answered(result)
 

@@ -104,3 +104,15 @@ def test_the_package_has_no_import_circle() -> None:
         return False
 
     assert [m for m in graph if reaches(m, m, set())] == []
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    import pathlib
+    import re
+
+    root = pathlib.Path(failover.__file__).parent
+    readme = (root.parent / "README.md").read_text()
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(_?[a-z_]+)/?`", section))
+    modules = {p.stem for p in root.glob("*.py") if p.stem != "__init__"} | {"testing"}
+    assert modules <= named
