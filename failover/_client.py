@@ -117,6 +117,10 @@ def _async_template(endpoint: Endpoint) -> tuple[Any, bool]:
     return openai.AsyncOpenAI(**endpoint._options()), True
 
 
+# The keyword options are spelled out in each public signature (with_fallback,
+# fallback_clients, OpenAI, AsyncOpenAI) because users read them in their IDE; they
+# mean the same everywhere, as Settings.from_options(locals()) alone turns them into
+# settings. So the four repeat on purpose.
 def OpenAI(  # named as the class it replaces
     *providers: ProviderLike,
     on: OnSpec | None = None,
@@ -150,6 +154,10 @@ def OpenAI(  # named as the class it replaces
     return cast(openai.OpenAI, _SyncDropIn(opened, opened.template, (), is_async=False))
 
 
+# The keyword options are spelled out in each public signature (with_fallback,
+# fallback_clients, OpenAI, AsyncOpenAI) because users read them in their IDE; they
+# mean the same everywhere, as Settings.from_options(locals()) alone turns them into
+# settings. So the four repeat on purpose.
 def AsyncOpenAI(  # named as the class it replaces
     *providers: ProviderLike,
     on: OnSpec | None = None,

@@ -142,6 +142,10 @@ class FallbackClients:
         return self._block(is_async=True)
 
 
+# The keyword options are spelled out in each public signature (with_fallback,
+# fallback_clients, OpenAI, AsyncOpenAI) because users read them in their IDE; they
+# mean the same everywhere, as Settings.from_options(locals()) alone turns them into
+# settings. So the four repeat on purpose.
 def fallback_clients(
     *providers: ProviderLike,
     on: OnSpec | None = None,

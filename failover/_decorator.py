@@ -31,6 +31,10 @@ def _check_injectable(func: Callable[..., Any], inject: str) -> None:
         )
 
 
+# The keyword options are spelled out in each public signature (with_fallback,
+# fallback_clients, OpenAI, AsyncOpenAI) because users read them in their IDE; they
+# mean the same everywhere, as Settings.from_options(locals()) alone turns them into
+# settings. So the four repeat on purpose.
 def with_fallback(
     *providers: ProviderLike,
     inject: str = "client",
