@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import openai
 import pytest
 
 import failover
 from failover.testing import FakeProvider
 
-from ._kit import FAULTS, options, provider
+from ._kit import FAULTS, MODEL, WEATHER, Reply, Scripted, Weather, options, provider
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_openai() -> None:
+    """openai imports each API's modules, and its async transport, on first use: some
+    0.2 s in a fresh process, more on a busy machine, and inside the first attempt's
+    timeout. Pay that once here, so that attempt_timeout times the providers only."""
+    chat: Any = {"model": MODEL, "messages": [{"role": "user", "content": "warm up"}]}
+    responses: Any = {"model": MODEL, "input": "warm up"}
+
+    async def warm(client: openai.AsyncOpenAI) -> None:
+        async with client:
+            [_ async for _ in await client.chat.completions.create(**chat, stream=True)]
+            [_ async for _ in await client.responses.create(**responses, stream=True)]
+
+    with FakeProvider("warm-up") as fake, fake.client() as client:
+        client.chat.completions.create(**chat)
+        client.responses.create(**responses)
+        asyncio.run(warm(fake.async_client()))
 
 
 @pytest.fixture(params=list(FAULTS))
@@ -45,3 +65,31 @@ def aclient(primary: FakeProvider, backup: FakeProvider) -> Iterator[Any]:
     client = failover.AsyncOpenAI(provider(primary), provider(backup), **options())
     yield client
     asyncio.run(client.close())  # the test's loop is gone: its clients close with it
+
+
+@pytest.fixture
+def scripted(fake_provider: Any, primary: FakeProvider) -> Iterator[Callable[[Reply], Scripted]]:
+    """``scripted(reply)``: a :class:`Scripted` whose backup answers with ``reply=``."""
+    made: list[Scripted] = []
+
+    def make(reply: Reply) -> Scripted:
+        backup = fake_provider("backup", reply=reply)
+        providers = (provider(primary), provider(backup))
+        made.append(
+            Scripted(
+                backup,
+                failover.OpenAI(*providers, **options()),
+                failover.AsyncOpenAI(*providers, **options()),
+            )
+        )
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.client.close()
+        asyncio.run(each.aclient.close())
+
+
+@pytest.fixture
+def weather(scripted: Callable[[Reply], Scripted], primary: FakeProvider) -> Weather:
+    return Weather(scripted(WEATHER), primary, [])

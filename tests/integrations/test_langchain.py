@@ -8,6 +8,7 @@ without ``client`` is silently replaced by a plain ``openai.OpenAI`` it builds i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -15,12 +16,25 @@ import pytest
 
 import failover
 from failover import StreamInterrupted, StreamTruncated
-from failover.testing import FakeProvider
+from failover.testing import FakeProvider, ToolCall
 
-from ._kit import MODEL, caused_by_failover, json_reply, options, provider
+from ._kit import (
+    MODEL,
+    WEATHER_ANSWER,
+    Reply,
+    Scripted,
+    Weather,
+    caused_by_failover,
+    json_reply,
+    options,
+    provider,
+    tool_reply,
+)
 
 langchain_openai = pytest.importorskip("langchain_openai")
 pydantic = pytest.importorskip("pydantic")
+from langchain_core.messages import HumanMessage  # noqa: E402
+from langchain_core.tools import tool as langchain_tool  # noqa: E402
 
 
 def chat_model(client: Any, aclient: Any, **kwargs: Any) -> Any:
@@ -76,11 +90,9 @@ async def test_abatch(llm: Any) -> None:
 
 
 @pytest.fixture
-def structured(fake_provider: Any, primary: FakeProvider) -> tuple[Any, Any]:
-    backup = fake_provider("structured", reply=json_reply(CITY))
-    sync = failover.OpenAI(provider(primary), provider(backup), **options())
-    async_ = failover.AsyncOpenAI(provider(primary), provider(backup), **options())
-    return sync, async_
+def structured(scripted: Callable[[Reply], Scripted]) -> tuple[Any, Any]:
+    chain = scripted(json_reply(CITY))
+    return chain.client, chain.aclient
 
 
 def test_with_structured_output(structured: tuple[Any, Any]) -> None:
@@ -94,10 +106,53 @@ async def test_with_structured_output_async(structured: tuple[Any, Any]) -> None
     assert await llm.ainvoke("Which city?") == City(**CITY)
 
 
-@pytest.mark.xfail(strict=False, reason="needs fake provider step 2 (tool calls)")
-def test_with_structured_output_by_function_calling(structured: tuple[Any, Any]) -> None:
-    llm = chat_model(*structured).with_structured_output(City, method="function_calling")
-    assert llm.invoke("Which city?") == City(**CITY)
+@pytest.fixture
+def by_function_calling(scripted: Callable[[Reply], Scripted]) -> Any:
+    """A City through a forced tool call: the model calls the tool named after the schema."""
+    chain = scripted(tool_reply(ToolCall("City", CITY)))
+    llm = chat_model(chain.client, chain.aclient)
+    return llm.with_structured_output(City, method="function_calling")
+
+
+def test_with_structured_output_by_function_calling(by_function_calling: Any) -> None:
+    assert by_function_calling.invoke("Which city?") == City(**CITY)
+
+
+@pytest.mark.asyncio
+async def test_with_structured_output_by_function_calling_async(by_function_calling: Any) -> None:
+    assert await by_function_calling.ainvoke("Which city?") == City(**CITY)
+
+
+def tool_model(weather: Weather) -> tuple[Any, Any]:
+    """A chat model bound to the weather tool, and that tool."""
+    tool = langchain_tool(weather.weather)
+    return chat_model(weather.chain.client, weather.chain.aclient).bind_tools([tool]), tool
+
+
+def test_bind_tools_round_trip(weather: Weather) -> None:
+    llm, tool = tool_model(weather)
+    messages: list[Any] = [HumanMessage("weather in Lyon?")]
+    messages.append(llm.invoke(messages))
+    (call,) = messages[-1].tool_calls
+    assert (call["name"], call["args"]) == ("weather", {"city": "Lyon"})
+    messages.append(tool.invoke(call))  # a ToolMessage, with the call's id
+    assert llm.invoke(messages).content == WEATHER_ANSWER
+    weather.check()
+
+
+@pytest.mark.asyncio
+async def test_bind_tools_round_trip_streamed(weather: Weather) -> None:
+    llm, tool = tool_model(weather)
+    messages: list[Any] = [HumanMessage("weather in Lyon?")]
+    chunks = [chunk async for chunk in llm.astream(messages)]
+    assert len(chunks) > 2, "the call came in deltas"
+    messages.append(sum(chunks[1:], chunks[0]))  # the chunks, merged into one message
+    (call,) = messages[-1].tool_calls
+    assert (call["name"], call["args"]) == ("weather", {"city": "Lyon"})
+    messages.append(await tool.ainvoke(call))
+    answer = [chunk.content async for chunk in llm.astream(messages)]
+    assert "".join(answer) == WEATHER_ANSWER
+    weather.check()
 
 
 def test_responses_api(llm: Any, client: Any, aclient: Any) -> None:

@@ -9,7 +9,12 @@ import pytest
 
 from failover.testing import FakeProvider
 
-from ._kit import MODEL, caused_by_failover
+from ._kit import (
+    MODEL,
+    WEATHER_ANSWER,
+    Weather,
+    caused_by_failover,
+)
 
 agents = pytest.importorskip("agents")
 from agents.models import _openai_shared  # noqa: E402
@@ -84,18 +89,41 @@ async def test_default_client_with_responses_streamed(default_client: Any) -> No
     assert result.final_output == "[backup] hello"
 
 
-@pytest.mark.xfail(strict=False, reason="needs fake provider step 2 (tool calls)")
-@pytest.mark.asyncio
-async def test_a_function_tool_round_trip(aclient: Any) -> None:
-    @agents.function_tool
-    def weather(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
+MODELS = {
+    "chat_completions": agents.OpenAIChatCompletionsModel,
+    "responses": agents.OpenAIResponsesModel,
+}
 
-    model = agents.OpenAIChatCompletionsModel(model=MODEL, openai_client=aclient)
-    assistant = agents.Agent(name="a", instructions="Use tools.", model=model, tools=[weather])
-    result = await agents.Runner.run(assistant, "weather in Lyon?")
-    assert "sunny in Lyon" in str(result.new_items)
+
+@pytest.fixture(params=list(MODELS))
+def api(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+def tool_agent(weather: Weather, api: str) -> Any:
+    model = MODELS[api](model=MODEL, openai_client=weather.chain.aclient)
+    tools = [agents.function_tool(weather.weather)]
+    return agents.Agent(name="a", instructions="Use tools.", model=model, tools=tools)
+
+
+@pytest.mark.asyncio
+async def test_a_function_tool_round_trip(weather: Weather, api: str) -> None:
+    result = await agents.Runner.run(tool_agent(weather, api), "weather in Lyon?")
+    assert result.final_output == WEATHER_ANSWER
+    weather.check()
+
+
+@pytest.mark.asyncio
+async def test_a_function_tool_round_trip_streamed(weather: Weather, api: str) -> None:
+    result = agents.Runner.run_streamed(tool_agent(weather, api), "weather in Lyon?")
+    items = [
+        event.item.type
+        async for event in result.stream_events()
+        if event.type == "run_item_stream_event"
+    ]
+    assert items == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+    assert result.final_output == WEATHER_ANSWER
+    weather.check()
 
 
 @pytest.mark.parametrize("fault", ["503"])

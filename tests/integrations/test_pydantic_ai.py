@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import failover
-from failover.testing import FakeProvider
+from failover.testing import FakeProvider, ToolCall
 
-from ._kit import MODEL, caused_by_failover, json_reply, options, provider
+from ._kit import (
+    MODEL,
+    WEATHER_ANSWER,
+    Reply,
+    Scripted,
+    Weather,
+    caused_by_failover,
+    json_reply,
+    options,
+    provider,
+    tool_reply,
+)
 
 pydantic_ai = pytest.importorskip("pydantic_ai")
 pytest.importorskip("pydantic_ai.models.openai")  # the [openai] extra
@@ -90,9 +102,8 @@ def test_max_retries_setting_keeps_each_providers_transport(
 
 
 @pytest.fixture
-def structured(fake_provider: Any, primary: FakeProvider) -> Any:
-    backup = fake_provider("structured", reply=json_reply(CITY))
-    return failover.AsyncOpenAI(provider(primary), provider(backup), **options())
+def structured(scripted: Callable[[Reply], Scripted]) -> Any:
+    return scripted(json_reply(CITY)).aclient
 
 
 @pytest.mark.asyncio
@@ -103,9 +114,34 @@ async def test_structured_output(structured: Any, kind: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_structured_output_in_the_default_mode(structured: Any, kind: str) -> None:
-    result = await agent(structured, kind, output_type=City).run("Which city?")
+async def test_structured_output_in_the_default_mode(
+    scripted: Callable[[Reply], Scripted], kind: str
+) -> None:
+    # The default is a tool output: the model must call final_result (tool_choice="required").
+    aclient = scripted(tool_reply(ToolCall("final_result", CITY))).aclient
+    result = await agent(aclient, kind, output_type=City).run("Which city?")
     assert result.output == City(**CITY)
+
+
+def tool_agent(weather: Weather, kind: str) -> Any:
+    assistant = agent(weather.chain.aclient, kind, instructions="Use tools.")
+    assistant.tool_plain(weather.weather)
+    return assistant
+
+
+@pytest.mark.asyncio
+async def test_a_tool_round_trip(weather: Weather, kind: str) -> None:
+    result = await tool_agent(weather, kind).run("weather in Lyon?")
+    assert result.output == WEATHER_ANSWER
+    weather.check()
+
+
+@pytest.mark.asyncio
+async def test_a_tool_round_trip_streamed(weather: Weather, kind: str) -> None:
+    async with tool_agent(weather, kind).run_stream("weather in Lyon?") as result:
+        pieces = [text async for text in result.stream_text(delta=True)]
+    assert "".join(pieces) == WEATHER_ANSWER
+    weather.check()
 
 
 @pytest.mark.parametrize("fault", ["503"])
