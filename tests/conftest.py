@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
+import openai
 import pytest
 
 from failover import Breaker, Provider
@@ -11,6 +14,29 @@ from failover._activity import ACTIVITY
 from failover._health import STORE
 from failover._ownership import MEMORY
 from failover.testing import FakeProvider
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_openai() -> None:
+    """openai imports each API's modules, and its async transport, on first use: some
+    0.2 s in a fresh process, more on a busy machine, and inside the first attempt's
+    timeout. Pay that once here, so that attempt_timeout times the providers only."""
+    chat: Any = {"model": "fake-model", "messages": [{"role": "user", "content": "warm up"}]}
+    responses: Any = {"model": "fake-model", "input": "warm up"}
+
+    async def warm(client: openai.AsyncOpenAI) -> None:
+        async with client:
+            [_ async for _ in await client.chat.completions.create(**chat, stream=True)]
+            [_ async for _ in await client.responses.create(**responses, stream=True)]
+            await client.completions.create(model="fake-model", prompt="warm up")
+
+    with FakeProvider("warm-up") as fake, fake.client() as client:
+        client.chat.completions.create(**chat)
+        client.responses.create(**responses)
+        list(client.chat.completions.create(**chat, stream=True))
+        list(client.responses.create(**responses, stream=True))
+        list(client.completions.create(model="fake-model", prompt="warm up", stream=True))
+        asyncio.run(warm(fake.async_client()))
 
 
 @pytest.fixture(autouse=True)

@@ -6,32 +6,12 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import openai
 import pytest
 
 import failover
 from failover.testing import FakeProvider
 
-from ._kit import FAULTS, MODEL, WEATHER, Reply, Scripted, Weather, options, provider
-
-
-@pytest.fixture(scope="session", autouse=True)
-def warm_openai() -> None:
-    """openai imports each API's modules, and its async transport, on first use: some
-    0.2 s in a fresh process, more on a busy machine, and inside the first attempt's
-    timeout. Pay that once here, so that attempt_timeout times the providers only."""
-    chat: Any = {"model": MODEL, "messages": [{"role": "user", "content": "warm up"}]}
-    responses: Any = {"model": MODEL, "input": "warm up"}
-
-    async def warm(client: openai.AsyncOpenAI) -> None:
-        async with client:
-            [_ async for _ in await client.chat.completions.create(**chat, stream=True)]
-            [_ async for _ in await client.responses.create(**responses, stream=True)]
-
-    with FakeProvider("warm-up") as fake, fake.client() as client:
-        client.chat.completions.create(**chat)
-        client.responses.create(**responses)
-        asyncio.run(warm(fake.async_client()))
+from ._kit import FAULTS, WEATHER, Reply, Scripted, Weather, options, provider
 
 
 @pytest.fixture(params=list(FAULTS))
