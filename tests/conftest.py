@@ -79,3 +79,19 @@ NO_BREAKER: dict[str, object] = {"breaker": None, "retry": None}
 FAST_BREAKER = Breaker(failures=2, cooldown=0.2, max_cooldown=0.8)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def chat_text(client: Any, question: str = "hello") -> str:
+    """A chat completion's text, from a sync client."""
+    reply = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)
+
+
+async def achat_text(client: Any, question: str = "hello") -> str:
+    """A chat completion's text, from an async client."""
+    reply = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": question}]
+    )
+    return str(reply.choices[0].message.content)

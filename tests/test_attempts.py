@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from conftest import MESSAGES, NO_BREAKER, provider
+from conftest import MESSAGES, NO_BREAKER, achat_text, chat_text, provider
 
 from failover import StreamInterrupted, fallback_clients, health, with_fallback
 from failover._scope import Scope, current_provider
@@ -247,20 +247,6 @@ def _live(kind: type) -> int:
     return sum(isinstance(o, kind) for o in gc.get_objects())
 
 
-def _chat(client: Any, question: str = "hello") -> str:
-    reply = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
-async def _achat(client: Any, question: str = "hello") -> str:
-    reply = await client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 # -- generators: a fault after delivery never re-runs the body ---------------------------
 
 
@@ -269,7 +255,7 @@ def test_generator_interrupt_is_not_failed_over_with_wide_on(
 ) -> None:
     @with_fallback(provider(comet), provider(backup), on=Exception, breaker=None)
     def items(client: Any = None) -> Iterator[str]:
-        yield _chat(client)
+        yield chat_text(client)
         raise RuntimeError("broke after the first item")
 
     seen: list[str] = []
@@ -286,8 +272,8 @@ def test_generator_resumed_in_another_context_completes(
 ) -> None:
     @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
     def items(client: Any = None) -> Iterator[str]:
-        yield _chat(client, "one")
-        yield _chat(client, "two")
+        yield chat_text(client, "one")
+        yield chat_text(client, "two")
 
     gen = items()
     seen = []
@@ -305,8 +291,8 @@ async def test_async_generator_closed_from_another_task(
 ) -> None:
     @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
     async def items(client: Any = None) -> AsyncIterator[str]:
-        yield await _achat(client, "one")
-        yield await _achat(client, "two")
+        yield await achat_text(client, "one")
+        yield await achat_text(client, "two")
 
     gen = items()
     assert await gen.__anext__() == "[comet] one"
@@ -318,12 +304,12 @@ def test_interleaved_generators_leave_no_scope_behind(
 ) -> None:
     @with_fallback(provider(comet), **NO_BREAKER)
     def first(client: Any = None) -> Iterator[str]:
-        yield _chat(client, "a")
+        yield chat_text(client, "a")
 
     @with_fallback(provider(backup), **NO_BREAKER)
     def second(client: Any = None) -> Iterator[str]:
-        yield _chat(client, "b")
-        yield _chat(client, "c")
+        yield chat_text(client, "b")
+        yield chat_text(client, "c")
 
     pairs = list(zip(first(), second(), strict=False))  # first ends before second
     assert pairs == [("[comet] a", "[backup] b")]

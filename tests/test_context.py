@@ -21,7 +21,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MESSAGES, NO_BREAKER, provider
+from conftest import MESSAGES, NO_BREAKER, chat_text, provider
 from test_engine import call
 
 import failover
@@ -661,13 +661,6 @@ def test_reprs_never_show_the_api_key(
         assert backup.api_key not in text
 
 
-def _chat(client: Any, question: str = "hello") -> str:
-    reply = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 # -- fallback_clients(): one object entered twice ----------------------------------------------
 
 
@@ -676,6 +669,6 @@ def test_entering_one_fallback_clients_twice_closes_both(comet: FakeProvider) ->
     with clients as outer:
         built = outer._self_chain.endpoints[0].sync_client()
         with clients as inner:
-            assert _chat(inner) == "[comet] hello"
-        assert _chat(outer) == "[comet] hello"
+            assert chat_text(inner) == "[comet] hello"
+        assert chat_text(outer) == "[comet] hello"
     assert built.is_closed()

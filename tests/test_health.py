@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MESSAGES, provider
+from conftest import MESSAGES, chat_text, provider
 
 import failover
 from failover import (
@@ -689,13 +689,6 @@ def test_opening_by_rate_is_logged(
     assert "circuit open (rate); trying backup" in last
 
 
-def _chat(client: Any, question: str = "hello") -> str:
-    reply = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 def _state(fake: FakeProvider) -> Health:
     key = endpoint_for(provider(fake)).key
     return STORE.snapshot().get(key, ("", Health()))[1]
@@ -714,11 +707,11 @@ def test_success_between_concurrent_faults_breaks_the_row(
     def slow(client: Any = None) -> str:
         admitted.set()
         assert go.wait(5)
-        return _chat(client)
+        return chat_text(client)
 
     @with_fallback(provider(comet), provider(backup), breaker=breaker, retry=None)
     def fast(client: Any = None) -> str:
-        return _chat(client)
+        return chat_text(client)
 
     result: list[str] = []
     worker = threading.Thread(target=lambda: result.append(slow()))

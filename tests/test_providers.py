@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MESSAGES, NO_BREAKER, provider
+from conftest import MESSAGES, NO_BREAKER, achat_text, chat_text, provider
 
 import failover
 from failover import (
@@ -501,20 +501,6 @@ def test_a_provider_without_key_does_not_stop_the_others_being_built(
     assert endpoint_for(keyless)._sync is None  # it fails, and counts, when it is tried
 
 
-def _chat(client: Any, question: str = "hello") -> str:
-    reply = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
-async def _achat(client: Any, question: str = "hello") -> str:
-    reply = await client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 # -- endpoints: one async client per live event loop ------------------------------------------
 
 
@@ -523,7 +509,7 @@ def test_async_clients_of_finished_loops_are_freed(comet: FakeProvider) -> None:
 
     @with_fallback(fake, **NO_BREAKER)
     async def ask(client: Any = None) -> str:
-        return await _achat(client)
+        return await achat_text(client)
 
     for _ in range(3):
         assert asyncio.run(ask()) == "[comet] hello"
@@ -541,7 +527,7 @@ def test_block_form_reuses_clients_of_same_named_providers(comet: FakeProvider) 
         comet.fail(500, times=1)
         for attempt in clients:
             with attempt as client:
-                _chat(client)
+                chat_text(client)
                 return client.__wrapped__
         raise AssertionError("no attempt")
 

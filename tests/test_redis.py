@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from conftest import provider
+from conftest import chat_text, provider
 
 from failover import Breaker, fallback_clients, with_fallback
 from failover._health import Health, failed
@@ -703,13 +703,6 @@ def test_a_short_retry_after_is_retried_through_the_store(
     assert failover.health(store)["comet"]["state"] is State.CLOSED
 
 
-def _chat(client: Any, question: str = "hello") -> str:
-    reply = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": question}]
-    )
-    return str(reply.choices[0].message.content)
-
-
 # -- RedisHealth ---------------------------------------------------------------------------------
 
 
@@ -730,6 +723,6 @@ def test_undecodable_redis_record_does_not_fail_the_call(
 
     @with_fallback(fake, health=store)
     def ask(client: Any = None) -> str:
-        return _chat(client)
+        return chat_text(client)
 
     assert ask() == "[comet] hello"
