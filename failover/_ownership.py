@@ -34,7 +34,6 @@ import typing
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import httpcore2
 import httpx2
 import openai
 import pydantic
@@ -75,7 +74,9 @@ _HOLDERS = frozenset({"conversation", "container"})  # an id as a string, or {"i
 MAX_ID = 256  # longer strings are no provider's ids: never remembered, nor looked up
 # Failures that prove the request never reached the provider.
 _UNSENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.WriteTimeout)
-_UNSENT_CORE = (httpcore2.ConnectError, httpcore2.ConnectTimeout, httpcore2.PoolTimeout)
+# The transport's own, under those; known by name, so that importing failover does not
+# import the transport before a client is built.
+_UNSENT_CORE = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 
 
 class Owner(NamedTuple):
@@ -278,7 +279,10 @@ def _ambiguous(exc: BaseException) -> bool:
         return False  # it answered (a refusal, a 5xx, a 429); or the caller stopped it
     link: BaseException | None = exc
     while link is not None:
-        if isinstance(link, (*_UNSENT, *_UNSENT_CORE)):
+        kind = type(link)
+        if isinstance(link, _UNSENT) or (
+            kind.__module__.startswith("httpcore2") and kind.__name__ in _UNSENT_CORE
+        ):
             return False
         link = link.__cause__ or link.__context__
     return True
