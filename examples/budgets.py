@@ -33,7 +33,7 @@ def timed(label: str, call: Callable[..., str], *args: object, **kwargs: object)
         result = error
     elapsed = time.monotonic() - start
     print(f"{label:<24} {result} after {elapsed:.2f}s")
-    assert elapsed < 3, "a hanging provider held the call up"
+    assert elapsed < 4, "a hanging provider held the call up"
     return result
 
 
@@ -43,15 +43,15 @@ def main() -> None:
         comet = Provider("comet", base_url=comet_fake.base_url, api_key=comet_fake.api_key)
         backup = Provider("backup", base_url=backup_fake.base_url, api_key=backup_fake.api_key)
 
-        quick = with_fallback(comet, backup, attempt_timeout=0.3)(ask)
-        assert timed("attempt_timeout=0.3", quick, "hi") == "[backup] hi"
+        quick = with_fallback(comet, backup, attempt_timeout=1)(ask)
+        assert timed("attempt_timeout=1", quick, "hi") == "[backup] hi"
 
-        streaming = with_fallback(comet, backup, first_token_timeout=0.3)(ask)
-        assert timed("first_token_timeout=0.3", streaming, "hi", stream=True) == "[backup] hi"
+        streaming = with_fallback(comet, backup, first_token_timeout=1)(ask)
+        assert timed("first_token_timeout=1", streaming, "hi", stream=True) == "[backup] hi"
 
         backup_fake.hang(5)  # now both hang
-        budgeted = with_fallback(comet, backup, deadline=0.5)(ask)
-        error = timed("deadline=0.5", budgeted, "hi")
+        budgeted = with_fallback(comet, backup, deadline=1.5)(ask)
+        error = timed("deadline=1.5", budgeted, "hi")
         assert isinstance(error, FailoverError)
         assert isinstance(error.exceptions[-1], DeadlineExceeded)
 

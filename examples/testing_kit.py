@@ -29,7 +29,7 @@ def make_summarize(primary: FakeProvider, backup: FakeProvider):
     # breaker=None: each check starts afresh, not with comet skipped after earlier ones;
     # retry=None: each fault goes to the backup at once (a 503 or a reset is otherwise
     # retried once on comet first).
-    @with_fallback(*providers, attempt_timeout=0.3, breaker=None, retry=None)
+    @with_fallback(*providers, attempt_timeout=1, breaker=None, retry=None)
     def summarize(text: str, client=None) -> str:
         stream = client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": text}], stream=True
