@@ -62,11 +62,8 @@ class _DropIn(Failover):
         moved = sorted(_PROVIDER_ONLY.intersection(kwargs))
         if moved:
             raise TypeError(_provider_spelling(moved, "with_options() on a failover client"))
-        if kwargs.get("http_client") is not None and kwargs["http_client"] is self._client:
-            # Its own transport handed back (pydantic-ai does so): each provider keeps its
-            # own, as it would without it; the template's is never to send.
-            kwargs = {k: v for k, v in kwargs.items() if k != "http_client"}
-        # The proxy's own navigation records the call for every provider; keep its result.
+        # The proxy's own navigation records the call for every provider (its own
+        # transport handed back, as pydantic-ai does, becomes each provider's); keep it.
         copied = Failover.__getattr__(self, "with_options")(*args, **kwargs)
         return type(self)(
             self._self_opened, copied.__wrapped__, copied._self_path, self._self_async
