@@ -35,7 +35,18 @@ from typing import TypeVar
 
 import redis
 
-from ._health import FRESH, Change, Clock, Health, MemoryStore, Reason, State
+from ._health import (
+    FRESH,
+    Breaker,
+    Change,
+    Clock,
+    Health,
+    MemoryStore,
+    Reason,
+    State,
+    bucket_start,
+    fold,
+)
 from ._ownership import Owner, Owners
 
 __all__ = ["RedisHealth"]
@@ -127,6 +138,16 @@ class RedisHealth:
         return self._where
 
     # -- HealthStore -----------------------------------------------------------
+
+    def peek(self, key: str) -> Health:
+        return self.read([key], time.time)[0][0]
+
+    def count(self, key: str, name: str, breaker: Breaker) -> None:
+        start = bucket_start(breaker, breaker.clock())
+        self.update(key, name, lambda h, now: (fold(h, start, 1), None), breaker.clock)
+
+    async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        return self.update(key, name, change, clock)
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         shared = self._try(lambda: self._update(self._prefix + key, name, change))
