@@ -131,11 +131,57 @@ def _reset(token: contextvars.Token[Any]) -> None:
         pass
 
 
+class LeanAttempt:
+    """A call's first attempt on the healthy path (see ``Chain.first``): no :class:`Run`
+    is built unless it fails, when :meth:`attempts` carries the call on from it."""
+
+    __slots__ = ("_chain", "_client", "_endpoint", "_operation", "_run", "_started", "_token")
+
+    def __init__(self, chain: Chain, endpoint: Endpoint, client: Any, operation: object) -> None:
+        self._chain = chain
+        self._endpoint = endpoint
+        self._operation = operation
+        self._client = chain.handed_out(client, chain.scopes[id(endpoint)])
+        self._run: Run | None = None
+
+    @staticmethod
+    def of(chain: Chain, build: Callable[[Endpoint], Any], operation: object) -> LeanAttempt | None:
+        """The lean first attempt of a call, or None when it must take the full path."""
+        endpoint = chain.first()
+        if endpoint is None:
+            return None
+        try:
+            client = build(endpoint)
+        except Exception:
+            return None  # the full path records it as the failed attempt it is
+        return LeanAttempt(chain, endpoint, client, operation)
+
+    def __enter__(self) -> Any:
+        self._token = SCOPE.set(self._chain.scopes[id(self._endpoint)])
+        self._started = time.monotonic()
+        return self._client
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        elapsed = time.monotonic() - self._started
+        SCOPE.reset(self._token)  # a plain call: it ends in the context it started in
+        if exc is None:
+            self._chain.served(self._endpoint, elapsed)
+            return False
+        self._run = run = self._chain.resume(self._operation, self._endpoint, self._started)
+        return run.failed(self._endpoint, exc, elapsed)
+
+    def attempts(self) -> Attempts:
+        """The rest of the call, after this attempt failed over."""
+        return Attempts(self._chain, self._operation, self._run)
+
+
 class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
-    def __init__(self, chain: Chain, operation: object = "block") -> None:
-        self._run = chain.run(operation)
+    def __init__(self, chain: Chain, operation: object = "block", run: Run | None = None) -> None:
+        self._run = chain.run(operation) if run is None else run
 
     def attempt(
         self, build: Callable[[Endpoint], Any], streams: bool = False
@@ -221,7 +267,11 @@ class Attempts:
 
 
 def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
-    attempts = Attempts(chain, operation)
+    lean = LeanAttempt.of(chain, Endpoint.sync_client, operation)
+    if lean is not None:
+        with lean as client:
+            return fn(client)
+    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
     while True:  # ends by the return, or by FailoverError from attempt()
         attempt = attempts.attempt(Endpoint.sync_client)
         with attempt as client:
@@ -237,7 +287,11 @@ async def call_async(
 ) -> T:
     if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, fn, chain.settings.hedge, operation)
-    attempts = Attempts(chain, operation)
+    lean = LeanAttempt.of(chain, Endpoint.async_client, operation)
+    if lean is not None:
+        with lean as client:
+            return await fn(client)
+    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
     while True:
         attempt = await attempts.attempt_async(Endpoint.async_client)
         with attempt as client:
