@@ -226,6 +226,7 @@ async def call_async(
 
 def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> bool:
     """End a generator's attempt on ``exc``: True to re-run it, False to let ``exc`` go on."""
+    error: BaseException | None = None
     try:
         # A deadline is not interrupted: the call is over, and FailoverError says so.
         if delivered and isinstance(exc, Exception) and not isinstance(exc, DeadlineExceeded):
@@ -243,7 +244,7 @@ def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, deli
     finally:
         # The raised error's traceback holds this frame: without these, a cycle would
         # keep the attempt (and the streams it opened) alive until a collection.
-        del exc, attempt
+        del exc, attempt, error
 
 
 class _Reruns:
