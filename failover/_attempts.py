@@ -298,8 +298,9 @@ async def call_async(
             return attempt.answered(await fn(client))
 
 
-def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
-    """End a generator's attempt on ``exc``: return to re-run it, or raise."""
+def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> bool:
+    """End a generator's attempt on ``exc``: True to re-run it, False to let ``exc`` go on."""
+    error: BaseException | None = None
     try:
         # A deadline is not interrupted: the call is over, and FailoverError says so.
         if delivered and isinstance(exc, Exception) and not isinstance(exc, DeadlineExceeded):
@@ -313,76 +314,111 @@ def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, deli
                 error = StreamInterrupted(attempt.provider, delivered, exc)
                 attempt.end(error)
                 raise error from exc
-        if not attempt.end(exc):
-            raise exc
+        return attempt.end(exc)
     finally:
         # The raised error's traceback holds this frame: without these, a cycle would
         # keep the attempt (and the streams it opened) alive until a collection.
-        del exc, attempt
+        del exc, attempt, error
+
+
+class _Reruns:
+    """A generator's attempts, one iterator for ``for`` and ``async for``: each run of
+    the body is a ``with`` (``async with``) on it, whose exit closes what the run left
+    open and settles how it ended (a re-run, or the error going on). So the two
+    drivers below differ only by ``await``.
+    """
+
+    __slots__ = ("_attempts", "_chain", "attempt", "delivered", "items")
+    attempt: AttemptContext[Any]  # set by each step of the iteration
+    items: Any  # the body's generator, once this run has built it
+    delivered: int  # the items this run yielded that the caller came back after
+
+    def __init__(self, chain: Chain, operation: object) -> None:
+        self._chain = chain
+        self._attempts = Attempts(chain, operation)
+
+    def __iter__(self) -> _Reruns:
+        return self
+
+    def __next__(self) -> _Reruns:
+        attempt = self._attempts.attempt(Endpoint.sync_client, streams=True)
+        return self._begin(attempt)
+
+    def __aiter__(self) -> _Reruns:
+        return self
+
+    async def __anext__(self) -> _Reruns:
+        attempt = await self._attempts.attempt_async(Endpoint.async_client, streams=True)
+        return self._begin(attempt)
+
+    def _begin(self, attempt: AttemptContext[Any]) -> _Reruns:
+        self.attempt, self.items, self.delivered = attempt, None, 0
+        return self
+
+    def __enter__(self) -> AttemptContext[Any]:
+        return self.attempt
+
+    async def __aenter__(self) -> AttemptContext[Any]:
+        return self.__enter__()
+
+    # On an error: at once, not at a garbage collection, the body's finally runs and
+    # the streams it opened stop (and stop billing).
+
+    def __exit__(self, typ: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None:
+            if self.items is not None:
+                self.items.close()
+            self.attempt.close_streams()
+        return self._end(exc)
+
+    async def __aexit__(self, typ: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None:
+            if self.items is not None:
+                await self.items.aclose()
+            await self.attempt.aclose_streams()
+        return self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> bool:
+        """Whether to re-run the body (the next attempt) after this run ended on ``exc``."""
+        attempt, self.items = self.attempt, None  # no object of ours keeps a finished body alive
+        if exc is None:
+            attempt.end(None)
+            return False
+        return _settle(self._chain, attempt, exc, self.delivered)
 
 
 def iterate_sync(
     chain: Chain, fn: Callable[[Any], Iterator[T]], operation: object = "call"
 ) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
-    attempts = Attempts(chain, operation)
-    while True:
-        attempt = attempts.attempt(Endpoint.sync_client, streams=True)
-        delivered = 0
-        items: Iterator[T] | None = None
-        try:
+    for run in _Reruns(chain, operation):  # FailoverError when no provider is left
+        with run as attempt:
             with attempt.scoped() as client:
-                items = fn(client)
+                items = run.items = fn(client)
             while True:
                 with attempt.scoped():
                     item = next(items, _END)
                 if item is _END:
-                    break
+                    return
                 yield item
-                delivered += 1
-        except BaseException as exc:
-            # At once, not at a garbage collection: the body's finally runs now, and
-            # the streams it opened stop (and stop billing) now.
-            if items is not None:
-                items.close()  # type: ignore[attr-defined]
-            attempt.close_streams()
-            _settle(chain, attempt, exc, delivered)
-            continue
-        finally:
-            items = None  # no frame of ours keeps a finished body alive
-        attempt.end(None)
-        return
+                run.delivered += 1
 
 
 async def iterate_async(
     chain: Chain, fn: Callable[[Any], AsyncIterator[T]], operation: object = "call"
 ) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
-    attempts = Attempts(chain, operation)
-    while True:
-        attempt = await attempts.attempt_async(Endpoint.async_client, streams=True)
-        delivered = 0
-        items: AsyncIterator[T] | None = None
-        try:
+    async for run in _Reruns(chain, operation):
+        async with run as attempt:
             with attempt.scoped() as client:
-                items = fn(client)
+                items = run.items = fn(client)
             while True:
                 with attempt.scoped():
                     item = await anext(items, _END)
                 if item is _END:
-                    break
+                    return
                 yield item
-                delivered += 1
-        except BaseException as exc:
-            if items is not None:
-                await items.aclose()  # type: ignore[attr-defined]
-            await attempt.aclose_streams()
-            _settle(chain, attempt, exc, delivered)
-            continue
-        finally:
-            items = None
-        attempt.end(None)
-        return
+                run.delivered += 1
 
 
 _END: Any = object()

@@ -264,6 +264,54 @@ def test_generator_interrupt_is_not_failed_over_with_wide_on(
     assert seen == ["[comet] hello"]
 
 
+def test_a_generator_interrupted_leaves_no_cycle_keeping_its_body(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.cut_stream(after=2)
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def words(client: Any = None) -> Iterator[str]:
+        for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            yield chunk.choices[0].delta.content or ""
+
+    gen = words()
+    next(gen)
+    body = weakref.ref(gen.gi_frame.f_locals["items"])
+    gc.disable()  # the interruption's traceback must not hold the body in a cycle
+    try:
+        with pytest.raises(StreamInterrupted):
+            list(gen)
+        del gen
+        assert body() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.asyncio
+async def test_an_async_generator_interrupted_leaves_no_cycle_keeping_its_body(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.cut_stream(after=2)
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    async def words(client: Any = None) -> AsyncIterator[str]:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        async for chunk in stream:
+            yield chunk.choices[0].delta.content or ""
+
+    gen = words()
+    await anext(gen)
+    body = weakref.ref(gen.ag_frame.f_locals["items"])
+    gc.disable()
+    try:
+        with pytest.raises(StreamInterrupted):
+            [_ async for _ in gen]
+        del gen
+        assert body() is None
+    finally:
+        gc.enable()
+
+
 # -- generators resumed in another context (thread pools, asyncgen finalizers) ------------
 
 
