@@ -321,7 +321,9 @@ class Ownership:
         if made is not None and made.stores is not None:
             stored = kwargs.get("store")
             made = made if stored is True or (made.stores and stored is not False) else None
-        owners = registry(self._store)
+        owners = getattr(self._store or default_store(), "owners", MEMORY)  # see registry()
+        if not isinstance(owners, Owners):
+            owners = MEMORY
         knows = owners.may_know()
         if made is None and not knows:
             return None  # the common case: nothing made, nothing known to route by

@@ -141,7 +141,12 @@ class _Call:
 
 async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
     try:
-        result = track(await awaitable, scope, call)
+        result = await awaitable
+        if isinstance(result, pydantic.BaseModel):
+            if call is not None:
+                call.answered(result)
+        else:
+            result = track(result, scope, call)
     except BaseException as exc:
         if call is None:
             mark_if_transport(exc)
@@ -183,10 +188,10 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
         if call is not None:
             call.answered(value)  # what it created is remembered as this provider's
         return value  # a parsed answer (the common case): nothing left to read
+    if isinstance(value, types.CoroutineType):  # an async call's answer, to await
+        return _tracked_await(value, scope, call)
     if is_stream(value, call is not None and call.stream):
         return _stream(value, scope, call)
-    if inspect.iscoroutine(value):
-        return _tracked_await(value, scope, call)
     if isinstance(value, AsyncPaginator):
         return TrackedPaginator(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
