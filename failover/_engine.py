@@ -118,7 +118,8 @@ class Chain:
             return None
         endpoint = self.endpoints[0]
         breaker = self.settings.breaker
-        if breaker is not None and self.store().peek(endpoint.key).state is not State.CLOSED:
+        store = self.settings.store or default_store()
+        if breaker is not None and store.peek(endpoint.key).state is not State.CLOSED:
             return None
         return endpoint
 

@@ -153,7 +153,8 @@ async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None
         else:
             call.failed(exc)
         raise
-    _answered(result)
+    if _telemetry.LIVE:
+        _answered(result)
     return result
 
 
