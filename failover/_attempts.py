@@ -16,7 +16,6 @@ side by side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import time
@@ -94,15 +93,10 @@ class AttemptContext(Generic[C]):
             return False
         return self._run.failed(self.endpoint, exc, elapsed)
 
-    @contextlib.contextmanager
-    def scoped(self) -> Iterator[C]:
+    def scoped(self) -> _Scoped[C]:
         """Just the attempt's scope, for one step of a generator: never held across a
         ``yield``, which may resume in another context (a thread pool, another task)."""
-        token = SCOPE.set(self._scope), self._span and self._span.enter()
-        try:
-            yield self._client
-        finally:
-            self._leave(token)
+        return _Scoped(self)
 
     def close_streams(self) -> None:
         """Close the streams the attempt opened: it ended early, nobody will read them."""
@@ -120,6 +114,26 @@ class AttemptContext(Generic[C]):
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         return self.__exit__(typ, exc, tb)
+
+
+class _Scoped(Generic[C]):
+    """``with attempt.scoped() as client:``, entered twice per item of a generator: a
+    slotted class, not a ``contextmanager``, whose generator machinery costs more."""
+
+    __slots__ = ("_attempt", "_token")
+
+    def __init__(self, attempt: AttemptContext[C]) -> None:
+        self._attempt = attempt
+
+    def __enter__(self) -> C:
+        attempt = self._attempt
+        self._token = SCOPE.set(attempt._scope), attempt._span and attempt._span.enter()
+        return attempt._client
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._attempt._leave(self._token)
 
 
 def _reset(token: contextvars.Token[Any]) -> None:

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
+from failover.testing._host import Host, error_body
 
 Form = dict[str, Any]  # a multipart body: field name -> text, or (filename, bytes) for a file
 Answer = tuple[int, Any]
@@ -50,8 +49,6 @@ _KINDS = {
 
 
 def not_found(message: str) -> Answer:
-    from failover.testing._server import error_body
-
     return 404, error_body(404, message, None)
 
 
@@ -84,7 +81,7 @@ def _references(node: Any, key: str | None = None) -> Iterator[str]:
         yield node
 
 
-def missing(provider: FakeProvider, payload: Any) -> Answer | None:
+def missing(provider: Host, payload: Any) -> Answer | None:
     """A 404 for the first id the body names that this provider never made."""
     for resource in _references(payload):
         if provider._stored(resource) is None:
@@ -195,13 +192,13 @@ def _made(collection: str, payload: Any, fields: Form) -> dict[str, Any]:
     return _new(prefix, kind, **_MAKERS[collection](payload, fields))
 
 
-def _kept(provider: FakeProvider, made: dict[str, Any]) -> dict[str, Any]:
+def _kept(provider: Host, made: dict[str, Any]) -> dict[str, Any]:
     provider._store(made)
     return made
 
 
 def _action(
-    provider: FakeProvider, found: dict[str, Any], action: str, payload: Any
+    provider: Host, found: dict[str, Any], action: str, payload: Any
 ) -> dict[str, Any] | None:
     """``POST /{collection}/{id}/{action}``: what it makes or changes (None: unknown).
 
@@ -242,9 +239,7 @@ def _action(
     return None
 
 
-def route(
-    provider: FakeProvider, method: str, path: str, payload: Any, fields: Form
-) -> Answer | None:
+def route(provider: Host, method: str, path: str, payload: Any, fields: Form) -> Answer | None:
     """The answer for a path of the stateful collections (None: not one of theirs)."""
     for collection, (kind, title, _) in _KINDS.items():
         if path == collection and method == "POST" and collection in _MAKERS:
