@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._engine import Chain, Run
+from ._chain import Chain
+from ._engine import Run
 from ._errors import DeadlineExceeded, FailoverError, StreamInterrupted
 from ._policy import mark_fault
 from ._providers import Endpoint
@@ -183,7 +184,7 @@ class LeanAttempt:
         if exc is None:
             self._chain.served(self._endpoint, elapsed)
             return False
-        self._run = run = self._chain.resume(self._operation, self._endpoint, self._started)
+        self._run = run = Run.resumed(self._chain, self._operation, self._endpoint, self._started)
         return run.failed(self._endpoint, exc, elapsed)
 
     def attempts(self) -> Attempts:
@@ -195,7 +196,7 @@ class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
     def __init__(self, chain: Chain, operation: object = "block", run: Run | None = None) -> None:
-        self._run = chain.run(operation) if run is None else run
+        self._run = Run(chain, operation) if run is None else run
 
     def attempt(
         self, build: Callable[[Endpoint], Any], streams: bool = False

@@ -10,7 +10,7 @@ from typing import Any, cast
 import openai
 
 from ._attempts import AttemptContext, Attempts
-from ._engine import Chain
+from ._chain import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import Endpoint, ProviderLike, check_flavour, endpoints

@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 import wrapt
 
 from ._attempts import call_async, call_sync, iterate_async, iterate_sync
-from ._engine import Chain
+from ._chain import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
 from ._providers import ProviderLike, check_flavour, endpoints

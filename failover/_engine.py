@@ -8,14 +8,12 @@ gives up. Sync and async drivers share it, so the rules exist once.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Generator
 from typing import Any
 
-from ._activity import ACTIVITY
+from ._chain import Chain
 from ._errors import (
     Attempt,
     DeadlineExceeded,
@@ -29,149 +27,23 @@ from ._errors import (
 from ._health import (
     Breaker,
     Health,
-    HealthStore,
     State,
     Verdict,
-    admit,
-    clean,
     count_skip,
     default_store,
     failed,
     released,
-    succeeded,
     unavailable,
 )
-from ._ownership import Ownership
 from ._policy import Fault, fault_kind, provider_fault, retry_after
 from ._providers import Endpoint
 from ._retry import timed_out
 from ._scope import Scope
-from ._settings import Event, Outcome, Settings
-from ._telemetry import Observer, observe, tracing
+from ._settings import Event, Outcome
+from ._telemetry import Observer, observe
 from ._tracking import Tracked
 
 logger = logging.getLogger("failover")
-
-
-Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
-
-
-def _admit(
-    h: Health, now: float, *, breaker: Breaker, force: bool
-) -> tuple[Health, tuple[Verdict, Health, float]]:
-    new, verdict = admit(h, breaker, now, force)
-    return new, (verdict, new, now)
-
-
-@dataclass(frozen=True, slots=True)
-class Chain:
-    endpoints: tuple[Endpoint, ...]
-    settings: Settings = field(default_factory=Settings)
-    # Built once, not per call: without a time budget an attempt's scope never
-    # changes, and the breaker's admission rule is one of two (normal, forced).
-    scopes: dict[int, Scope] = field(init=False, repr=False, compare=False)
-    admits: tuple[Admit, Admit] | None = field(init=False, repr=False, compare=False)
-    # The clients handed out for those scopes, by scope: (the endpoint's client, bound).
-    # Kept here, so they live as long as the chain, and one per scope (an async
-    # endpoint's client changes with the loop: the newest replaces the last).
-    handed: dict[int, tuple[Any, Any]] = field(
-        init=False, repr=False, compare=False, default_factory=dict
-    )
-    ownership: Ownership = field(init=False, repr=False, compare=False)
-    lean: bool = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        settings = self.settings
-        ownership = Ownership(self.endpoints, settings.store)
-        object.__setattr__(self, "ownership", ownership)
-        scopes = {
-            id(e): Scope(
-                e,
-                first_token_timeout=settings.first_token_timeout,
-                stall_timeout=settings.stall_timeout,
-                ownership=ownership,
-            )
-            for e in self.endpoints
-        }
-        object.__setattr__(self, "scopes", scopes)
-        breaker = self.settings.breaker
-        admits = None
-        if breaker is not None:
-            admits = tuple(
-                functools.partial(_admit, breaker=breaker, force=f) for f in (False, True)
-            )
-        object.__setattr__(self, "admits", admits)
-        # Whether a call's first attempt may run without a Run (see ``lean``): nothing
-        # per call to set up (no time budget) nor to report (no on_attempt callback).
-        s = settings
-        lean = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
-        object.__setattr__(self, "lean", lean)
-
-    def run(self, operation: object = "block") -> Run:
-        return Run(self, operation)
-
-    def first(self) -> Endpoint | None:
-        """The provider a call may try at once, with no :class:`Run` (the healthy path):
-        the first, when the chain is lean, nothing traces and its breaker is closed.
-        None: the call takes the full path. A failure there continues in :meth:`resume`."""
-        if not self.lean or tracing():
-            return None
-        endpoint = self.endpoints[0]
-        breaker = self.settings.breaker
-        store = self.settings.store or default_store()
-        if breaker is not None and store.peek(endpoint.key).state is not State.CLOSED:
-            return None
-        return endpoint
-
-    def resume(self, operation: object, endpoint: Endpoint, started: float) -> Run:
-        """The call whose first attempt, on ``endpoint``, :meth:`first` let run alone."""
-        run = Run(self, operation)
-        run.started = started
-        run._tried = True
-        del run._pending[0]
-        run.observer.started(endpoint, None if self.settings.breaker is None else State.CLOSED)
-        return run
-
-    def store(self) -> HealthStore:
-        """The health store in force (``configure`` may change the default at any time)."""
-        return self.settings.store or default_store()
-
-    def served(
-        self,
-        endpoint: Endpoint,
-        elapsed: float,
-        after_failover: bool = False,
-        observer: Observer | None = None,
-    ) -> None:
-        """``endpoint`` answered a call, after ``elapsed`` seconds."""
-        breaker = self.settings.breaker
-        if breaker is not None:
-            store = self.settings.store or default_store()
-            if not after_failover and clean(store.peek(endpoint.key)):
-                store.count(endpoint.key, endpoint.name, breaker)  # no new record
-            else:
-
-                def change(h: Health, now: float) -> tuple[Health, State]:
-                    return succeeded(h, breaker, now, after_failover), h.state
-
-                if (
-                    store.update(endpoint.key, endpoint.name, change, breaker.clock)
-                    is not State.CLOSED
-                ):
-                    (observer or Observer()).transition(endpoint, Health())
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
-        if observer is None:
-            ACTIVITY.served(endpoint.key, endpoint.name)
-        else:
-            observer.succeeded(endpoint)
-
-    def handed_out(self, client: Any, scope: Scope) -> Any:
-        """``client`` (an endpoint's) as handed out for this chain's ``scope``."""
-        entry = self.handed.get(id(scope))
-        if entry is None or entry[0] is not client:
-            entry = self.handed[id(scope)] = (client, Tracked(client, scope))
-        return entry[1]
 
 
 class Run:
@@ -198,7 +70,7 @@ class Run:
         settings = chain.settings
         self._chain = chain
         self._settings = settings
-        self._store = chain.store()
+        self._store = chain.settings.store or default_store()
         self._pending = list(chain.endpoints)
         self._force = False
         self._probe: set[int] = set()
@@ -211,6 +83,16 @@ class Run:
         self._tried = False  # some provider was tried (or skipped) already
         # Traces, metrics and the rolling counters; ``operation`` names the call in traces.
         self.observer: Observer = observe(settings.store, operation)
+
+    @classmethod
+    def resumed(cls, chain: Chain, operation: object, endpoint: Endpoint, started: float) -> Run:
+        """The call whose first attempt, on ``endpoint``, ``Chain.first`` let run alone."""
+        run = cls(chain, operation)
+        run.started = started
+        run._tried = True
+        del run._pending[0]
+        run.observer.started(endpoint, None if chain.settings.breaker is None else State.CLOSED)
+        return run
 
     def _all_open(self, breaker: Breaker) -> bool:
         """Whether every provider is open; if so, try them all, soonest-to-recover first.

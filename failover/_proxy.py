@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _attempts, _ownership
-from ._engine import Chain
+from ._chain import Chain
 from ._openai import AsyncPaginator
 from ._streaming import AsyncPeekedStream, AsyncStream, SyncPeekedStream, SyncStream
 from ._tracking import Navigable, is_navigation

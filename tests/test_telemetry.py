@@ -21,7 +21,7 @@ from test_engine import HOW, asker, call, run_async
 import failover
 from failover import Breaker, FailoverError, Provider, Retry, StreamInterrupted, fallback_clients
 from failover._activity import ACTIVITY
-from failover._engine import Chain
+from failover._chain import Chain
 from failover._providers import endpoints
 from failover._telemetry import Observer, Traced, observe
 from failover.testing import FakeProvider
