@@ -4,7 +4,7 @@ Timed as users get failover: the wheel built from this checkout, installed by pi
 compiles its bytecode) into a temporary directory put first on ``PYTHONPATH``, beside this
 environment's openai and opentelemetry-api (the ``otel`` extra). Not this checkout's own
 install: an editable one has no bytecode of its own where ``PYTHONDONTWRITEBYTECODE`` is
-set, so each fresh process compiles failover's sources again (about 55 ms on the 2-core
+set, so each fresh process compiles failover's sources again (about 40 ms on the 2-core
 machine), a cost no installed wheel pays. That install is timed too, with a bytecode
 cache, for comparison; without pip (or a build backend) the wheel rows say they fell
 back to it.
@@ -175,7 +175,7 @@ def run(ctx: Context) -> None:
     section = f"4 import ({cost['install']}, {extra})"
     opt_in = ", ".join(cost["opt_in_imported"]) or "none"
     checkout = cost["checkout"]
-    for contender, ms, note in (
+    rows = (
         ("import failover", cost["beyond_openai_ms"], f"opt-in modules imported: {opt_in}"),
         (
             "import failover, then every public name",
@@ -183,25 +183,24 @@ def run(ctx: Context) -> None:
             ", ".join(f"{k} {v:.1f} ms" for k, v in cost["by_package_ms"].items()),
         ),
         (
-            "first use, between processes",
-            cost["paired_ms"],
-            f"paired with processes importing openai alone ({cost['openai_ms']:.0f} ms)",
-        ),
-        (
             "import failover, this checkout's install",
             checkout["beyond_openai_ms"],
             f"then every public name {checkout['first_use_ms']:.1f} ms (bytecode cached)",
         ),
-    ):
+    )
+    for contender, ms, note in rows:
         report.add(
-            Row(
-                section,
-                contender,
-                ms,
-                None,
-                unit="ms",
-                target="≤ 15 ms",
-                met=ms <= 15,
-                note=note,
-            )
+            Row(section, contender, ms, None, "ms", target="≤ 15 ms", met=ms <= 15, note=note)
         )
+    # A cross-check without a target: openai's own import varies between processes by
+    # more than failover's whole cost, so this difference is the noisiest figure.
+    report.add(
+        Row(
+            section,
+            "first use, between processes",
+            cost["paired_ms"],
+            None,
+            "ms",
+            note=f"paired with processes importing openai alone ({cost['openai_ms']:.0f} ms)",
+        )
+    )
