@@ -43,7 +43,7 @@ FULL = Sizes(
     sequential=200,
     hang_baseline=200,
     concurrent=1000,
-    import_runs=9,
+    import_runs=21,
 )
 QUICK = Sizes(
     per_call=150,
