@@ -1,0 +1,174 @@
+"""The background thread of a :class:`~failover.redis.RedisHealth`: what keeps its
+cache fresh and its counts flowing, off every caller's path.
+
+It holds the store's subscription to the namespace's channel (each write publishes
+the new record, so a change made by another process lands here within a round trip
+of it), and when the subscription drops it says so once, polls the known records
+every ``max_staleness`` seconds, and subscribes again. It also flushes the counted
+successes (once a second per provider, one write each), loads the records that an
+event loop asked for (a loop never waits on a socket), and finishes the writes a
+loop's shutdown cancelled. It uses the sync client only.
+
+The thread holds its store weakly (it ends with it) and is started again in a forked
+child, whose copy of the parent's threads does not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ._redis_clients import ERRORS
+
+if TYPE_CHECKING:
+    from .redis import RedisHealth
+
+logger = logging.getLogger("failover")
+
+#: How often the thread looks up from the subscription for its other work (at most).
+TICK = 0.1
+#: Successes are flushed this often, per provider.
+FLUSH_EVERY = 1.0
+
+
+class Watcher:
+    """The background thread of one store (started on the store's first use)."""
+
+    def __init__(self, store: RedisHealth) -> None:
+        self._store = weakref.ref(store)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: True while subscribed: news arrives by message, no polling needed.
+        self.subscribed = False
+        self.lost = False  # dropped after having been up; logged once, until it is back
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="failover-redis-watch", daemon=True
+                )
+                self._thread.start()
+
+    def wake(self) -> None:
+        """Do the background work now rather than at the next tick (if not subscribed)."""
+        self._wake.set()
+
+    def stop(self, wait: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread does not run here; start one anew."""
+        self._lock = threading.Lock()
+        running = self._thread is not None
+        self._thread, self.subscribed = None, False
+        store = self._store()
+        if store is not None:
+            store._after_fork()
+            if running:
+                self.start()
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pubsub: Any = None
+        retry_at = 0.0
+        while not self._stop.is_set():
+            store = self._store()
+            if store is None:
+                break
+            try:
+                if pubsub is None and time.monotonic() >= retry_at:
+                    pubsub, retry_at = self._subscribe(store)
+                store._background(polling=pubsub is None)
+                if pubsub is None:
+                    del store
+                    self._wake.wait(TICK)
+                    self._wake.clear()
+                    continue
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=TICK)
+                while message is not None:
+                    store._on_message(message.get("data"))
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            except ERRORS as exc:
+                self._dropped(store, pubsub, exc)
+                pubsub, retry_at = None, time.monotonic()  # subscribe again at once
+            except Exception:  # a bug here must not end the freshness of every process
+                logger.exception("failover: the Redis health watcher failed; it goes on")
+                time.sleep(TICK)
+            del store
+        if pubsub is not None:
+            _close(pubsub)
+
+    def _subscribe(self, store: RedisHealth) -> tuple[Any, float]:
+        """A subscribed pubsub (then every known record is read once, to catch up on
+        what was missed meanwhile), or None and when to try again."""
+        pubsub = None
+        try:
+            pubsub = store._sync_client().pubsub()
+            pubsub.subscribe(store._keys.channel)
+            deadline = time.monotonic() + store._timeout
+            while True:  # the confirmation: from now on no write goes unheard
+                message = pubsub.get_message(timeout=store._timeout)
+                if message is not None and message.get("type") == "subscribe":
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no subscription confirmation")
+            store._refresh(list(store._entries))
+        except ERRORS:
+            if pubsub is not None:
+                _close(pubsub)
+            return None, time.monotonic() + min(store._max_staleness, store._retry_interval)
+        self.subscribed = True
+        if self.lost:
+            self.lost = False
+            logger.info("failover: %s subscription is back; no more polling", store._where)
+        return pubsub, 0.0
+
+    def _dropped(self, store: RedisHealth, pubsub: Any, exc: BaseException) -> None:
+        self.subscribed = False
+        if pubsub is not None:
+            _close(pubsub)
+        if not self.lost:
+            self.lost = True
+            logger.warning(
+                "failover: %s subscription lost (%s); polling every %.3gs until it is back",
+                store._where,
+                type(exc).__name__,
+                store._max_staleness,
+            )
+
+
+def _close(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:  # a broken connection may fail to close: it is gone either way
+        pass
+
+
+_WATCHED: weakref.WeakSet[Watcher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watcher in list(_WATCHED):
+        watcher.after_fork()
+
+
+def watch(store: RedisHealth) -> Watcher:
+    watcher = Watcher(store)
+    _WATCHED.add(watcher)
+    return watcher
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
