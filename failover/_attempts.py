@@ -148,10 +148,13 @@ class Attempts:
     async def attempt_async(
         self, build: Callable[[Endpoint], Any], streams: bool = False
     ) -> AttemptContext[Any]:
-        """:meth:`attempt`, pausing without blocking the event loop."""
+        """:meth:`attempt`, pausing (and asking a shared store) without blocking the loop."""
         if wait := self._run.wait:
             await asyncio.sleep(wait)
-        return self._attempt(build, streams)
+        attempt = await self.next_attempt_async(build, streams)
+        if attempt is None:
+            raise self.error()
+        return attempt
 
     def _attempt(self, build: Callable[[Endpoint], Any], streams: bool) -> AttemptContext[Any]:
         attempt = self.next_attempt(build, streams)
@@ -165,15 +168,32 @@ class Attempts:
         """The next attempt, or None when no provider is left to try."""
         run = self._run
         while (endpoint := run.next()) is not None:
-            try:
-                client = build(endpoint)
-            except Exception as exc:  # a client that cannot be built (no key) is a failed attempt
-                mark_fault(exc)
-                if run.failed(endpoint, exc, 0.0):
-                    continue
-                raise
-            return AttemptContext(run, endpoint, client, streams)
+            if (attempt := self._on(endpoint, build, streams)) is not None:
+                return attempt
         return None
+
+    async def next_attempt_async(
+        self, build: Callable[[Endpoint], Any], streams: bool = False
+    ) -> AttemptContext[Any] | None:
+        run = self._run
+        while (endpoint := await run.anext()) is not None:
+            if (attempt := self._on(endpoint, build, streams)) is not None:
+                return attempt
+        return None
+
+    def _on(
+        self, endpoint: Endpoint, build: Callable[[Endpoint], Any], streams: bool
+    ) -> AttemptContext[Any] | None:
+        """An attempt on ``endpoint``, or None when its client cannot be built and the
+        call moves on."""
+        try:
+            client = build(endpoint)
+        except Exception as exc:  # a client that cannot be built (no key) is a failed attempt
+            mark_fault(exc)
+            if self._run.failed(endpoint, exc, 0.0):
+                return None
+            raise
+        return AttemptContext(self._run, endpoint, client, streams)
 
     def error(self) -> FailoverError:
         """What the call raises now that no attempt is left to succeed."""
@@ -334,7 +354,7 @@ async def call_hedged(
             # A retry of the provider that just failed starts after its pause; the
             # running attempts may win meanwhile.
             pause = attempts._run.wait
-            attempt = None if pause else attempts.next_attempt(Endpoint.async_client)
+            attempt = None if pause else await attempts.next_attempt_async(Endpoint.async_client)
             if attempt is not None:
                 running.add(asyncio.ensure_future(one(attempt)))
             elif not running:

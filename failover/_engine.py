@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from ._health import (
     State,
     Verdict,
     admit,
+    clean,
     count_skip,
     default_store,
     failed,
@@ -48,15 +49,6 @@ from ._telemetry import Observer, observe
 from ._tracking import Tracked
 
 logger = logging.getLogger("failover")
-
-
-# Each returns the state the record had: a breaker that closes is a transition to report.
-def _on_success(h: Health, now: float) -> tuple[Health, State]:
-    return succeeded(h, after_failover=False), h.state
-
-
-def _on_success_after_failover(h: Health, now: float) -> tuple[Health, State]:
-    return succeeded(h, after_failover=True), h.state
 
 
 Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
@@ -184,6 +176,27 @@ class Run:
 
     def next(self) -> Endpoint | None:
         """The provider to try now, or None when the call must give up."""
+        steps = self._next()
+        try:
+            request = next(steps)
+            while True:  # a provider that is not closed: the store decides its admission
+                request = steps.send(self._store.update(*request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def anext(self) -> Endpoint | None:
+        """:meth:`next` for async drivers: a shared store's answer is awaited, never
+        waited for on the event loop's thread."""
+        steps = self._next()
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(await self._store.aupdate(*request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _next(self) -> Generator[tuple[Any, ...], Any, Endpoint | None]:
+        """The decision behind :meth:`next`: yields the store updates it needs answered."""
         settings = self._settings
         deadline = settings.deadline
         self._retry_at = 0.0  # the driver waited out any pause before asking
@@ -195,13 +208,16 @@ class Run:
             if breaker is None:
                 self.observer.started(endpoint, None)
                 return self._pending.pop(0)
+            if self._store.peek(endpoint.key).state is State.CLOSED:
+                # The healthy path: a closed provider is tried, and nothing is written.
+                self._tried = True
+                self.observer.started(endpoint, State.CLOSED)
+                return self._pending.pop(0)
             # A retry that the provider's Retry-After asked for is not blocked by the
             # opening that same Retry-After caused (others skip it until then).
             forced, self._forced = self._force or endpoint is self._forced, None
             admit = self._chain.admits[forced]  # type: ignore[index]
-            verdict, record, now = self._store.update(
-                endpoint.key, endpoint.name, admit, breaker.clock
-            )
+            verdict, record, now = yield endpoint.key, endpoint.name, admit, breaker.clock
             if verdict is Verdict.SKIP and not self._tried and self._all_open(breaker):
                 continue
             self._tried = True
@@ -361,14 +377,15 @@ class Run:
         return deadline is not None and time.monotonic() - self.started >= deadline
 
     def _record_success(self, endpoint: Endpoint, breaker: Breaker, after_failover: bool) -> None:
-        # On a clean provider succeeded() changes nothing, and the stores write nothing.
-        before = self._store.update(
-            endpoint.key,
-            endpoint.name,
-            _on_success_after_failover if after_failover else _on_success,
-            breaker.clock,
-        )
-        if before is not State.CLOSED:
+        store = self._store
+        if not after_failover and clean(store.peek(endpoint.key)):
+            store.count(endpoint.key, endpoint.name, breaker)  # the healthy path: no new record
+            return
+
+        def change(h: Health, now: float) -> tuple[Health, State]:
+            return succeeded(h, breaker, now, after_failover), h.state
+
+        if store.update(endpoint.key, endpoint.name, change, breaker.clock) is not State.CLOSED:
             self.observer.transition(endpoint, Health())
 
     def _record(

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ._activity import ACTIVITY
 from ._policy import Fault
@@ -147,19 +147,16 @@ def rate_exceeded(window: tuple[Bucket, ...], b: Breaker, now: float) -> bool:
 
 
 def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
-    """May a call try this provider now? ``force`` tries it even while unavailable."""
-    if h.state is State.CLOSED:
-        return h._replace(calls=h.calls + 1, window=tally(h, b, now, 1, 0)), Verdict.TRY
+    """May a call try this provider now? ``force`` tries it even while unavailable.
+
+    Counts nothing: an attempt is counted when it ends (:func:`failed`, :func:`succeeded`,
+    a store's ``count``), so a closed provider's admission changes nothing and the
+    engine decides it from ``peek`` alone, without the store's lock.
+    """
+    if h.state is State.CLOSED or (force and unavailable(h, now)):
+        return h, Verdict.TRY
     if not unavailable(h, now):
-        probing = h._replace(
-            state=State.HALF_OPEN,
-            probe_until=now + b.max_cooldown,
-            calls=h.calls + 1,
-            window=tally(h, b, now, 1, 0),
-        )
-        return probing, Verdict.PROBE
-    if force:
-        return h._replace(calls=h.calls + 1, window=tally(h, b, now, 1, 0)), Verdict.TRY
+        return h._replace(state=State.HALF_OPEN, probe_until=now + b.max_cooldown), Verdict.PROBE
     return h, Verdict.SKIP  # counted by count_skip() once the engine is sure it skips
 
 
@@ -167,18 +164,46 @@ def count_skip(h: Health) -> Health:
     return h._replace(skipped=h.skipped + 1)
 
 
-def succeeded(h: Health, after_failover: bool) -> Health:
-    if h.state is State.CLOSED and not h.consecutive_failures and not after_failover:
-        return h  # the healthy path: nothing to write
+def succeeded(h: Health, b: Breaker, now: float, after_failover: bool) -> Health:
+    """A success that changes the record: it closes the provider, breaks a row of
+    failures, or served a failover (a clean one goes to the store's ``count``)."""
     return h._replace(
         state=State.CLOSED,
         consecutive_failures=0,
         open_until=0.0,
         cooldown=0.0,
         probe_until=0.0,
+        calls=h.calls + 1,
         failovers_served=h.failovers_served + after_failover,
         reason=None,
+        window=tally(h, b, now, 1, 0),
     )
+
+
+def clean(h: Health) -> bool:
+    """Closed with no failure in a row: a success there changes nothing but counts."""
+    return h.state is State.CLOSED and not h.consecutive_failures
+
+
+def bucket_start(b: Breaker, now: float) -> float | None:
+    """The start of the window bucket that ``now`` falls in (None: no rate rule)."""
+    if b.failure_rate is None:
+        return None
+    width = b.window / BUCKETS
+    return now - now % width
+
+
+def fold(h: Health, start: float | None, calls: int) -> Health:
+    """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``."""
+    if start is None:
+        return h._replace(calls=h.calls + calls)
+    window = h.window
+    if window and window[-1][0] >= start:
+        last = window[-1]
+        window = (*window[:-1], (last[0], last[1] + calls, last[2]))
+    else:
+        window = (*window[1 - BUCKETS :], (start, calls, 0))
+    return h._replace(calls=h.calls + calls, window=window)
 
 
 def released(h: Health) -> Health:
@@ -198,11 +223,10 @@ def failed(
     timed_out: bool = False,
 ) -> Health:
     """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout)."""
-    h = h._replace(failures=h.failures + 1)
     if kind is not Fault.UNWELL:
         # The provider answered: the fault is the request's, so the row is broken.
-        return succeeded(h, after_failover=False)
-    h = h._replace(window=tally(h, b, now, 0, 1))
+        return succeeded(h._replace(failures=h.failures + 1), b, now, after_failover=False)
+    h = h._replace(calls=h.calls + 1, failures=h.failures + 1, window=tally(h, b, now, 1, 1))
     count = h.consecutive_failures + 1
     reason = Reason.PROBE if probe else Reason.CONSECUTIVE
     if wait is not None:
@@ -248,12 +272,35 @@ class HealthStore(Protocol):
     """Where breaker state lives: one atomic read-modify-write per provider key.
 
     ``now`` comes from the store (a shared store uses one clock for every host);
-    ``clock`` is the breaker's, for stores that have none of their own.
+    ``clock`` is the breaker's, for stores that have none of their own. A healthy
+    call touches only :meth:`peek` and :meth:`count`, which do no I/O and take no
+    lock held across I/O; :meth:`update` runs only when something may change.
     """
 
     source: str
 
-    def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R: ...
+    def peek(self, key: str) -> Health:
+        """The record as this process knows it now (FRESH when unknown): no I/O, no lock.
+
+        A shared store answers from its cache, which may lag other processes by at most
+        its staleness bound.
+        """
+        ...
+
+    def count(self, key: str, name: str, breaker: Breaker) -> None:
+        """One clean success: add a call to the record's ``calls`` and to the window
+        bucket of ``breaker.clock()``. Never I/O on the caller's path."""
+        ...
+
+    def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        """Apply ``change`` atomically. Called on an event loop's thread, a shared store
+        must not wait on a socket: it applies the change to its cache and writes behind."""
+        ...
+
+    async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        """:meth:`update` for an async caller that needs the shared answer (the claim of
+        a half-open probe: one at a time across processes). Never blocks the loop."""
+        ...
 
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         """The records of ``keys`` (a fresh one where none is kept) and the store's now."""
@@ -263,34 +310,70 @@ class HealthStore(Protocol):
 
 
 class MemoryStore:
-    """The in-process store: a dict under a lock, shared by threads and tasks."""
+    """The in-process store: a dict under a lock, shared by threads and tasks.
+
+    Clean successes are counted apart, per key ``[bucket start, calls, name]``, and
+    folded into the record whenever the record is updated or read, or the bucket
+    rolls over: a healthy call never builds a new record.
+    """
 
     source = "memory"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, Health]] = {}
+        self._pending: dict[str, list[Any]] = {}
+
+    def peek(self, key: str) -> Health:
+        entry = self._records.get(key)
+        return entry[1] if entry is not None else FRESH
+
+    def count(self, key: str, name: str, breaker: Breaker) -> None:
+        start = bucket_start(breaker, breaker.clock())
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is not None and pending[0] == start:
+                pending[1] += 1
+                return
+            self._fold(key)
+            self._pending[key] = [start, 1, name]
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         with self._lock:
-            entry = self._records.get(key)
-            current = entry[1] if entry is not None else FRESH
+            current = self._fold(key)
             new, result = change(current, clock())
             if new is not current:
                 self._records[key] = (name, new)
         return result
 
+    async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        return self.update(key, name, change, clock)
+
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
-        records = self._records
-        return [records[k][1] if k in records else FRESH for k in keys], clock()
+        with self._lock:
+            return [self._fold(k) for k in keys], clock()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
         with self._lock:
+            for key in list(self._pending):
+                self._fold(key)
             return dict(self._records)
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._pending.clear()
+
+    def _fold(self, key: str) -> Health:
+        """The record of ``key`` with its pending successes counted in (under the lock)."""
+        entry = self._records.get(key)
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return entry[1] if entry is not None else FRESH
+        start, calls, name = pending
+        record = fold(entry[1] if entry is not None else FRESH, start, calls)
+        self._records[key] = (entry[0] if entry is not None else name, record)
+        return record
 
 
 STORE = MemoryStore()

@@ -26,13 +26,17 @@ from failover import (
     with_fallback,
 )
 from failover._health import (
+    FRESH,
     STORE,
     Health,
+    MemoryStore,
     Reason,
     Verdict,
     admit,
+    bucket_start,
     count_skip,
     failed,
+    fold,
     succeeded,
 )
 from failover._policy import Fault
@@ -168,10 +172,10 @@ def test_state_values() -> None:
     assert State.HALF_OPEN == "half_open"
 
 
-def test_admit_tries_a_closed_provider_and_counts_the_call() -> None:
-    h, verdict = admit(Health(), B, T0, force=False)
-    assert verdict is Verdict.TRY
-    assert (h.state, h.calls) == (State.CLOSED, 1)
+def test_admit_tries_a_closed_provider_and_changes_nothing() -> None:
+    # Attempts are counted when they end: the healthy path's admission writes nothing.
+    h = Health()
+    assert admit(h, B, T0, force=False) == (h, Verdict.TRY)
 
 
 def test_admit_skips_an_open_provider_before_its_cooldown() -> None:
@@ -184,7 +188,7 @@ def test_admit_skips_an_open_provider_before_its_cooldown() -> None:
 def test_admit_probes_after_the_cooldown_and_then_skips_others() -> None:
     h, verdict = admit(OPEN, B, T0 + 5, force=False)
     assert verdict is Verdict.PROBE
-    assert (h.state, h.calls) == (State.HALF_OPEN, 1)
+    assert (h.state, h.calls) == (State.HALF_OPEN, OPEN.calls)
     h, verdict = admit(h, B, T0 + 5.1, force=False)
     assert verdict is Verdict.SKIP
 
@@ -194,14 +198,14 @@ def test_admit_forced_tries_an_open_provider() -> None:
 
 
 def test_succeeded_closes_and_counts_failovers_served() -> None:
-    h = succeeded(OPEN, after_failover=True)
+    h = succeeded(OPEN, B, T0, after_failover=True)
     assert (h.state, h.consecutive_failures, h.open_until, h.failovers_served) == (
         State.CLOSED,
         0,
         0.0,
         1,
     )
-    assert succeeded(Health(), after_failover=False).failovers_served == 0
+    assert succeeded(Health(), B, T0, after_failover=False).failovers_served == 0
 
 
 def fail_n(h: Health, n: int, kind: Fault = Fault.UNWELL, now: float = T0) -> Health:
@@ -589,7 +593,7 @@ def brownout(
         if i % 3 == 2:
             h = failed(h, b, now + i * step, Fault.UNWELL, None, False)
         else:
-            h = succeeded(h, after_failover=False)
+            h = succeeded(h, b, now + i * step, after_failover=False)
     return h
 
 
@@ -619,7 +623,7 @@ def test_the_window_forgets_calls_older_than_window() -> None:
     for i, ok in enumerate(outcomes):
         h = admit(h, b, later + i, force=False)[0]
         if ok:
-            h = succeeded(h, after_failover=False)
+            h = succeeded(h, b, later + i, after_failover=False)
             continue
         h = failed(h, b, later + i, Fault.UNWELL, None, False)
         assert h.state is (State.OPEN if i == 7 else State.CLOSED)
@@ -631,6 +635,29 @@ def test_the_window_stays_bounded_however_long_it_runs() -> None:
     assert h.state is State.CLOSED
     assert 0 < len(h.window) <= 10
     assert sum(calls for _, calls, _ in h.window) <= 30 / 0.37 + 10
+
+
+def test_fold_counts_clean_successes_as_succeeded_does() -> None:
+    # The stores' cheap count of a clean success is the same record as the rule's.
+    b = Breaker(failure_rate=0.25, window=30.0)
+    h = failed(Health(), b, T0, Fault.UNWELL, None, False)._replace(consecutive_failures=0)
+    for now in (T0 + 1, T0 + 1.5, T0 + 4, T0 + 20):
+        assert fold(h, bucket_start(b, now), 1) == succeeded(h, b, now, after_failover=False)
+    assert fold(h, None, 2).calls == h.calls + 2
+
+
+def test_the_memory_store_counts_clean_successes_apart_and_folds_them_in() -> None:
+    store, clock = MemoryStore(), Clock()
+    b = Breaker(failure_rate=0.25, window=30.0, clock=clock)
+    for _ in range(3):
+        store.count("k", "comet", b)
+    assert store.peek("k") is FRESH  # no record is built per healthy call
+    clock.advance(3.0)  # the next bucket: the last one is folded in
+    store.count("k", "comet", b)
+    assert store.peek("k").calls == 3
+    (record,), _ = store.read(["k"], clock)
+    assert (record.calls, [c for _, c, _ in record.window]) == (4, [3, 1])
+    assert store.snapshot() == {"k": ("comet", record)}
 
 
 def test_request_faults_count_as_calls_not_failures() -> None:
@@ -736,3 +763,45 @@ def test_late_failure_does_not_shorten_a_doubled_open_window() -> None:
     assert after.state is State.OPEN
     assert after.open_until >= opened.open_until
     assert after.cooldown == 8.0  # the next failed probe doubles from here
+
+
+class _Spy(MemoryStore):
+    """A memory store that says which of its entry points each call used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used: list[str] = []
+
+    def update(self, key: str, name: str, change: Any, clock: Any) -> Any:
+        self.used.append("update")
+        return super().update(key, name, change, clock)
+
+    async def aupdate(self, key: str, name: str, change: Any, clock: Any) -> Any:
+        self.used.append("aupdate")
+        return super().update(key, name, change, clock)
+
+    def count(self, key: str, name: str, breaker: Breaker) -> None:
+        self.used.append("count")
+        super().count(key, name, breaker)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_the_store_is_asked_only_when_something_may_change(
+    comet: FakeProvider, backup: FakeProvider, clock: Clock, how: str
+) -> None:
+    # A healthy call only counts; an open provider's admission is the store's to
+    # decide, awaited by async drivers (a shared store answers it over the network).
+    spy = _Spy()
+    chain = (provider(comet), provider(backup))
+    settings = {"breaker": breaker(clock, failures=1), "retry": None, "health": spy}
+    assert ask(chain, how, **settings) == "[comet] hello"
+    assert spy.used == ["count"]
+    comet.fail(500)
+    spy.used.clear()
+    assert ask(chain, how, **settings) == "[backup] hello"  # comet opens
+    assert spy.used == ["update", "update"]  # its failure; backup served a failover
+    clock.advance(5.0)  # its probe is due
+    spy.used.clear()
+    assert ask(chain, how, **settings) == "[backup] hello"
+    admission = "aupdate" if how.endswith("async") else "update"
+    assert spy.used == [admission, "update", "update"]  # the probe, its failure, backup

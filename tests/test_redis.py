@@ -43,6 +43,7 @@ from failover._health import (  # noqa: E402
     Reason,
     Verdict,
     admit,
+    clean,
     count_skip,
     released,
     succeeded,
@@ -169,6 +170,14 @@ def fail_now(
     )
 
 
+def succeed_now(store: HealthStore, breaker: Breaker = BREAKER) -> None:
+    # As the engine does: a clean success is only counted, any other one is a change.
+    if clean(store.peek(KEY)):
+        store.count(KEY, NAME, breaker)
+    else:
+        change_now(store, lambda h: succeeded(h, breaker, time.time(), False))
+
+
 def change_now(store: HealthStore, change: Callable[[Health], Health]) -> None:
     store.update(KEY, NAME, lambda h, now: (change(h), None), time.time)
 
@@ -238,7 +247,7 @@ def test_half_open_admits_a_single_probe_after_the_cooldown(store: HealthStore) 
     assert admit_now(store) is Verdict.PROBE
     assert record(store)[0].state is State.HALF_OPEN
     assert admit_now(store) is Verdict.SKIP  # the probe is in flight
-    change_now(store, lambda h: succeeded(h, False))
+    succeed_now(store)
     assert record(store)[0].state is State.CLOSED
     assert admit_now(store) is Verdict.TRY
 
@@ -615,7 +624,7 @@ def test_a_brownout_opens_by_rate(store: HealthStore) -> None:
     for i, ok in enumerate([True, False, True, False]):
         assert admit_now(store, RATE) is Verdict.TRY
         if ok:
-            change_now(store, lambda h: succeeded(h, False))
+            succeed_now(store, RATE)
         else:
             fail_now(store, breaker=RATE)
         assert record(store)[0].state is (State.OPEN if i == 3 else State.CLOSED)
@@ -628,9 +637,10 @@ def test_a_brownout_opens_by_rate(store: HealthStore) -> None:
 def test_the_window_stays_bounded_in_the_record(store: HealthStore) -> None:
     b = Breaker(failures=10**6, failure_rate=0.9, min_calls=4, window=10.0)
     for i in range(400):  # 40 windows' worth, simulated
-        at(store, T0 + i * 1.01, lambda h, now: admit(h, b, now, False)[0])
         if i % 4 == 0:
             at(store, T0 + i * 1.01, lambda h, now: failed(h, b, now, Fault.UNWELL, None, False))
+        else:
+            at(store, T0 + i * 1.01, lambda h, now: succeeded(h, b, now, False))
     health, _ = record(store)
     assert health.state is State.CLOSED
     assert len(health.window) <= 10
@@ -639,11 +649,11 @@ def test_the_window_stays_bounded_in_the_record(store: HealthStore) -> None:
 
 
 def _record_calls(url: str, ns: str, count: int) -> None:
+    # Each round: a clean success and a failure.
     store = shared(url, ns)
     counting = Breaker(failures=10**6, failure_rate=1.0, window=3600.0)
     for _ in range(count):  # two calls, one failed: never all of them, so never open
-        admit_now(store, counting)
-        admit_now(store, counting)
+        store.count(KEY, NAME, counting)
         fail_now(store, breaker=counting)
     store.close()
 
