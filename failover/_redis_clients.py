@@ -28,6 +28,7 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 #: What a Redis command may raise when Redis is down, slow, moved or refusing (a cluster
 #: client's own errors are not RedisErrors; asyncio's timeout is not the builtin one
@@ -92,16 +93,16 @@ class Target:
 
     def sync_client(self, timeout: float) -> Any:
         """A sync client (``redis.Redis`` or ``RedisCluster``), bounded by ``timeout``."""
-        bounded = _bounded(timeout, redis.Retry(NoBackoff(), 0))
+        bounded = _bounded(timeout, Retry(NoBackoff(), 0))
         if self.kind is Kind.CLUSTER:
-            nodes = [redis.cluster.ClusterNode(h, p) for h, p in self.nodes]
+            nodes = [redis.cluster.ClusterNode(h, p) for h, p in self.nodes]  # type: ignore[no-untyped-call]
             kwargs = _accepted(redis.cluster.RedisCluster, self.options)
             return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs, **bounded)
         if self.kind is Kind.SENTINEL:
-            sentinel = redis.sentinel.Sentinel(
+            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                 self.nodes, sentinel_kwargs={**self.sentinel_options, **bounded}
             )
-            return sentinel.master_for(self.service, **self.options, **bounded)
+            return sentinel.master_for(self.service, **self.options, **bounded)  # type: ignore[no-untyped-call]
         return redis.Redis(**_accepted(redis.Redis, self.options), **bounded)
 
     def async_client(self, timeout: float) -> Any:
@@ -112,7 +113,7 @@ class Target:
             kwargs = _accepted(redis.asyncio.RedisCluster, self.options)
             return redis.asyncio.RedisCluster(startup_nodes=nodes, **kwargs, **bounded)
         if self.kind is Kind.SENTINEL:
-            sentinel = redis.asyncio.sentinel.Sentinel(
+            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                 self.nodes, sentinel_kwargs={**self.sentinel_options, **bounded}
             )
             return sentinel.master_for(self.service, **self.options, **bounded)
@@ -146,7 +147,7 @@ def _portable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_url(url: str) -> Target:
-    return Target(Kind.SINGLE, _portable(parse_url(url)))
+    return Target(Kind.SINGLE, _portable(parse_url(url)))  # type: ignore[no-untyped-call]
 
 
 def from_client(client: object) -> Target:

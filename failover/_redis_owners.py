@@ -39,7 +39,7 @@ class SharedOwners(Owners):
             with self._health._sync_client().pipeline(transaction=False) as pipe:
                 for resource in unknown:
                     pipe.get(self._prefix + resource)
-                return list(pipe.execute())
+                return list(pipe.execute(raise_on_error=False))  # a foreign type: no owner
 
         raws = self._health._try(read)
         if raws is None:
@@ -60,9 +60,7 @@ class SharedOwners(Owners):
         except RuntimeError:
             self._health._try(lambda: self._write(self._health._sync_client(), ids, record))
             return
-        task = loop.create_task(self._awrite(ids, record))
-        self._health._tasks.add(task)
-        task.add_done_callback(self._health._tasks.discard)
+        self._health._behind(loop.create_task(self._awrite(ids, record)), "")
 
     def _write(self, client: Any, ids: list[str], record: str) -> Any:
         with client.pipeline(transaction=False) as pipe:

@@ -120,9 +120,12 @@ def _count(value: object) -> int:
 
 
 def _time(value: object) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:  # type: ignore[arg-type]
-        raise TypeError("a time must be a finite non-negative number")
-    return float(value)  # type: ignore[arg-type]
+    if type(value) not in (int, float):
+        raise TypeError("a time must be a number")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or number < 0:
+        raise TypeError("a time must be finite and non-negative")
+    return number
 
 
 def _validate(data: Any) -> tuple[str, Health]:
@@ -140,11 +143,12 @@ def _validate(data: Any) -> tuple[str, Health]:
     for bucket in window:
         start, calls, failures = bucket  # a ValueError or TypeError unless a triple
         buckets.append((_time(start), _count(calls), _count(failures)))
+    fields: dict[str, Any] = {field: _count(data[field]) for field in _COUNTS}
+    fields.update({field: _time(data[field]) for field in _TIMES})
     health = Health(
         state=State(data["state"]),
         reason=None if reason is None else Reason(reason),
         window=tuple(buckets),
-        **{field: _count(data[field]) for field in _COUNTS},
-        **{field: _time(data[field]) for field in _TIMES},
+        **fields,
     )
     return name, health

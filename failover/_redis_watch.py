@@ -22,6 +22,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from ._redis_clients import ERRORS
 
 if TYPE_CHECKING:
@@ -46,7 +48,8 @@ class Watcher:
         self._lock = threading.Lock()
         #: True while subscribed: news arrives by message, no polling needed.
         self.subscribed = False
-        self.lost = False  # dropped after having been up; logged once, until it is back
+        self.was_up = False
+        self.lost = False  # said so in the log, until it is back
 
     def start(self) -> None:
         with self._lock:
@@ -89,7 +92,13 @@ class Watcher:
                 break
             try:
                 if pubsub is None and time.monotonic() >= retry_at:
-                    pubsub, retry_at = self._subscribe(store)
+                    try:
+                        pubsub = self._subscribe(store)
+                    except ERRORS as exc:
+                        self._unsubscribed(store, exc)
+                        retry_at = time.monotonic() + min(
+                            store._max_staleness, store._retry_interval
+                        )
                 store._background(polling=pubsub is None)
                 if pubsub is None:
                     del store
@@ -101,21 +110,20 @@ class Watcher:
                     store._on_message(message.get("data"))
                     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
             except ERRORS as exc:
-                self._dropped(store, pubsub, exc)
+                _close(pubsub)
+                self._unsubscribed(store, exc)
                 pubsub, retry_at = None, time.monotonic()  # subscribe again at once
             except Exception:  # a bug here must not end the freshness of every process
                 logger.exception("failover: the Redis health watcher failed; it goes on")
                 time.sleep(TICK)
             del store
-        if pubsub is not None:
-            _close(pubsub)
+        _close(pubsub)
 
-    def _subscribe(self, store: RedisHealth) -> tuple[Any, float]:
-        """A subscribed pubsub (then every known record is read once, to catch up on
-        what was missed meanwhile), or None and when to try again."""
-        pubsub = None
+    def _subscribe(self, store: RedisHealth) -> Any:
+        """A subscribed pubsub; then every known record is read once, to catch up on
+        what was missed meanwhile."""
+        pubsub = store._sync_client().pubsub()
         try:
-            pubsub = store._sync_client().pubsub()
             pubsub.subscribe(store._keys.channel)
             deadline = time.monotonic() + store._timeout
             while True:  # the confirmation: from now on no write goes unheard
@@ -125,21 +133,20 @@ class Watcher:
                 if time.monotonic() > deadline:
                     raise TimeoutError("no subscription confirmation")
             store._refresh(list(store._entries))
-        except ERRORS:
-            if pubsub is not None:
-                _close(pubsub)
-            return None, time.monotonic() + min(store._max_staleness, store._retry_interval)
-        self.subscribed = True
+        except BaseException:
+            _close(pubsub)
+            raise
+        self.subscribed = self.was_up = True
         if self.lost:
             self.lost = False
             logger.info("failover: %s subscription is back; no more polling", store._where)
-        return pubsub, 0.0
+        return pubsub
 
-    def _dropped(self, store: RedisHealth, pubsub: Any, exc: BaseException) -> None:
+    def _unsubscribed(self, store: RedisHealth, exc: BaseException) -> None:
+        """Say once that the store polls: after a drop, or when Redis refuses it (a user
+        without the right to subscribe). Redis unreachable says so itself."""
         self.subscribed = False
-        if pubsub is not None:
-            _close(pubsub)
-        if not self.lost:
+        if not self.lost and (self.was_up or isinstance(exc, ResponseError)):
             self.lost = True
             logger.warning(
                 "failover: %s subscription lost (%s); polling every %.3gs until it is back",
@@ -150,6 +157,8 @@ class Watcher:
 
 
 def _close(pubsub: Any) -> None:
+    if pubsub is None:
+        return
     try:
         pubsub.close()
     except Exception:  # a broken connection may fail to close: it is gone either way

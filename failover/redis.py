@@ -41,6 +41,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from redis.exceptions import ResponseError
+
 from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start, fold
 from ._providers import PerLoop
 from ._redis_clients import ERRORS, Target, from_client, from_url
@@ -53,11 +55,12 @@ __all__ = ["RedisHealth"]
 R = TypeVar("R")
 T = TypeVar("T")
 logger = logging.getLogger("failover")
+#: Seconds a reading of the server's clock is trusted over a later, lower one.
+_OFFSET_KEPT = 60.0
 #: Successes not yet written, per window bucket start (None: the breaker has no window).
 Counts = dict[float | None, int]
-#: What one compare-and-set step sends (the script's args) and gets back (its reply and
-#: the local time it was sent at, for the server's clock).
-Step = Generator[list[Any], tuple[Any, float], R]
+#: What one compare-and-set step sends (the script's args) and gets back (its reply).
+Step = Generator[list[Any], Any, R]
 
 
 def _folded(h: Health, counts: Counts) -> Health:
@@ -119,8 +122,7 @@ class RedisHealth:
         self._retry_interval = retry_interval
         self._max_staleness = max_staleness
         self._where = f"redis {self._target.where} namespace {namespace!r}"
-        self._client: Any = None  # the sync client, built on first use
-        self._script: Any = None
+        self._sync: tuple[Any, Any] | None = None  # the sync client and script, on first use
         self._async: PerLoop[tuple[Any, Any]] = PerLoop(_close_async)
         self._watcher = watch(self)
         self._started = False
@@ -132,7 +134,7 @@ class RedisHealth:
         """The state no forked child may inherit: locks, and what is pending here."""
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
-        self._client = self._script = None  # the parent's connections are the parent's
+        self._sync = None  # the parent's connections are the parent's
         self._entries: dict[str, _Entry] = getattr(self, "_entries", {})
         for entry in self._entries.values():
             entry.writes = []
@@ -141,9 +143,10 @@ class RedisHealth:
         self._flushed: dict[str, float] = {}
         self._wanted: set[str] = set()  # to load in the background
         self._handed: list[tuple[str, str, _Write]] = []  # cancelled writes, to finish
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], str] = {}  # writes behind, and their keys
         self._junk: set[str] = set()
         self._offset = getattr(self, "_offset", 0.0)  # the server's clock minus ours
+        self._offset_at = -_OFFSET_KEPT  # when that reading was taken (monotonic)
         self._down_until = 0.0
 
     def _after_fork(self) -> None:
@@ -193,6 +196,7 @@ class RedisHealth:
             return self._keep(key, name, change, counts)
 
     async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        await self._landed_here(key)
         counts = self._take(key)
         if self._down():
             return self._keep(key, name, change, counts)
@@ -227,15 +231,17 @@ class RedisHealth:
         """Write the counted successes (bounded by ``timeout``) and let go of Redis."""
         self._watcher.stop(wait=1.0)
         self._background(polling=False, everything=True)
-        client = self._client
-        if client is not None:
-            client.close()
+        if self._sync is not None:
+            self._sync[0].close()
 
     # -- writes --------------------------------------------------------------------
 
-    def _steps(self, key: str, name: str, change: Change[R], counts: Counts) -> Step[R]:
+    def _steps(
+        self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
+    ) -> Step[R]:
         """The compare-and-set of one change, without I/O (the sync and async drivers
-        send what it yields): recomputed on the record a lost race returns."""
+        send what it yields): recomputed on the record a lost race returns. ``write``:
+        the cache's copy of the change, which leaves the cache as the change lands."""
         with self._lock:
             stored = self._entry(key).record
         while True:
@@ -244,11 +250,12 @@ class RedisHealth:
             if new is current and not counts:
                 return result  # nothing changes: nothing to write
             args = [stored.version, encode(name, new), self._ttl_ms, self._keys.channel, key]
-            (done, value, seconds, micros), sent = yield args
-            self._clock(seconds, micros, sent)
+            done, value, seconds, micros = yield args
+            self._up()
+            self._clock(seconds, micros)
             if done:
                 version = value.decode() if isinstance(value, bytes) else str(value)
-                self._learn(key, Stored(version, int(version), name, new), reply=True)
+                self._learn(key, Stored(version, int(version), name, new), True, write)
                 return result
             stored = self._learn(key, value, reply=True)
 
@@ -258,11 +265,9 @@ class RedisHealth:
         try:
             args = next(steps)
             while True:
-                sent = time.time()
                 reply = script(keys=[self._keys.record(key)], args=args, client=client)
-                args = steps.send((reply, sent))
+                args = steps.send(reply)
         except StopIteration as stop:
-            self._up()
             return stop.value  # type: ignore[no-any-return]
 
     async def _adrive(self, key: str, steps: Step[R]) -> R:
@@ -271,12 +276,9 @@ class RedisHealth:
         try:
             args = next(steps)
             while True:
-                sent = time.time()
                 call = script(keys=[self._keys.record(key)], args=args, client=client)
-                reply = await asyncio.wait_for(call, self._timeout)
-                args = steps.send((reply, sent))
+                args = steps.send(await asyncio.wait_for(call, self._timeout))
         except StopIteration as stop:
-            self._up()
             return stop.value  # type: ignore[no-any-return]
 
     def _write_behind(
@@ -296,14 +298,38 @@ class RedisHealth:
             entry.writes.append(write)
             entry.known = True
             self._views[key] = new
-        task = loop.create_task(self._land(key, name, write))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._behind(loop.create_task(self._land(key, name, write)), key)
         return result
+
+    def _behind(self, task: asyncio.Task[None], key: str) -> None:
+        self._tasks[task] = key
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
+    async def _landed_here(self, key: str) -> None:
+        """Wait for this loop's earlier writes of ``key`` to land: they land in order, and
+        a shared answer builds on them."""
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
+        while True:
+            earlier = []
+            for task, k in list(self._tasks.items()):
+                if task is me:
+                    break
+                if k == key and task.get_loop() is loop:
+                    earlier.append(task)
+            if not earlier:
+                return
+            await asyncio.wait(earlier)
 
     async def _land(self, key: str, name: str, write: _Write) -> None:
         try:
-            await self._adrive(key, self._steps(key, name, write.change, write.counts))
+            await self._landed_here(key)
+            if self._down():  # an earlier write found Redis unreachable
+                self._keep(key, name, write.change, write.counts, write)
+                return
+            await self._adrive(key, self._steps(key, name, write.change, write.counts, write))
         except ERRORS as exc:
             self._failed(exc)
             self._keep(key, name, write.change, write.counts, write)
@@ -313,15 +339,6 @@ class RedisHealth:
                 self._handed.append((key, name, write))
             self._watcher.wake()
             raise
-        else:
-            self._landed(key, write)
-
-    def _landed(self, key: str, write: _Write) -> None:
-        with self._lock:
-            entry = self._entry(key)
-            if write in entry.writes:
-                entry.writes.remove(write)
-            self._view(key)
 
     def _keep(
         self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
@@ -358,7 +375,7 @@ class RedisHealth:
             h = write.apply(h)
         self._views[key] = h
 
-    def _learn(self, key: str, raw: object, reply: bool) -> Stored:
+    def _learn(self, key: str, raw: object, reply: bool, write: _Write | None = None) -> Stored:
         """Take in a value of ``key`` read from Redis (``reply``: as it is now, from a
         command; else news from the channel, dropped if older than what is known)."""
         stored = raw if isinstance(raw, Stored) else self._decode(key, raw)
@@ -366,10 +383,12 @@ class RedisHealth:
             entry = self._entry(key, stored.name)
             known = entry.record.order
             # A reply is the record now; a lost or spoiled record (-1) starts afresh.
+            if write is not None and write in entry.writes:
+                entry.writes.remove(write)
             if stored.order > known or (reply and (stored.order >= known or stored.order < 0)):
                 entry.record = stored
                 entry.known = True
-                self._view(key)
+            self._view(key)
             self._wanted.discard(key)
         return stored
 
@@ -424,9 +443,7 @@ class RedisHealth:
             handed, self._handed = self._handed, []
             wanted = list(self._wanted)
         for key, name, write in handed:
-            if self._written(key, self._steps(key, name, write.change, write.counts)):
-                self._landed(key, write)
-            else:
+            if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
                 self._keep(key, name, write.change, write.counts, write)
         now = time.monotonic()
         for key in [k for k in list(self._counts) if everything or self._due(k, now)]:
@@ -452,16 +469,19 @@ class RedisHealth:
         return self._steps(key, name, lambda h, now: (h, None), counts)
 
     def _refresh(self, keys: list[str]) -> bool:
-        """Read ``keys`` from Redis (and the server's clock), one round trip."""
+        """Read ``keys`` from Redis, one round trip (and the server's clock, once)."""
         client = self._sync_client()
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(self._keys.record(key))
-            pipe.time()
-            sent = time.time()
-            *raws, (seconds, micros) = pipe.execute()
-        self._clock(seconds, micros, sent)
+            raws = pipe.execute(raise_on_error=False)  # (a cluster pipeline cannot carry TIME)
+        if self._offset_at < 0:
+            self._clock(*client.time())
         for key, raw in zip(keys, raws, strict=True):
+            if isinstance(raw, ResponseError):  # not a string under our key: a spoiled record
+                raw = b"not ours"
+            elif isinstance(raw, Exception):
+                raise raw
             self._learn(key, raw, reply=True)
         self._up()
         return True
@@ -480,18 +500,18 @@ class RedisHealth:
             self._watcher.start()
 
     def _sync_client(self) -> Any:
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = self._target.sync_client(self._timeout)
-                    self._script = self._client.register_script(COMPARE_AND_SET)
-                client = self._client
-        return client
+        return self._sync_script()[0]
 
     def _sync_script(self) -> tuple[Any, Any]:
-        client = self._sync_client()
-        return client, self._script
+        """The sync client and its script, built on first use (by one thread)."""
+        built = self._sync
+        if built is None:
+            with self._client_lock:
+                if self._sync is None:
+                    client = self._target.sync_client(self._timeout)
+                    self._sync = (client, client.register_script(COMPARE_AND_SET))
+                built = self._sync
+        return built
 
     def _async_script(self) -> tuple[Any, Any]:
         client = self._target.async_client(self._timeout)
@@ -501,8 +521,14 @@ class RedisHealth:
         """The server's clock, as well as this host can tell it."""
         return time.time() + self._offset
 
-    def _clock(self, seconds: object, micros: object, sent: float) -> None:
-        self._offset = int(seconds) + int(micros) / 1e6 - (sent + time.time()) / 2  # type: ignore[call-overload]
+    def _clock(self, seconds: object, micros: object) -> None:
+        """Learn the server's clock from a reply's TIME. Each reading, taken as of the
+        reply's arrival, is a lower bound of the offset: the highest of the last minute
+        is the closest, and keeps this host's reading of the server's clock monotonic."""
+        reading = int(seconds) + int(micros) / 1e6 - time.time()  # type: ignore[call-overload]
+        now = time.monotonic()
+        if reading > self._offset or now - self._offset_at > _OFFSET_KEPT:
+            self._offset, self._offset_at = reading, now
 
     def _down(self) -> bool:
         return time.monotonic() < self._down_until
