@@ -23,6 +23,7 @@ import pytest
 pytest.importorskip("redis")
 import redis
 import redis.cluster
+import redis.sentinel
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -75,6 +76,7 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.extra: list[str] = []
+        self.binary_args: list[str] = []  # a config file, before any option
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,7 +90,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         self._process = subprocess.Popen(
-            [self.binary, *args, "no", *_debug_option(self.binary), *self.extra],
+            [self.binary, *self.binary_args, *args, "no", *_debug_option(self.binary), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -168,6 +170,37 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+        self._dir.cleanup()
+
+
+class Sentinel:
+    """A Sentinel (``redis-server --sentinel``) watching ``master`` as ``mymaster``."""
+
+    def __init__(self, master: RedisServer) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="failover-sentinel-")
+        self.port = free_port()
+        config = f"{self._dir.name}/sentinel.conf"
+        with open(config, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n")
+            f.write(f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n")
+        self._server = RedisServer(port=self.port)
+        self._server.extra = ["--sentinel"]
+        self._config = config
+
+    def start(self) -> Sentinel:
+        server = self._server
+        assert server.binary is not None
+        server.binary_args = [self._config]
+        server.start()
+        return self
+
+    def master(self, **kwargs: Any) -> Any:
+        """A client of the master, found through this Sentinel."""
+        sentinel = redis.sentinel.Sentinel([("127.0.0.1", self.port)], socket_timeout=2.0)
+        return sentinel.master_for("mymaster", socket_timeout=2.0, **kwargs)
+
+    def stop(self) -> None:
+        self._server.stop()
         self._dir.cleanup()
 
 

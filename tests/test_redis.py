@@ -456,6 +456,7 @@ def test_a_dropped_subscription_is_logged_once_and_taken_up_again(
     caplog.set_level(logging.INFO, logger="failover")
     with redis_server.client() as raw:
         raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
     def mine(what: str) -> list[logging.LogRecord]:
         return [r for r in caplog.records if ns in r.getMessage() and what in r.getMessage()]
 

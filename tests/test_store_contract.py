@@ -22,6 +22,7 @@ from conftest import MESSAGES
 from redis_servers import (  # noqa: F401 (fixtures)
     Cluster,
     RedisServer,
+    Sentinel,
     ns_fixture,
     redis_cluster_fixture,
     redis_server_fixture,
@@ -454,3 +455,58 @@ def test_a_provider_opened_elsewhere_is_skipped_here(
     wait_for(lambda: driver.store.peek(key).state is State.OPEN, "the news to arrive")
     assert ask(driver, "decorator", chain, breaker=breaker) == "[backup] hello"
     assert len(comet.requests) == 1
+
+
+# -- whoever built the client ------------------------------------------------------------------
+
+
+def _users_client(request: pytest.FixtureRequest, kind: str, ns: str) -> tuple[Any, HealthStore]:
+    """A client as a user builds it, and a store of the store's own that reads the same."""
+    import redis.asyncio
+    import redis.asyncio.sentinel
+
+    flavour, _, where = kind.partition(" ")
+    asynchronous = flavour == "async"
+    if where == "cluster":
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        node = cluster.nodes[0].port
+        reader = RedisHealth(client=cluster.client(), namespace=ns, timeout=5.0)
+        if asynchronous:
+            return redis.asyncio.RedisCluster(host="127.0.0.1", port=node), reader
+        return cluster.client(), reader
+    server: RedisServer = request.getfixturevalue("redis_server")
+    reader = RedisHealth(server.url, namespace=ns, timeout=5.0)
+    if where == "sentinel":
+        sentinel = request.getfixturevalue("sentinel")
+        if asynchronous:
+            found = redis.asyncio.sentinel.Sentinel([("127.0.0.1", sentinel.port)])
+            return found.master_for("mymaster"), reader
+        return sentinel.master(), reader
+    return (redis.asyncio.Redis if asynchronous else redis.Redis)(port=server.port), reader
+
+
+@pytest.fixture(scope="module")
+def sentinel(redis_server: RedisServer) -> Iterator[Sentinel]:
+    watching = Sentinel(redis_server).start()
+    yield watching
+    watching.stop()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [f"{f} {w}" for w in ("redis", "sentinel", "cluster") for f in ("sync", "async")],
+)
+def test_any_users_client_shares_the_state(
+    request: pytest.FixtureRequest, kind: str, ns: str, comet: FakeProvider, chain: Chain
+) -> None:
+    client, reader = _users_client(request, kind, ns)
+    store = RedisHealth(client=client, namespace=ns, timeout=5.0)
+    comet.fail(500, times=1)
+    driver = (LoopDriver if kind.startswith("async") else Driver)(store, reader)
+    try:
+        assert ask(driver, "decorator", chain, retry=None) == "[backup] hello"
+        key = endpoint_for(chain[0]).key
+        assert shared(driver, key).failures == 1
+        assert store.source.startswith("redis"), store.source
+    finally:
+        driver.close()
