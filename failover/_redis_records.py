@@ -70,23 +70,25 @@ class Keys:
 class Stored(NamedTuple):
     """A record as read from Redis: ``version`` is what the CAS compares ('' for none),
     ``order`` the same as a number (-1 for none), ``name`` None when there is no record
-    or it did not validate."""
+    or it did not validate, ``writer`` the id of the write that made it (if any)."""
 
     version: str
     order: int
     name: str | None
     health: Health
+    writer: str = ""
 
 
 ABSENT = Stored("", -1, None, FRESH)
 
 
-def encode(name: str, record: Health) -> str:
+def encode(name: str, record: Health, writer: str) -> str:
     """The record as the script's ARGV: its JSON without the leading ``{``, which the
-    script writes after the version."""
+    script writes after the version. ``writer`` tells the writing process that news of
+    this record is news of its own write."""
     reason = record.reason.value if record.reason is not None else None
     body = {**record._asdict(), "state": record.state.value, "reason": reason, "name": name}
-    return json.dumps(body, separators=(",", ":"))[1:]
+    return json.dumps({**body, "w": writer}, separators=(",", ":"))[1:]
 
 
 def as_bytes(raw: object) -> bytes | None:
@@ -107,10 +109,12 @@ def decode(raw: object) -> tuple[Stored, bool]:
     version = match.group(1).decode() if match else ""
     order = int(version) if version else -1
     try:
-        name, health = _validate(json.loads(data))
+        parsed = json.loads(data)
+        name, health = _validate(parsed)
     except (ValueError, KeyError, TypeError):
         return Stored(version, order, None, FRESH), True
-    return Stored(version, order, name, health), False
+    writer = parsed.get("w")
+    return Stored(version, order, name, health, writer if isinstance(writer, str) else ""), False
 
 
 def _count(value: object) -> int:

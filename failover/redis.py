@@ -34,7 +34,9 @@ default), so the worker that uses a file agrees with the one that uploaded it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -69,13 +71,14 @@ def _folded(h: Health, counts: Counts) -> Health:
     return h
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Write:
     """A change made on an event loop, shown in the cache until its write lands."""
 
     change: Change[Any]
     counts: Counts  # the successes it carries to Redis
     now: float
+    id: str  # in the record it writes: news of that record is news that it landed
 
     def apply(self, h: Health) -> Health:
         return self.change(_folded(h, self.counts), self.now)[0]
@@ -142,9 +145,13 @@ class RedisHealth:
         self._counts: dict[str, Counts] = {}
         self._flushed: dict[str, float] = {}
         self._wanted: set[str] = set()  # to load in the background
+        self._scan_wanted = False  # the whole namespace, asked for from a loop
+        self._polled_at = 0.0
         self._handed: list[tuple[str, str, _Write]] = []  # cancelled writes, to finish
         self._tasks: dict[asyncio.Task[None], str] = {}  # writes behind, and their keys
         self._junk: set[str] = set()
+        self._token = os.urandom(6).hex()  # this process's, in the ids of its writes
+        self._written_ids = itertools.count()
         self._offset = getattr(self, "_offset", 0.0)  # the server's clock minus ours
         self._offset_at = -_OFFSET_KEPT  # when that reading was taken (monotonic)
         self._down_until = 0.0
@@ -180,10 +187,7 @@ class RedisHealth:
             counts[start] = counts.get(start, 0) + 1
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = _on_loop()
         counts = self._take(key)
         if self._down():
             return self._keep(key, name, change, counts)
@@ -218,7 +222,11 @@ class RedisHealth:
         return records, self._now()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
-        self._try(self._scan)
+        if _on_loop():  # the cache, as it is; the namespace is read in the background
+            self._scan_wanted = True
+            self._watcher.wake()
+        else:
+            self._try(self._scan)
         with self._lock:
             return {
                 key: (entry.name, _folded(self._views.get(key, FRESH), self._counts.get(key, {})))
@@ -230,7 +238,7 @@ class RedisHealth:
     def close(self) -> None:
         """Write the counted successes (bounded by ``timeout``) and let go of Redis."""
         self._watcher.stop(wait=1.0)
-        self._background(polling=False, everything=True)
+        self._write_pending(lambda key: True)
         if self._sync is not None:
             self._sync[0].close()
 
@@ -249,13 +257,20 @@ class RedisHealth:
             new, result = change(current, self._now())
             if new is current and not counts:
                 return result  # nothing changes: nothing to write
-            args = [stored.version, encode(name, new), self._ttl_ms, self._keys.channel, key]
+            writer = write.id if write is not None else ""
+            args = [
+                stored.version,
+                encode(name, new, writer),
+                self._ttl_ms,
+                self._keys.channel,
+                key,
+            ]
             done, value, seconds, micros = yield args
             self._up()
             self._clock(seconds, micros)
             if done:
                 version = value.decode() if isinstance(value, bytes) else str(value)
-                self._learn(key, Stored(version, int(version), name, new), True, write)
+                self._learn(key, Stored(version, int(version), name, new, writer), True)
                 return result
             stored = self._learn(key, value, reply=True)
 
@@ -294,7 +309,7 @@ class RedisHealth:
             entry = self._entry(key, name)
             now = self._now()
             new, result = change(_folded(self._views.get(key, entry.record.health), counts), now)
-            write = _Write(change, counts, now)
+            write = _Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
             entry.writes.append(write)
             entry.known = True
             self._views[key] = new
@@ -375,7 +390,7 @@ class RedisHealth:
             h = write.apply(h)
         self._views[key] = h
 
-    def _learn(self, key: str, raw: object, reply: bool, write: _Write | None = None) -> Stored:
+    def _learn(self, key: str, raw: object, reply: bool) -> Stored:
         """Take in a value of ``key`` read from Redis (``reply``: as it is now, from a
         command; else news from the channel, dropped if older than what is known)."""
         stored = raw if isinstance(raw, Stored) else self._decode(key, raw)
@@ -383,8 +398,8 @@ class RedisHealth:
             entry = self._entry(key, stored.name)
             known = entry.record.order
             # A reply is the record now; a lost or spoiled record (-1) starts afresh.
-            if write is not None and write in entry.writes:
-                entry.writes.remove(write)
+            if stored.writer and entry.writes:  # one of ours: it left the cache as it landed
+                entry.writes = [w for w in entry.writes if w.id != stored.writer]
             if stored.order > known or (reply and (stored.order >= known or stored.order < 0)):
                 entry.record = stored
                 entry.known = True
@@ -406,11 +421,8 @@ class RedisHealth:
     def _first_use(self, key: str) -> Health:
         """A key this process has not read yet: one GET, or in the background from a loop."""
         self._start()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            if self._try(lambda: self._refresh([key])) is not None:
-                return self._views.get(key, FRESH)
+        if not _on_loop() and self._try(lambda: self._refresh([key])) is not None:
+            return self._views.get(key, FRESH)
         with self._lock:
             self._wanted.add(key)
         self._watcher.wake()
@@ -436,34 +448,41 @@ class RedisHealth:
 
     # -- background work (the watcher's thread, and close) ----------------------------
 
-    def _background(self, polling: bool, everything: bool = False) -> None:
-        """Finish handed-over writes, flush counts due, load wanted records, and while
-        not subscribed poll the known ones; never raises for Redis."""
+    def _background(self, polling: bool) -> None:
+        """The watcher's round: finish handed-over writes, flush the counts due, load
+        the records wanted, and while not subscribed poll the known ones (every
+        ``max_staleness``). Never raises for Redis."""
+        with self._lock:
+            wanted, self._wanted = self._wanted, set()
+            scan, self._scan_wanted = self._scan_wanted, False
+        now = time.monotonic()
+        self._write_pending(lambda key: now - self._flushed.get(key, 0.0) >= FLUSH_EVERY)
+        if polling and now >= self._polled_at + self._max_staleness:
+            self._polled_at = now
+            wanted.update(self._entries)
+        if scan:
+            self._try(self._scan)
+        elif wanted:
+            self._try(lambda: self._refresh(list(wanted)))
+
+    def _write_pending(self, due: Callable[[str], bool]) -> None:
+        """Write the changes handed over by loops that shut down, and the counts of
+        the providers ``due``: one write each."""
         with self._lock:
             handed, self._handed = self._handed, []
-            wanted = list(self._wanted)
         for key, name, write in handed:
             if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
                 self._keep(key, name, write.change, write.counts, write)
-        now = time.monotonic()
-        for key in [k for k in list(self._counts) if everything or self._due(k, now)]:
-            self._flushed[key] = now
+        for key in [k for k in list(self._counts) if due(k)]:
+            self._flushed[key] = time.monotonic()
             counts = self._take(key)
             with self._lock:
                 name = self._entry(key).name or key
             if counts and not self._written(key, self._flush(key, name, counts)):
                 self._give_back(key, counts)
-        if polling and not everything and now >= self._flushed.get("", 0.0):
-            self._flushed[""] = now + self._max_staleness
-            wanted = list(self._entries)
-        if wanted and not everything:
-            self._try(lambda: self._refresh(wanted))
 
     def _written(self, key: str, steps: Step[Any]) -> bool:
         return self._try(lambda: (self._drive(key, steps), True)[1]) is not None
-
-    def _due(self, key: str, now: float) -> bool:
-        return now - self._flushed.get(key, 0.0) >= FLUSH_EVERY
 
     def _flush(self, key: str, name: str, counts: Counts) -> Step[None]:
         return self._steps(key, name, lambda h, now: (h, None), counts)
@@ -559,6 +578,14 @@ class RedisHealth:
         except ERRORS as exc:
             self._failed(exc)
             return None
+
+
+def _on_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any: there, no socket is waited on."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _close_async(client_and_script: tuple[Any, Any]) -> None:

@@ -82,7 +82,7 @@ class Driver:
     def settle(self) -> None:
         """Let every write and count of this store reach Redis."""
         if isinstance(self.store, RedisHealth):
-            self.store._background(polling=False, everything=True)
+            self.store._write_pending(lambda key: True)
 
     def close(self) -> None:
         for store in {id(s): s for s in (self.store, self.other)}.values():
