@@ -46,19 +46,16 @@ from typing import Any, TypeVar
 from redis.exceptions import ResponseError
 
 from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start, fold
-from ._providers import PerLoop
-from ._redis_clients import ERRORS, Target, from_client, from_url
+from ._redis_clients import ERRORS, from_client, from_url
+from ._redis_link import Link, on_loop
 from ._redis_owners import SharedOwners
-from ._redis_records import COMPARE_AND_SET, Keys, Stored, decode, encode
+from ._redis_records import Keys, Stored, decode, encode
 from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
 
 R = TypeVar("R")
-T = TypeVar("T")
 logger = logging.getLogger("failover")
-#: Seconds a reading of the server's clock is trusted over a later, lower one.
-_OFFSET_KEPT = 60.0
 #: Successes not yet written, per window bucket start (None: the breaker has no window).
 Counts = dict[float | None, int]
 #: What one compare-and-set step sends (the script's args) and gets back (its reply).
@@ -96,7 +93,7 @@ class _Entry:
         self.writes: list[_Write] = []  # written behind, not landed yet
 
 
-class RedisHealth:
+class RedisHealth(Link):
     """A :class:`~failover._health.HealthStore` on Redis, shared across processes.
 
     ``client`` may be any redis-py client (``redis.Redis``, one from Sentinel's
@@ -118,15 +115,11 @@ class RedisHealth:
     ) -> None:
         if ttl <= 0 or timeout <= 0 or owner_ttl <= 0 or max_staleness <= 0:
             raise ValueError("RedisHealth needs a positive ttl, owner_ttl, timeout, max_staleness")
-        self._target: Target = from_url(url) if client is None else from_client(client)
+        target = from_url(url) if client is None else from_client(client)
+        super().__init__(target, namespace, timeout, retry_interval)
         self._keys = Keys(namespace)
-        self._timeout = timeout
         self._ttl_ms = str(max(1, round(ttl * 1000)))
-        self._retry_interval = retry_interval
         self._max_staleness = max_staleness
-        self._where = f"redis {self._target.where} namespace {namespace!r}"
-        self._sync: tuple[Any, Any] | None = None  # the sync client and script, on first use
-        self._async: PerLoop[tuple[Any, Any]] = PerLoop(_close_async)
         self._watcher = watch(self)
         self._started = False
         self._reset()
@@ -136,8 +129,7 @@ class RedisHealth:
     def _reset(self) -> None:
         """The state no forked child may inherit: locks, and what is pending here."""
         self._lock = threading.Lock()
-        self._client_lock = threading.Lock()
-        self._sync = None  # the parent's connections are the parent's
+        self._reset_link()
         self._entries: dict[str, _Entry] = getattr(self, "_entries", {})
         for entry in self._entries.values():
             entry.writes = []
@@ -152,9 +144,6 @@ class RedisHealth:
         self._junk: set[str] = set()
         self._token = os.urandom(6).hex()  # this process's, in the ids of its writes
         self._written_ids = itertools.count()
-        self._offset = getattr(self, "_offset", 0.0)  # the server's clock minus ours
-        self._offset_at = -_OFFSET_KEPT  # when that reading was taken (monotonic)
-        self._down_until = 0.0
 
     def _after_fork(self) -> None:
         self._reset()
@@ -163,13 +152,6 @@ class RedisHealth:
 
     def __repr__(self) -> str:
         return f"<RedisHealth {self._where}>"
-
-    @property
-    def source(self) -> str:
-        """Where :func:`failover.health` reads the state from, right now."""
-        if self._down():
-            return f"memory (fallback: {self._where} unreachable)"
-        return self._where
 
     # -- HealthStore -------------------------------------------------------------
 
@@ -187,7 +169,7 @@ class RedisHealth:
             counts[start] = counts.get(start, 0) + 1
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
-        loop = _on_loop()
+        loop = on_loop()
         counts = self._take(key)
         if self._down():
             return self._keep(key, name, change, counts)
@@ -222,7 +204,7 @@ class RedisHealth:
         return records, self._now()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
-        if _on_loop():  # the cache, as it is; the namespace is read in the background
+        if on_loop():  # the cache, as it is; the namespace is read in the background
             self._scan_wanted = True
             self._watcher.wake()
         else:
@@ -421,7 +403,7 @@ class RedisHealth:
     def _first_use(self, key: str) -> Health:
         """A key this process has not read yet: one GET, or in the background from a loop."""
         self._start()
-        if not _on_loop() and self._try(lambda: self._refresh([key])) is not None:
+        if not on_loop() and self._try(lambda: self._refresh([key])) is not None:
             return self._views.get(key, FRESH)
         with self._lock:
             self._wanted.add(key)
@@ -511,82 +493,7 @@ class RedisHealth:
         keys = [self._keys.provider(name) for name in names]
         return self._refresh([k for k in keys if k is not None]) if names else True
 
-    # -- Redis: clients, clock, outages ----------------------------------------------
-
     def _start(self) -> None:
         if not self._started:
             self._started = True
             self._watcher.start()
-
-    def _sync_client(self) -> Any:
-        return self._sync_script()[0]
-
-    def _sync_script(self) -> tuple[Any, Any]:
-        """The sync client and its script, built on first use (by one thread)."""
-        built = self._sync
-        if built is None:
-            with self._client_lock:
-                if self._sync is None:
-                    client = self._target.sync_client(self._timeout)
-                    self._sync = (client, client.register_script(COMPARE_AND_SET))
-                built = self._sync
-        return built
-
-    def _async_script(self) -> tuple[Any, Any]:
-        client = self._target.async_client(self._timeout)
-        return client, client.register_script(COMPARE_AND_SET)
-
-    def _now(self) -> float:
-        """The server's clock, as well as this host can tell it."""
-        return time.time() + self._offset
-
-    def _clock(self, seconds: object, micros: object) -> None:
-        """Learn the server's clock from a reply's TIME. Each reading, taken as of the
-        reply's arrival, is a lower bound of the offset: the highest of the last minute
-        is the closest, and keeps this host's reading of the server's clock monotonic."""
-        reading = int(seconds) + int(micros) / 1e6 - time.time()  # type: ignore[call-overload]
-        now = time.monotonic()
-        if reading > self._offset or now - self._offset_at > _OFFSET_KEPT:
-            self._offset, self._offset_at = reading, now
-
-    def _down(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        with self._lock:
-            first = self._down_until == 0.0
-            self._down_until = time.monotonic() + self._retry_interval
-        if first:
-            logger.warning(
-                "failover: %s unreachable (%s); using in-process state until it is back",
-                self._where,
-                type(exc).__name__,
-            )
-
-    def _up(self) -> None:
-        if self._down_until:
-            self._down_until = 0.0
-            logger.info("failover: %s reachable again; sharing state", self._where)
-
-    def _try(self, operation: Callable[[], T]) -> T | None:
-        """Run ``operation`` on Redis, or None when it is unavailable (never raises,
-        never waits past ``timeout`` a command)."""
-        if self._down():
-            return None
-        try:
-            return operation()
-        except ERRORS as exc:
-            self._failed(exc)
-            return None
-
-
-def _on_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any: there, no socket is waited on."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-async def _close_async(client_and_script: tuple[Any, Any]) -> None:
-    await client_and_script[0].aclose()
