@@ -21,7 +21,6 @@ from functools import partial
 from typing import Any
 
 import pytest
-from conftest import MESSAGES
 from redis_servers import (  # noqa: F401 (fixtures)
     RedisServer,
     free_port,
@@ -29,9 +28,10 @@ from redis_servers import (  # noqa: F401 (fixtures)
     redis_server_fixture,
     wait_for,
 )
+from test_store_contract import aask_through, ask_through
 
 import failover
-from failover import Breaker, State, fallback_clients, with_fallback
+from failover import Breaker, State
 from failover._health import HealthStore
 from failover._providers import endpoint_for
 from failover.redis import RedisHealth
@@ -49,35 +49,6 @@ OPEN_AT_ONCE = Breaker(failures=1, cooldown=60.0)
 def shared(url: str, ns: str, **kwargs: Any) -> RedisHealth:
     """A RedisHealth that does not fall back to memory on a busy machine."""
     return RedisHealth(url, namespace=ns, **{"timeout": 5.0, **kwargs})
-
-
-def ask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
-    """One chat question through the decorator or the drop-in client."""
-
-    def body(client: Any) -> str:
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        return str(reply.choices[0].message.content)
-
-    if form == "decorator":
-        return with_fallback(*chain, **settings)(lambda client=None: body(client))()
-    with fallback_clients(*chain, **settings) as client:
-        return body(client)
-
-
-async def aask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
-    async def body(client: Any) -> str:
-        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        return str(reply.choices[0].message.content)
-
-    if form == "decorator":
-
-        @with_fallback(*chain, **settings)
-        async def decorated(client: Any = None) -> str:
-            return await body(client)
-
-        return await decorated()
-    async with fallback_clients(*chain, **settings) as client:
-        return await body(client)
 
 
 def record_key(ns: str, chain: Chain, i: int = 0) -> str:

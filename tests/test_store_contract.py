@@ -372,37 +372,43 @@ def test_one_claimer_of_many_gets_the_probe(driver: Driver) -> None:
 # -- through the engine ---------------------------------------------------------------------
 
 
-def ask(driver: Driver, form: str, chain: Chain, **settings: Any) -> str:
-    """One chat question through the decorator or the drop-in client, sync or async."""
-    settings = {"health": driver.store, **settings}
-    if driver.flavour == "sync":
+def ask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
+    """One chat question through the decorator or the drop-in client."""
 
-        def body(client: Any) -> str:
-            reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-            return str(reply.choices[0].message.content)
+    def body(client: Any) -> str:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return str(reply.choices[0].message.content)
 
-        if form == "decorator":
-            return with_fallback(*chain, **settings)(lambda client=None: body(client))()
-        with fallback_clients(*chain, **settings) as client:
-            return body(client)
+    if form == "decorator":
+        return with_fallback(*chain, **settings)(lambda client=None: body(client))()
+    with fallback_clients(*chain, **settings) as client:
+        return body(client)
 
-    async def abody(client: Any) -> str:
+
+async def aask_through(form: str, chain: tuple[Any, ...], **settings: Any) -> str:
+    """:func:`ask_through`, async."""
+
+    async def body(client: Any) -> str:
         reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         return str(reply.choices[0].message.content)
 
-    async def call() -> str:
-        if form == "decorator":
+    if form == "decorator":
 
-            @with_fallback(*chain, **settings)
-            async def decorated(client: Any = None) -> str:
-                return await abody(client)
+        @with_fallback(*chain, **settings)
+        async def decorated(client: Any = None) -> str:
+            return await body(client)
 
-            return await decorated()
-        async with fallback_clients(*chain, **settings) as client:
-            return await abody(client)
+        return await decorated()
+    async with fallback_clients(*chain, **settings) as client:
+        return await body(client)
 
-    assert isinstance(driver, LoopDriver)
-    return driver._run(call())
+
+def ask(driver: Driver, form: str, chain: Chain, **settings: Any) -> str:
+    """One question through ``form``, as the driver's flavour calls (sync, or on its loop)."""
+    settings = {"health": driver.store, **settings}
+    if isinstance(driver, LoopDriver):
+        return driver._run(aask_through(form, chain, **settings))
+    return ask_through(form, chain, **settings)
 
 
 @pytest.mark.parametrize("form", ["decorator", "fallback_clients"])
