@@ -88,7 +88,8 @@ class Activity:
         """An attempt served its call (the healthy path: one locked update)."""
         now = self.clock()
         with self._lock:
-            bucket = self._rolling(key, name).bucket(now)
+            rolling = self._providers.get(key) or self._rolling(key, name)
+            bucket = rolling.bucket(now)
             bucket[_CALLS] += 1
             bucket[_SERVED] += 1  # the process's calls: every provider's served, plus unserved
 

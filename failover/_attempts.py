@@ -16,7 +16,6 @@ side by side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import time
@@ -94,15 +93,10 @@ class AttemptContext(Generic[C]):
             return False
         return self._run.failed(self.endpoint, exc, elapsed)
 
-    @contextlib.contextmanager
-    def scoped(self) -> Iterator[C]:
+    def scoped(self) -> _Scoped[C]:
         """Just the attempt's scope, for one step of a generator: never held across a
         ``yield``, which may resume in another context (a thread pool, another task)."""
-        token = SCOPE.set(self._scope), self._span and self._span.enter()
-        try:
-            yield self._client
-        finally:
-            self._leave(token)
+        return _Scoped(self)
 
     def close_streams(self) -> None:
         """Close the streams the attempt opened: it ended early, nobody will read them."""
@@ -122,6 +116,26 @@ class AttemptContext(Generic[C]):
         return self.__exit__(typ, exc, tb)
 
 
+class _Scoped(Generic[C]):
+    """``with attempt.scoped() as client:``, entered twice per item of a generator: a
+    slotted class, not a ``contextmanager``, whose generator machinery costs more."""
+
+    __slots__ = ("_attempt", "_token")
+
+    def __init__(self, attempt: AttemptContext[C]) -> None:
+        self._attempt = attempt
+
+    def __enter__(self) -> C:
+        attempt = self._attempt
+        self._token = SCOPE.set(attempt._scope), attempt._span and attempt._span.enter()
+        return attempt._client
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._attempt._leave(self._token)
+
+
 def _reset(token: contextvars.Token[Any]) -> None:
     try:
         SCOPE.reset(token)
@@ -131,11 +145,57 @@ def _reset(token: contextvars.Token[Any]) -> None:
         pass
 
 
+class LeanAttempt:
+    """A call's first attempt on the healthy path (see ``Chain.first``): no :class:`Run`
+    is built unless it fails, when :meth:`attempts` carries the call on from it."""
+
+    __slots__ = ("_chain", "_client", "_endpoint", "_operation", "_run", "_started", "_token")
+
+    def __init__(self, chain: Chain, endpoint: Endpoint, client: Any, operation: object) -> None:
+        self._chain = chain
+        self._endpoint = endpoint
+        self._operation = operation
+        self._client = chain.handed_out(client, chain.scopes[id(endpoint)])
+        self._run: Run | None = None
+
+    @staticmethod
+    def of(chain: Chain, build: Callable[[Endpoint], Any], operation: object) -> LeanAttempt | None:
+        """The lean first attempt of a call, or None when it must take the full path."""
+        endpoint = chain.first()
+        if endpoint is None:
+            return None
+        try:
+            client = build(endpoint)
+        except Exception:
+            return None  # the full path records it as the failed attempt it is
+        return LeanAttempt(chain, endpoint, client, operation)
+
+    def __enter__(self) -> Any:
+        self._token = SCOPE.set(self._chain.scopes[id(self._endpoint)])
+        self._started = time.monotonic()
+        return self._client
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        elapsed = time.monotonic() - self._started
+        SCOPE.reset(self._token)  # a plain call: it ends in the context it started in
+        if exc is None:
+            self._chain.served(self._endpoint, elapsed)
+            return False
+        self._run = run = self._chain.resume(self._operation, self._endpoint, self._started)
+        return run.failed(self._endpoint, exc, elapsed)
+
+    def attempts(self) -> Attempts:
+        """The rest of the call, after this attempt failed over."""
+        return Attempts(self._chain, self._operation, self._run)
+
+
 class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
-    def __init__(self, chain: Chain, operation: object = "block") -> None:
-        self._run = chain.run(operation)
+    def __init__(self, chain: Chain, operation: object = "block", run: Run | None = None) -> None:
+        self._run = chain.run(operation) if run is None else run
 
     def attempt(
         self, build: Callable[[Endpoint], Any], streams: bool = False
@@ -221,7 +281,11 @@ class Attempts:
 
 
 def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
-    attempts = Attempts(chain, operation)
+    lean = LeanAttempt.of(chain, Endpoint.sync_client, operation)
+    if lean is not None:
+        with lean as client:
+            return fn(client)
+    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
     while True:  # ends by the return, or by FailoverError from attempt()
         attempt = attempts.attempt(Endpoint.sync_client)
         with attempt as client:
@@ -237,15 +301,20 @@ async def call_async(
 ) -> T:
     if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, fn, chain.settings.hedge, operation)
-    attempts = Attempts(chain, operation)
+    lean = LeanAttempt.of(chain, Endpoint.async_client, operation)
+    if lean is not None:
+        with lean as client:
+            return await fn(client)
+    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
     while True:
         attempt = await attempts.attempt_async(Endpoint.async_client)
         with attempt as client:
             return attempt.answered(await fn(client))
 
 
-def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> None:
-    """End a generator's attempt on ``exc``: return to re-run it, or raise."""
+def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> bool:
+    """End a generator's attempt on ``exc``: True to re-run it, False to let ``exc`` go on."""
+    error: BaseException | None = None
     try:
         # A deadline is not interrupted: the call is over, and FailoverError says so.
         if delivered and isinstance(exc, Exception) and not isinstance(exc, DeadlineExceeded):
@@ -259,76 +328,111 @@ def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, deli
                 error = StreamInterrupted(attempt.provider, delivered, exc)
                 attempt.end(error)
                 raise error from exc
-        if not attempt.end(exc):
-            raise exc
+        return attempt.end(exc)
     finally:
         # The raised error's traceback holds this frame: without these, a cycle would
         # keep the attempt (and the streams it opened) alive until a collection.
-        del exc, attempt
+        del exc, attempt, error
+
+
+class _Reruns:
+    """A generator's attempts, one iterator for ``for`` and ``async for``: each run of
+    the body is a ``with`` (``async with``) on it, whose exit closes what the run left
+    open and settles how it ended (a re-run, or the error going on). So the two
+    drivers below differ only by ``await``.
+    """
+
+    __slots__ = ("_attempts", "_chain", "attempt", "delivered", "items")
+    attempt: AttemptContext[Any]  # set by each step of the iteration
+    items: Any  # the body's generator, once this run has built it
+    delivered: int  # the items this run yielded that the caller came back after
+
+    def __init__(self, chain: Chain, operation: object) -> None:
+        self._chain = chain
+        self._attempts = Attempts(chain, operation)
+
+    def __iter__(self) -> _Reruns:
+        return self
+
+    def __next__(self) -> _Reruns:
+        attempt = self._attempts.attempt(Endpoint.sync_client, streams=True)
+        return self._begin(attempt)
+
+    def __aiter__(self) -> _Reruns:
+        return self
+
+    async def __anext__(self) -> _Reruns:
+        attempt = await self._attempts.attempt_async(Endpoint.async_client, streams=True)
+        return self._begin(attempt)
+
+    def _begin(self, attempt: AttemptContext[Any]) -> _Reruns:
+        self.attempt, self.items, self.delivered = attempt, None, 0
+        return self
+
+    def __enter__(self) -> AttemptContext[Any]:
+        return self.attempt
+
+    async def __aenter__(self) -> AttemptContext[Any]:
+        return self.__enter__()
+
+    # On an error: at once, not at a garbage collection, the body's finally runs and
+    # the streams it opened stop (and stop billing).
+
+    def __exit__(self, typ: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None:
+            if self.items is not None:
+                self.items.close()
+            self.attempt.close_streams()
+        return self._end(exc)
+
+    async def __aexit__(self, typ: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None:
+            if self.items is not None:
+                await self.items.aclose()
+            await self.attempt.aclose_streams()
+        return self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> bool:
+        """Whether to re-run the body (the next attempt) after this run ended on ``exc``."""
+        attempt, self.items = self.attempt, None  # no object of ours keeps a finished body alive
+        if exc is None:
+            attempt.end(None)
+            return False
+        return _settle(self._chain, attempt, exc, self.delivered)
 
 
 def iterate_sync(
     chain: Chain, fn: Callable[[Any], Iterator[T]], operation: object = "call"
 ) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
-    attempts = Attempts(chain, operation)
-    while True:
-        attempt = attempts.attempt(Endpoint.sync_client, streams=True)
-        delivered = 0
-        items: Iterator[T] | None = None
-        try:
+    for run in _Reruns(chain, operation):  # FailoverError when no provider is left
+        with run as attempt:
             with attempt.scoped() as client:
-                items = fn(client)
+                items = run.items = fn(client)
             while True:
                 with attempt.scoped():
                     item = next(items, _END)
                 if item is _END:
-                    break
+                    return
                 yield item
-                delivered += 1
-        except BaseException as exc:
-            # At once, not at a garbage collection: the body's finally runs now, and
-            # the streams it opened stop (and stop billing) now.
-            if items is not None:
-                items.close()  # type: ignore[attr-defined]
-            attempt.close_streams()
-            _settle(chain, attempt, exc, delivered)
-            continue
-        finally:
-            items = None  # no frame of ours keeps a finished body alive
-        attempt.end(None)
-        return
+                run.delivered += 1
 
 
 async def iterate_async(
     chain: Chain, fn: Callable[[Any], AsyncIterator[T]], operation: object = "call"
 ) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
-    attempts = Attempts(chain, operation)
-    while True:
-        attempt = await attempts.attempt_async(Endpoint.async_client, streams=True)
-        delivered = 0
-        items: AsyncIterator[T] | None = None
-        try:
+    async for run in _Reruns(chain, operation):
+        async with run as attempt:
             with attempt.scoped() as client:
-                items = fn(client)
+                items = run.items = fn(client)
             while True:
                 with attempt.scoped():
                     item = await anext(items, _END)
                 if item is _END:
-                    break
+                    return
                 yield item
-                delivered += 1
-        except BaseException as exc:
-            if items is not None:
-                await items.aclose()  # type: ignore[attr-defined]
-            await attempt.aclose_streams()
-            _settle(chain, attempt, exc, delivered)
-            continue
-        finally:
-            items = None
-        attempt.end(None)
-        return
+                run.delivered += 1
 
 
 _END: Any = object()

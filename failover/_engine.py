@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._activity import ACTIVITY
 from ._errors import (
     Attempt,
     DeadlineExceeded,
@@ -28,6 +29,7 @@ from ._errors import (
 from ._health import (
     Breaker,
     Health,
+    HealthStore,
     State,
     Verdict,
     admit,
@@ -45,7 +47,7 @@ from ._providers import Endpoint
 from ._retry import timed_out
 from ._scope import Scope
 from ._settings import Event, Outcome, Settings
-from ._telemetry import Observer, observe
+from ._telemetry import Observer, observe, tracing
 from ._tracking import Tracked
 
 logger = logging.getLogger("failover")
@@ -76,6 +78,7 @@ class Chain:
         init=False, repr=False, compare=False, default_factory=dict
     )
     ownership: Ownership = field(init=False, repr=False, compare=False)
+    lean: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -98,9 +101,70 @@ class Chain:
                 functools.partial(_admit, breaker=breaker, force=f) for f in (False, True)
             )
         object.__setattr__(self, "admits", admits)
+        # Whether a call's first attempt may run without a Run (see ``lean``): nothing
+        # per call to set up (no time budget) nor to report (no on_attempt callback).
+        s = settings
+        lean = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
+        object.__setattr__(self, "lean", lean)
 
     def run(self, operation: object = "block") -> Run:
         return Run(self, operation)
+
+    def first(self) -> Endpoint | None:
+        """The provider a call may try at once, with no :class:`Run` (the healthy path):
+        the first, when the chain is lean, nothing traces and its breaker is closed.
+        None: the call takes the full path. A failure there continues in :meth:`resume`."""
+        if not self.lean or tracing():
+            return None
+        endpoint = self.endpoints[0]
+        breaker = self.settings.breaker
+        store = self.settings.store or default_store()
+        if breaker is not None and store.peek(endpoint.key).state is not State.CLOSED:
+            return None
+        return endpoint
+
+    def resume(self, operation: object, endpoint: Endpoint, started: float) -> Run:
+        """The call whose first attempt, on ``endpoint``, :meth:`first` let run alone."""
+        run = Run(self, operation)
+        run.started = started
+        run._tried = True
+        del run._pending[0]
+        run.observer.started(endpoint, None if self.settings.breaker is None else State.CLOSED)
+        return run
+
+    def store(self) -> HealthStore:
+        """The health store in force (``configure`` may change the default at any time)."""
+        return self.settings.store or default_store()
+
+    def served(
+        self,
+        endpoint: Endpoint,
+        elapsed: float,
+        after_failover: bool = False,
+        observer: Observer | None = None,
+    ) -> None:
+        """``endpoint`` answered a call, after ``elapsed`` seconds."""
+        breaker = self.settings.breaker
+        if breaker is not None:
+            store = self.settings.store or default_store()
+            if not after_failover and clean(store.peek(endpoint.key)):
+                store.count(endpoint.key, endpoint.name, breaker)  # no new record
+            else:
+
+                def change(h: Health, now: float) -> tuple[Health, State]:
+                    return succeeded(h, breaker, now, after_failover), h.state
+
+                if (
+                    store.update(endpoint.key, endpoint.name, change, breaker.clock)
+                    is not State.CLOSED
+                ):
+                    (observer or Observer()).transition(endpoint, Health())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
+        if observer is None:
+            ACTIVITY.served(endpoint.key, endpoint.name)
+        else:
+            observer.succeeded(endpoint)
 
     def handed_out(self, client: Any, scope: Scope) -> Any:
         """``client`` (an endpoint's) as handed out for this chain's ``scope``."""
@@ -134,7 +198,7 @@ class Run:
         settings = chain.settings
         self._chain = chain
         self._settings = settings
-        self._store = settings.store or default_store()
+        self._store = chain.store()
         self._pending = list(chain.endpoints)
         self._force = False
         self._probe: set[int] = set()
@@ -304,16 +368,12 @@ class Run:
         return True
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
-        breaker = self._settings.breaker
-        if breaker is not None:
-            # A provider that served after its own retry served no failover.
-            after_failover = bool(self.attempts) and any(
-                a.provider != endpoint.name and not isinstance(a.error, ProviderBound)
-                for a in self.attempts
-            )
-            self._record_success(endpoint, breaker, after_failover)
-        logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
-        self.observer.succeeded(endpoint)
+        # A provider that served after its own retry served no failover.
+        after_failover = bool(self.attempts) and any(
+            a.provider != endpoint.name and not isinstance(a.error, ProviderBound)
+            for a in self.attempts
+        )
+        self._chain.served(endpoint, elapsed, after_failover, self.observer)
         if self._settings.on_attempt is not None:
             self._emit(endpoint, Outcome.SUCCESS, None, elapsed)
 
@@ -375,18 +435,6 @@ class Run:
     def _deadline_passed(self) -> bool:
         deadline = self._settings.deadline
         return deadline is not None and time.monotonic() - self.started >= deadline
-
-    def _record_success(self, endpoint: Endpoint, breaker: Breaker, after_failover: bool) -> None:
-        store = self._store
-        if not after_failover and clean(store.peek(endpoint.key)):
-            store.count(endpoint.key, endpoint.name, breaker)  # the healthy path: no new record
-            return
-
-        def change(h: Health, now: float) -> tuple[Health, State]:
-            return succeeded(h, breaker, now, after_failover), h.state
-
-        if store.update(endpoint.key, endpoint.name, change, breaker.clock) is not State.CLOSED:
-            self.observer.transition(endpoint, Health())
 
     def _record(
         self,

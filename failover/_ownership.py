@@ -201,6 +201,7 @@ def _stores_by_default(kind: type[Any], func: Any) -> bool:
 
 
 _CREATIONS: dict[tuple[type[Any], str], Creation | None] = {}
+_UNSEEN: Any = object()
 
 
 def creation(owner: Any, name: str) -> Creation | None:
@@ -314,12 +315,19 @@ class Ownership:
     ) -> Request | None:
         """What ownership asks of this call on ``at``; raises :class:`ProviderBound` when
         it names a resource another provider of the chain owns. None: nothing to do."""
-        made = creation(owner, name)
-        owners = registry(self._store)
-        ids = ids_in(args, kwargs) if owners.may_know() else []
+        made = _CREATIONS.get((type(owner), name), _UNSEEN)
+        if made is _UNSEEN:
+            made = creation(owner, name)
         if made is not None and made.stores is not None:
             stored = kwargs.get("store")
             made = made if stored is True or (made.stores and stored is not False) else None
+        owners = getattr(self._store or default_store(), "owners", MEMORY)  # see registry()
+        if not isinstance(owners, Owners):
+            owners = MEMORY
+        knows = owners.may_know()
+        if made is None and not knows:
+            return None  # the common case: nothing made, nothing known to route by
+        ids = ids_in(args, kwargs) if knows else []
         if made is None and not ids:
             return None
         here = where(at)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import sys
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _attempts, _ownership
 from ._engine import Chain
@@ -28,8 +28,7 @@ Path = tuple[Any, ...]  # attribute names (str) and calls (_Call), from the clie
 Own = dict[int, tuple[Path, Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
+class _Call(NamedTuple):
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     # Arguments that are the template's own private parts (``client._client``, which
@@ -110,19 +109,32 @@ _DEFERRED = frozenset({"with_streaming_response", "stream"})
 class FailoverMethod(Failover):
     _self_deferred: Callable[[Chain, Path], Any] | None = None
 
+    def __init__(
+        self, template: Any, chain: Chain, path: Path, is_async: bool, own: Own | None = None
+    ) -> None:
+        super().__init__(template, chain, path, is_async, own)
+        # Decided once per method, from its path: what a call of it does.
+        names = [step for step in path if isinstance(step, str)]
+        self._self_navigates = path[-1] in _NAVIGATION
+        self._self_defers = any(name in _DEFERRED for name in names)
+        # The whole path as one C-level lookup, when it is names only (no call on the way).
+        self._self_reach = operator.attrgetter(".".join(names)) if len(names) == len(path) else None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        step = (*self._self_path, _Call.of(args, kwargs, self._self_own))
+        call = _Call.of(args, kwargs, self._self_own)
+        step = (*self._self_path, call)
         if self._self_async:
             return self._call_async(step, args, kwargs)
         chain = self._self_chain
-        if self._self_path[-1] in _NAVIGATION:
+        if self._self_navigates:
             template = self.__wrapped__(*args, **kwargs)
             return Failover(template, chain, step, False, self._self_own)
-        if any(name in _DEFERRED for name in self._self_path if isinstance(name, str)):
+        if self._self_defers:
             return FailoverContext(chain, step)
+        reach = self._self_reach if not call.swaps else None
 
         def attempt(client: Any) -> Any:
-            result = _resolve(client, step)
+            result = reach(client)(*args, **kwargs) if reach is not None else _resolve(client, step)
             return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
         return _attempts.call_sync(chain, attempt, step)
@@ -140,8 +152,9 @@ class FailoverMethod(Failover):
                 probe.close()
             # A call that must not run twice is never hedged either.
             hedged = not _ownership.once(self.__wrapped__)
-            self._self_deferred = functools.partial(FailoverAwaitable, hedge=hedged)
-            return FailoverAwaitable(chain, step, hedged)
+            reach = self._self_reach
+            self._self_deferred = functools.partial(FailoverAwaitable, hedge=hedged, reach=reach)
+            return FailoverAwaitable(chain, step, hedged, reach)
         if hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
@@ -153,29 +166,42 @@ class FailoverMethod(Failover):
         return probe
 
 
-async def _first_async(chain: Chain, step: Path, hedge: bool = True) -> Any:
-    async def attempt(client: Any) -> Any:
-        result = await _resolve(client, step)
-        if isinstance(result, AsyncStream):
-            return await AsyncPeekedStream.peek(result)
-        return result
-
-    streaming = step[-1].kwargs.get("stream") is True  # hedging is for whole answers only
-    return await _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
-
-
 class FailoverAwaitable:
     """An async API call that fails over when awaited (or, for a page, iterated)."""
 
-    __slots__ = ("_chain", "_hedge", "_step")
+    __slots__ = ("_chain", "_hedge", "_reach", "_step")
 
-    def __init__(self, chain: Chain, step: Path, hedge: bool = True) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        step: Path,
+        hedge: bool = True,
+        reach: Callable[[Any], Any] | None = None,
+    ) -> None:
         self._chain = chain
         self._step = step
         self._hedge = hedge
+        self._reach = reach  # the method on a client, when its path is names only
 
     def __await__(self) -> Any:
-        return _first_async(self._chain, self._step, self._hedge).__await__()
+        return self._first().__await__()
+
+    async def _first(self) -> Any:
+        step, reach = self._step, self._reach
+        call: _Call = step[-1]
+        if call.swaps:
+            reach = None
+
+        async def attempt(client: Any) -> Any:
+            sent = reach(client)(*call.args, **call.kwargs) if reach else _resolve(client, step)
+            result = await sent
+            if isinstance(result, AsyncStream):
+                return await AsyncPeekedStream.peek(result)
+            return result
+
+        streaming = call.kwargs.get("stream") is True  # hedging is for whole answers only
+        hedge = self._hedge and not streaming
+        return await _attempts.call_async(self._chain, attempt, step, hedge=hedge)
 
     async def __aiter__(self) -> Any:
         async for item in await self:

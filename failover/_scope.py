@@ -38,6 +38,8 @@ class Scope:
     ownership: Ownership | None = field(default=None, compare=False)
     # Whether any bound applies: unbounded calls skip all timeout arithmetic.
     bounded: bool = field(init=False, repr=False, compare=False)
+    # Unbounded, and no model names to map: a call's arguments go out as they are.
+    plain: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bounds = (
@@ -46,7 +48,10 @@ class Scope:
             self.first_token_timeout,
             self.stall_timeout,
         )
-        object.__setattr__(self, "bounded", any(b is not None for b in bounds))
+        bounded = any(b is not None for b in bounds)
+        spec = self.endpoint.spec
+        object.__setattr__(self, "bounded", bounded)
+        object.__setattr__(self, "plain", not bounded and (spec is None or not spec.models))
 
     def remaining(self, now: float) -> float | None:
         """Seconds left of the attempt's own budget and of the deadline (None: unbounded)."""

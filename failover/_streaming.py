@@ -194,7 +194,7 @@ class _Watch:
         elif kind:
             self.finished = any(c.finish_reason for c in chunk.choices)
 
-    def end(self) -> None:
+    def _end(self) -> None:
         """The stream ended cleanly: raise if its answer is cut short."""
         timer = self.timer
         error: Exception | None = None
@@ -220,7 +220,14 @@ class _Watch:
             span.release(error)
 
     def error(self, exc: BaseException) -> BaseException | None:
-        """What a read error means: a bound that expired (returned), or the provider's."""
+        """What a read's exception means: the stream's end (which raises if the answer is
+        cut short), a bound that expired (returned: raise it instead), or the provider's.
+
+        Both flavours' readers hand every exception here, so they differ only by ``await``.
+        """
+        if isinstance(exc, (StopIteration, StopAsyncIteration)):
+            self._end()
+            return None
         timer = self.timer
         if timer is not None:
             timer.disarm()
@@ -277,12 +284,8 @@ class SyncStream(_Watched):
         watch.reading()
         try:
             chunk = next(self.__wrapped__)
-        except StopIteration:
-            watch.end()
-            raise
         except BaseException as exc:
-            error = watch.error(exc)
-            if error is None:
+            if (error := watch.error(exc)) is None:
                 raise
             self.__wrapped__.close()
             raise error from exc
@@ -310,12 +313,8 @@ class AsyncStream(_Watched):
         watch.reading()
         try:
             chunk = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            watch.end()
-            raise
         except BaseException as exc:
-            error = watch.error(exc)
-            if error is None:
+            if (error := watch.error(exc)) is None:
                 raise
             await self.close()
             raise error from exc
@@ -355,8 +354,12 @@ class _Peeked:
     __wrapped__: Any
 
     def _fail(self, exc: Exception) -> Exception:
+        """What a failed read raises: ``exc`` itself, or the interruption it caused."""
         watch = self.__wrapped__._self_watch
-        return interrupted(exc, watch.provider, self._self_delivered)
+        error = interrupted(exc, watch.provider, self._self_delivered)
+        if error is not exc:
+            error.__cause__ = exc  # as ``raise error from exc`` does: both readers raise it
+        return error
 
 
 class SyncPeekedStream(_Peeked, SyncStream):
@@ -373,10 +376,7 @@ class SyncPeekedStream(_Peeked, SyncStream):
             try:
                 chunk = next(self.__wrapped__)
             except Exception as exc:
-                error = self._fail(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise self._fail(exc)  # noqa: B904 - the cause is set by _fail
         self._self_delivered += 1
         return chunk
 
@@ -399,9 +399,6 @@ class AsyncPeekedStream(_Peeked, AsyncStream):
             try:
                 chunk = await self.__wrapped__.__anext__()
             except Exception as exc:
-                error = self._fail(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise self._fail(exc)  # noqa: B904 - the cause is set by _fail
         self._self_delivered += 1
         return chunk

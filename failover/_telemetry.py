@@ -110,6 +110,14 @@ class Observer:
         """The breaker of ``endpoint`` changed state: ``record`` is its new record."""
 
 
+def tracing() -> bool:
+    """Whether calls are traced now (an SDK is set up): the cheap question of
+    :func:`observe`, for drivers that skip the per-call observer when nothing traces."""
+    if _OTEL is not None:
+        return True
+    return "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0] and bool(_resolve())
+
+
 def observe(store: HealthStore | None, operation: object) -> Observer:
     """The observer of one call of a chain whose settings name ``store`` (None: the
     process-wide one); ``operation`` names it (see :class:`Traced`)."""

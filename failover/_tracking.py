@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,13 @@ class _Call:
             # A call on a response (its parse()) reads what that request sent: its stream
             # gets the request's first-chunk bound and its body read timeout back.
             self.started, self.body_read = sent.started, sent.body_read
+        if not scope.plain:
+            kwargs = self._adjusted(owner, method, kwargs)
+        self.kwargs = kwargs
+
+    def _adjusted(self, owner: Any, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the provider's model name and the attempt's time bounds."""
+        scope = self.scope
         spec = scope.endpoint.spec
         model = kwargs.get("model")
         if isinstance(model, str) and spec is not None and spec.models:
@@ -117,7 +125,7 @@ class _Call:
                 # reads get the client's own back once the headers are in.
                 kwargs = {**kwargs, "timeout": narrowed(own, limit)}
                 self.body_read = own[1]
-        self.kwargs = kwargs
+        return kwargs
 
     def answered(self, value: Any) -> None:
         if self.request is not None:
@@ -131,45 +139,22 @@ class _Call:
             self.scope.ownership.failed(self.args, self.kwargs, exc, self.scope.endpoint)
 
 
-def _call(
-    owner: Any,
-    name: str,
-    scope: Scope | None,
-    args: Any,
-    kwargs: dict[str, Any],
-    sent: _Call | None = None,
-) -> Any:
-    """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the response
-    of the call ``sent``, if given)."""
-    method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
-    if scope is None:
-        try:
-            return track(method(*args, **kwargs), None)
-        except BaseException as exc:
-            mark_if_transport(exc)
-            raise
-    call = _Call(owner, name, method, args, kwargs, scope, sent)
-    try:
-        result = track(method(*args, **call.kwargs), scope, call)
-    except BaseException as exc:
-        call.failed(exc)
-        raise
-    if _telemetry.LIVE and (span := current_span()) is not None:
-        span.requested(type(owner).__module__, call.kwargs.get("model"))
-        _answered(result)
-    return result
-
-
 async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
     try:
-        result = track(await awaitable, scope, call)
+        result = await awaitable
+        if isinstance(result, pydantic.BaseModel):
+            if call is not None:
+                call.answered(result)
+        else:
+            result = track(result, scope, call)
     except BaseException as exc:
         if call is None:
             mark_if_transport(exc)
         else:
             call.failed(exc)
         raise
-    _answered(result)
+    if _telemetry.LIVE:
+        _answered(result)
     return result
 
 
@@ -204,10 +189,10 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
         if call is not None:
             call.answered(value)  # what it created is remembered as this provider's
         return value  # a parsed answer (the common case): nothing left to read
+    if isinstance(value, types.CoroutineType):  # an async call's answer, to await
+        return _tracked_await(value, scope, call)
     if is_stream(value, call is not None and call.stream):
         return _stream(value, scope, call)
-    if inspect.iscoroutine(value):
-        return _tracked_await(value, scope, call)
     if isinstance(value, AsyncPaginator):
         return TrackedPaginator(value, scope, call)
     if isinstance(value, ResponseContextManager) or _is_manager(value, "__enter__"):
@@ -231,8 +216,39 @@ def track(value: Any, scope: Scope | None, call: _Call | None = None) -> Any:
     return value
 
 
+def _slots(cls: type[Any], proxy: type[Any]) -> tuple[str, ...]:
+    """The public sub-resources and methods of ``cls``: the children a proxy may build."""
+    names = []
+    for name in dir(cls):
+        if name.startswith("_") or hasattr(proxy, name):
+            continue
+        if isinstance(inspect.getattr_static(cls, name, None), _CHILDREN):
+            names.append(name)
+    return tuple(names)
+
+
+_CHILDREN = (functools.cached_property, property, types.FunctionType)
+_KINDS: dict[tuple[type[Any], type[Any]], type[Any]] = {}
+
+
 class Navigable(wrapt.ObjectProxy[Any]):
-    """A proxy whose sub-resources and methods are proxies too, built once per proxy."""
+    """A proxy whose sub-resources and methods are proxies too, built once per proxy.
+
+    Each proxy class gets one subclass per wrapped class, with a slot per public
+    sub-resource and method: a child, once built, is found by the attribute lookup
+    itself, with no miss in ``wrapt`` and no ``__getattr__`` (the hot path's hops).
+    """
+
+    def __new__(cls, wrapped: Any, *args: Any, **kwargs: Any) -> Any:
+        kind = _KINDS.get((cls, type(wrapped)))
+        if kind is None:
+            slots = _slots(type(wrapped), cls) if "_self_kinded" not in cls.__dict__ else ()
+            kind = cls
+            if slots:
+                kind = type(cls.__name__, (cls,), {"__slots__": slots, "_self_kinded": True})
+                kind.__module__, kind.__qualname__ = cls.__module__, cls.__qualname__
+            _KINDS[cls, type(wrapped)] = kind
+        return super().__new__(kind, wrapped)
 
     def __init__(self, wrapped: Any) -> None:
         super().__init__(wrapped)
@@ -253,7 +269,11 @@ class Navigable(wrapt.ObjectProxy[Any]):
                 child = self._child(value, name, method=True)
             else:
                 return value
-            self._self_children[name] = child
+            slot = type(self).__dict__.get(name)
+            if slot is not None:
+                slot.__set__(self, child)  # read without this method from now on
+            else:
+                self._self_children[name] = child
         return child
 
 
@@ -284,8 +304,30 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
         self._self_sent = sent
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the
+        response of the call ``sent``, if any)."""
         owner, name, scope = self._self_owner, self._self_name, self._self_scope
-        return _call(owner, name, scope, args, kwargs, self._self_sent)
+        method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
+        if scope is None:
+            try:
+                return track(method(*args, **kwargs), None)
+            except BaseException as exc:
+                mark_if_transport(exc)
+                raise
+        call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
+        try:
+            result = method(*args, **call.kwargs)
+            if isinstance(result, pydantic.BaseModel):  # a parsed answer: the common case
+                call.answered(result)
+            else:
+                result = track(result, scope, call)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        if _telemetry.LIVE and (span := current_span()) is not None:
+            span.requested(type(owner).__module__, call.kwargs.get("model"))
+            _answered(result)
+        return result
 
 
 class TrackedPaginator(wrapt.ObjectProxy[Any]):

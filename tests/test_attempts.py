@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import MESSAGES, NO_BREAKER, achat_text, chat_text, provider
 
-from failover import StreamInterrupted, fallback_clients, health, with_fallback
+from failover import StreamInterrupted, _engine, fallback_clients, health, with_fallback
 from failover._scope import Scope, current_provider
 from failover.testing import FakeProvider
 
@@ -264,6 +264,54 @@ def test_generator_interrupt_is_not_failed_over_with_wide_on(
     assert seen == ["[comet] hello"]
 
 
+def test_a_generator_interrupted_leaves_no_cycle_keeping_its_body(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.cut_stream(after=2)
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    def words(client: Any = None) -> Iterator[str]:
+        for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            yield chunk.choices[0].delta.content or ""
+
+    gen = words()
+    next(gen)
+    body = weakref.ref(gen.gi_frame.f_locals["items"])
+    gc.disable()  # the interruption's traceback must not hold the body in a cycle
+    try:
+        with pytest.raises(StreamInterrupted):
+            list(gen)
+        del gen
+        assert body() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.asyncio
+async def test_an_async_generator_interrupted_leaves_no_cycle_keeping_its_body(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    comet.cut_stream(after=2)
+
+    @with_fallback(provider(comet), provider(backup), **NO_BREAKER)
+    async def words(client: Any = None) -> AsyncIterator[str]:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        async for chunk in stream:
+            yield chunk.choices[0].delta.content or ""
+
+    gen = words()
+    await anext(gen)
+    body = weakref.ref(gen.ag_frame.f_locals["items"])
+    gc.disable()
+    try:
+        with pytest.raises(StreamInterrupted):
+            [_ async for _ in gen]
+        del gen
+        assert body() is None
+    finally:
+        gc.enable()
+
+
 # -- generators resumed in another context (thread pools, asyncgen finalizers) ------------
 
 
@@ -314,3 +362,46 @@ def test_interleaved_generators_leave_no_scope_behind(
     pairs = list(zip(first(), second(), strict=False))  # first ends before second
     assert pairs == [("[comet] a", "[backup] b")]
     assert current_provider() is None
+
+
+# -- the lean first attempt ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("form", ["decorator", "proxy"])
+def test_a_healthy_call_builds_no_run_and_a_failing_one_carries_on_from_its_attempt(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch, form: str, mode: str
+) -> None:
+    runs: list[object] = []
+    real = _engine.Run.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        runs.append(self)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_engine.Run, "__init__", counted)
+    chain = (provider(comet), provider(backup))
+
+    def ask() -> str:
+        if mode == "async":
+            if form == "decorator":
+                body = with_fallback(*chain, retry=None)(achat_text)
+                return asyncio.run(body())
+
+            async def drop_in() -> str:
+                async with fallback_clients(*chain, retry=None) as client:
+                    return await achat_text(client)
+
+            return asyncio.run(drop_in())
+        if form == "decorator":
+            return with_fallback(*chain, retry=None)(chat_text)()
+        with fallback_clients(*chain, retry=None) as client:
+            return chat_text(client)
+
+    assert ask() == "[comet] hello"
+    assert runs == []  # the healthy path: no Run, no attempt list, no observer
+    comet.fail(500, times=1)
+    assert ask() == "[backup] hello"
+    assert len(runs) == 1  # built when the first attempt failed, carrying it on
+    assert health()["comet"]["consecutive_failures"] == 1
+    assert health()["backup"]["failovers_served"] == 1

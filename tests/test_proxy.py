@@ -12,10 +12,17 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MESSAGES, NO_BREAKER, provider
+from conftest import MESSAGES, NO_BREAKER, chat_text, provider
 
 import failover
-from failover import Breaker, FailoverError, Provider, StreamTruncated, with_fallback
+from failover import (
+    Breaker,
+    FailoverError,
+    Provider,
+    StreamTruncated,
+    fallback_clients,
+    with_fallback,
+)
 from failover._cli import main as cli_main
 from failover.testing import FakeProvider
 
@@ -485,3 +492,27 @@ def test_reading_private_methods_of_a_long_lived_drop_in_keeps_nothing(
         assert len(client._self_own) == before  # type: ignore[attr-defined]
         reply = client.chat.completions.create(model="m", messages=MESSAGES)
         assert reply.choices[0].message.content == "[comet] hello"
+
+
+def test_a_built_child_is_found_by_the_lookup_itself(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hot path's hops: once built, a sub-resource or method is in a slot of the
+    # proxy, so reading it again runs no Python code of ours.
+    from failover._tracking import Navigable
+
+    with fallback_clients(provider(comet), provider(backup)) as client:
+        create = client.chat.completions.create
+        chat_text(client)  # builds the tracked client's children too
+        missed: list[str] = []
+        real = Navigable.__getattr__
+
+        def counting(self: Any, name: str) -> Any:
+            missed.append(name)
+            return real(self, name)
+
+        monkeypatch.setattr(Navigable, "__getattr__", counting)
+        assert client.chat.completions.create is create
+        assert missed == []
+        assert chat_text(client) == "[comet] hello"  # and the tracked clients' hops too
+        assert missed == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import logging
+import pathlib
 import subprocess
 import sys
 
@@ -82,37 +83,91 @@ def test_logger_has_only_a_null_handler() -> None:
     assert [type(h) for h in handlers] == [logging.NullHandler]
 
 
-def test_the_package_has_no_import_circle() -> None:
-    """Layers only point down: no module imports (even for type checking) one that
-    imports it back, directly or through others."""
+def _package_imports(root: pathlib.Path) -> dict[str, set[str]]:
+    """Each module of the package at ``root``, subpackages included (``failover.testing._server``),
+    and the package modules it imports: wherever the import stands (top level, under
+    ``TYPE_CHECKING``, inside a function), relative or absolute."""
     import ast
-    import pathlib
 
-    package = pathlib.Path(failover.__file__).parent
+    files = {
+        ".".join((root.name, *path.relative_to(root).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): path
+        for path in root.rglob("*.py")
+    }
     graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
+    for name, path in files.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found |= {node.module} if node.module else {a.name for a in node.names}
-        graph[path.stem] = found
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = here.rsplit(".", node.level - 1)[0]
+                    base = f"{package}.{base}" if base else package
+                # ``from package import module`` imports that module; a name, the package.
+                found |= {
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names
+                }
+        graph[name] = (found & files.keys()) - {name}
+    return graph
 
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        for module in graph.get(start, ()):
-            if module == goal or (module not in seen and reaches(module, goal, seen | {module})):
-                return True
-        return False
 
-    assert [m for m in graph if reaches(m, m, set())] == []
+def _circle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """The modules of an import path from ``start`` back to it, if there is one."""
+    paths, seen = [[start]], {start}
+    while paths:
+        path = paths.pop()
+        for module in sorted(graph[path[-1]]):
+            if module == start:
+                return path
+            if module not in seen:
+                seen.add(module)
+                paths.append([*path, module])
+    return None
+
+
+def test_the_import_graph_sees_every_kind_of_import(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "pkg"
+    (root / "sub").mkdir(parents=True)
+    sources = {
+        "__init__.py": "from .a import x\n",
+        "a.py": "import json\nfrom . import b\nx = 1\n",
+        "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.sub import c\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "def f():\n    from ..a import x\n    from pkg import sub, x\n",
+    }
+    for name, text in sources.items():
+        (root / name).write_text(text)
+    assert _package_imports(root) == {
+        "pkg": {"pkg.a"},
+        "pkg.a": {"pkg.b"},  # relative; not the standard library
+        "pkg.b": {"pkg.sub.c"},  # under TYPE_CHECKING, absolute
+        "pkg.sub": set(),
+        "pkg.sub.c": {"pkg.a", "pkg", "pkg.sub"},  # inside a function; a name, a module
+    }
+    assert _circle(_package_imports(root), "pkg.a") == ["pkg.a", "pkg.b", "pkg.sub.c"]
+
+
+def test_the_package_has_no_import_circle() -> None:
+    """Layers only point down: no module of the package or its subpackages imports (even
+    for type checking, even inside a function) one that imports it back, directly or
+    through others."""
+    graph = _package_imports(pathlib.Path(failover.__file__).parent)
+    circles = [" -> ".join([*path, path[0]]) for m in graph if (path := _circle(graph, m))]
+    assert circles == []
 
 
 def test_the_readme_layout_names_every_module() -> None:
-    import pathlib
+    """Every module, those of subpackages too, and every subpackage (``testing/``)."""
     import re
 
     root = pathlib.Path(failover.__file__).parent
     readme = (root.parent / "README.md").read_text()
     section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(_?[a-z_]+)/?`", section))
-    modules = {p.stem for p in root.glob("*.py") if p.stem != "__init__"} | {"testing"}
-    assert modules <= named
+    modules = {p.stem for p in root.rglob("*.py") if p.stem != "__init__"}
+    packages = {p.parent.name for p in root.glob("*/__init__.py")}
+    assert sorted((modules | packages) - named) == []

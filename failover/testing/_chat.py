@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from failover.testing import _script
+from failover.testing._host import Host
 from failover.testing._schema import schema_of
 from failover.testing._stream import Event, Stream, split
 
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
 
-
-def _output(provider: FakeProvider, payload: dict[str, Any]) -> _script.Output:
+def _output(provider: Host, payload: dict[str, Any]) -> _script.Output:
     schema = schema_of(payload.get("response_format"))
-    return _script.output(provider, payload, payload.get("messages"), schema)
+    return _script.output(provider._reply, provider.name, payload, payload.get("messages"), schema)
 
 
 def _head(payload: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -32,7 +30,7 @@ def _finish(output: _script.Output) -> str:
     return "tool_calls" if output.calls else "stop"
 
 
-def answer(provider: FakeProvider, payload: dict[str, Any]) -> dict[str, Any]:
+def answer(provider: Host, payload: dict[str, Any]) -> dict[str, Any]:
     """A ``chat.completion``."""
     output = _output(provider, payload)
     message: dict[str, Any] = {"role": "assistant", "content": output.text, "refusal": None}
@@ -50,7 +48,7 @@ def answer(provider: FakeProvider, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stream(provider: FakeProvider, payload: dict[str, Any], pieces: int | None) -> Stream:
+def stream(provider: Host, payload: dict[str, Any], pieces: int | None) -> Stream:
     """``chat.completion.chunk`` events: the role, the content or the tool calls piece by
     piece, ``finish_reason``, then usage when ``stream_options.include_usage``."""
     output = _output(provider, payload)

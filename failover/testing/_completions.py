@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from failover.testing import _script
+from failover.testing._host import Host
 from failover.testing._stream import Event, Stream, split
-
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
 
 
 def _prompt(payload: dict[str, Any]) -> Any:
@@ -18,8 +16,8 @@ def _prompt(payload: dict[str, Any]) -> Any:
     return prompt[0] if isinstance(prompt, list) and prompt else prompt  # one prompt of a batch
 
 
-def _output(provider: FakeProvider, payload: dict[str, Any]) -> _script.Output:
-    output = _script.output(provider, payload, _prompt(payload), None)
+def _output(provider: Host, payload: dict[str, Any]) -> _script.Output:
+    output = _script.output(provider._reply, provider.name, payload, _prompt(payload), None)
     if output.calls:
         raise ValueError("legacy completions cannot answer with tool calls")
     return output
@@ -38,14 +36,14 @@ def _choice(text: str, finish: str | None) -> dict[str, Any]:
     return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
 
-def answer(provider: FakeProvider, payload: dict[str, Any]) -> dict[str, Any]:
+def answer(provider: Host, payload: dict[str, Any]) -> dict[str, Any]:
     """A ``text_completion``."""
     output = _output(provider, payload)
     choices = [_choice(output.text, "stop")]
     return {**_head(payload), "choices": choices, "usage": _script.usage(payload, output)}
 
 
-def stream(provider: FakeProvider, payload: dict[str, Any], pieces: int | None) -> Stream:
+def stream(provider: Host, payload: dict[str, Any], pieces: int | None) -> Stream:
     """``text_completion`` chunks: the text, then an empty one with ``finish_reason``, usage."""
     output = _output(provider, payload)
     with_usage = bool((payload.get("stream_options") or {}).get("include_usage"))

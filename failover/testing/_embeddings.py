@@ -6,13 +6,12 @@ import base64
 import hashlib
 import json
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
+from failover.testing._host import Host
 
 
-def answer(provider: FakeProvider, payload: dict[str, Any]) -> dict[str, Any]:
+def answer(provider: Host, payload: dict[str, Any]) -> dict[str, Any]:
     """A list of deterministic pseudo-embeddings, one per input."""
     raw = payload.get("input")
     # A string or one token list is a single input; otherwise a list of them.
@@ -37,11 +36,11 @@ def _vector(text: str, dims: int) -> list[float]:
     return [byte / 256 for byte in digest[:dims]]
 
 
-def model(provider: FakeProvider, model_id: str) -> dict[str, Any]:
+def model(provider: Host, model_id: str) -> dict[str, Any]:
     """One entry of ``/models``."""
     return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": provider.name}
 
 
-def models(provider: FakeProvider) -> dict[str, Any]:
+def models(provider: Host) -> dict[str, Any]:
     """The ``/models`` list: the provider's ``models``."""
     return {"object": "list", "data": [model(provider, m) for m in provider.models]}

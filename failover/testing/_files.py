@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
+from failover.testing._host import Host, error_body
 
 Form = dict[str, Any]  # a multipart body: field name -> text, or (filename, bytes) for a file
 Answer = tuple[int, Any]
@@ -37,21 +36,19 @@ _REFERENCES = frozenset(
         "conversation",
     }
 )
-# Each collection: its objects' ``object``, and their name in a 404.
+# Each collection: its objects' ``object``, their name in a 404, and their ids' prefix.
 _KINDS = {
-    "/files": ("file", "File"),
-    "/batches": ("batch", "Batch"),
-    "/vector_stores": ("vector_store", "VectorStore"),
-    "/conversations": ("conversation", "Conversation"),
-    "/uploads": ("upload", "Upload"),
-    "/fine_tuning/jobs": ("fine_tuning.job", "FineTuningJob"),
-    "/responses": ("response", "Response"),
+    "/files": ("file", "File", "file-"),
+    "/batches": ("batch", "Batch", "batch_"),
+    "/vector_stores": ("vector_store", "VectorStore", "vs_"),
+    "/conversations": ("conversation", "Conversation", "conv_"),
+    "/uploads": ("upload", "Upload", "upload_"),
+    "/fine_tuning/jobs": ("fine_tuning.job", "FineTuningJob", "ftjob-"),
+    "/responses": ("response", "Response", "resp_"),
 }
 
 
 def not_found(message: str) -> Answer:
-    from failover.testing._server import error_body
-
     return 404, error_body(404, message, None)
 
 
@@ -84,7 +81,7 @@ def _references(node: Any, key: str | None = None) -> Iterator[str]:
         yield node
 
 
-def missing(provider: FakeProvider, payload: Any) -> Answer | None:
+def missing(provider: Host, payload: Any) -> Answer | None:
     """A 404 for the first id the body names that this provider never made."""
     for resource in _references(payload):
         if provider._stored(resource) is None:
@@ -109,87 +106,77 @@ def _counts(total: int) -> dict[str, int]:
     return {"in_progress": 0, "completed": total, "failed": 0, "cancelled": 0, "total": total}
 
 
-def _file(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
+def _echoed(payload: Any, **defaults: Any) -> dict[str, Any]:
+    """The body's values of the keys named, as the API echoes them (the default if none)."""
+    return {key: payload.get(key, default) for key, default in defaults.items()}
+
+
+# What a POST to each collection makes of its body (JSON) and fields (multipart): the
+# new object's fields but its id, ``object`` and ``created_at`` (see _made).
+
+
+def _file(payload: Any, fields: Form) -> dict[str, Any]:
     filename, data = fields.get("file") or ("upload", b"")
-    purpose = fields.get("purpose", "")
-    return _new(
-        "file-",
-        "file",
-        bytes=len(data),
-        filename=filename or "upload",
-        purpose=purpose,
-        status="processed",
-        expires_at=None,
-        status_details=None,
-    )
+    return {
+        "bytes": len(data),
+        "filename": filename or "upload",
+        "purpose": fields.get("purpose", ""),
+        "status": "processed",
+        "expires_at": None,
+        "status_details": None,
+    }
 
 
-def _batch(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
-    return _new(
-        "batch_",
-        "batch",
-        endpoint=payload.get("endpoint"),
-        input_file_id=payload.get("input_file_id"),
-        completion_window=payload.get("completion_window"),
-        status="validating",
-        metadata=payload.get("metadata"),
-        request_counts={"completed": 0, "failed": 0, "total": 0},
-    )
+def _batch(payload: Any, fields: Form) -> dict[str, Any]:
+    return {
+        **_echoed(payload, endpoint=None, input_file_id=None, completion_window=None),
+        "status": "validating",
+        "metadata": payload.get("metadata"),
+        "request_counts": {"completed": 0, "failed": 0, "total": 0},
+    }
 
 
-def _vector_store(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
-    files = len(payload.get("file_ids") or [])
-    return _new(
-        "vs_",
-        "vector_store",
-        name=payload.get("name") or "",
-        usage_bytes=0,
-        file_counts=_counts(files),
-        status="completed",
-        last_active_at=_now(),
-        metadata=payload.get("metadata"),
-        expires_at=None,
-    )
+def _vector_store(payload: Any, fields: Form) -> dict[str, Any]:
+    return {
+        "name": payload.get("name") or "",
+        "usage_bytes": 0,
+        "file_counts": _counts(len(payload.get("file_ids") or [])),
+        "status": "completed",
+        "last_active_at": _now(),
+        "metadata": payload.get("metadata"),
+        "expires_at": None,
+    }
 
 
-def _conversation(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
-    return _new("conv_", "conversation", metadata=(payload or {}).get("metadata") or {})
+def _conversation(payload: Any, fields: Form) -> dict[str, Any]:
+    return {"metadata": payload.get("metadata") or {}}
 
 
-def _upload(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
-    return _new(
-        "upload_",
-        "upload",
-        bytes=payload.get("bytes", 0),
-        filename=payload.get("filename", ""),
-        purpose=payload.get("purpose", ""),
-        status="pending",
-        expires_at=_now() + 3600,
-        file=None,
-    )
+def _upload(payload: Any, fields: Form) -> dict[str, Any]:
+    return {
+        **_echoed(payload, bytes=0, filename="", purpose=""),
+        "status": "pending",
+        "expires_at": _now() + 3600,
+        "file": None,
+    }
 
 
-def _job(provider: FakeProvider, payload: Any, fields: Form) -> dict[str, Any]:
-    return _new(
-        "ftjob-",
-        "fine_tuning.job",
-        model=payload.get("model"),
-        training_file=payload.get("training_file"),
-        validation_file=payload.get("validation_file"),
-        status="validating_files",
-        hyperparameters={},
-        organization_id="org-fake",
-        result_files=[],
-        seed=0,
-        error=None,
-        fine_tuned_model=None,
-        finished_at=None,
-        trained_tokens=None,
-    )
+def _job(payload: Any, fields: Form) -> dict[str, Any]:
+    return {
+        **_echoed(payload, model=None, training_file=None, validation_file=None),
+        "status": "validating_files",
+        "hyperparameters": {},
+        "organization_id": "org-fake",
+        "result_files": [],
+        "seed": 0,
+        "error": None,
+        "fine_tuned_model": None,
+        "finished_at": None,
+        "trained_tokens": None,
+    }
 
 
-_Maker = Callable[["FakeProvider", Any, Form], dict[str, Any]]
-_MAKERS: dict[str, _Maker] = {
+_MAKERS: dict[str, Callable[[Any, Form], dict[str, Any]]] = {
     "/files": _file,
     "/batches": _batch,
     "/vector_stores": _vector_store,
@@ -199,13 +186,19 @@ _MAKERS: dict[str, _Maker] = {
 }
 
 
-def _kept(provider: FakeProvider, made: dict[str, Any]) -> dict[str, Any]:
+def _made(collection: str, payload: Any, fields: Form) -> dict[str, Any]:
+    """A new object of ``collection``, made of a POST's body and fields."""
+    kind, _, prefix = _KINDS[collection]
+    return _new(prefix, kind, **_MAKERS[collection](payload, fields))
+
+
+def _kept(provider: Host, made: dict[str, Any]) -> dict[str, Any]:
     provider._store(made)
     return made
 
 
 def _action(
-    provider: FakeProvider, found: dict[str, Any], action: str, payload: Any
+    provider: Host, found: dict[str, Any], action: str, payload: Any
 ) -> dict[str, Any] | None:
     """``POST /{collection}/{id}/{action}``: what it makes or changes (None: unknown).
 
@@ -240,19 +233,17 @@ def _action(
         return _kept(provider, _new("part_", "upload.part", upload_id=owner))
     if kind == "upload" and action == "complete":
         fields: Form = {"file": (found["filename"], b""), "purpose": found["purpose"]}
-        made = {**_file(provider, None, fields), "bytes": found["bytes"]}
+        made = {**_made("/files", None, fields), "bytes": found["bytes"]}
         provider._store(made)
         return _kept(provider, {**found, "status": "completed", "file": made})
     return None
 
 
-def route(
-    provider: FakeProvider, method: str, path: str, payload: Any, fields: Form
-) -> Answer | None:
+def route(provider: Host, method: str, path: str, payload: Any, fields: Form) -> Answer | None:
     """The answer for a path of the stateful collections (None: not one of theirs)."""
-    for collection, (kind, title) in _KINDS.items():
+    for collection, (kind, title, _) in _KINDS.items():
         if path == collection and method == "POST" and collection in _MAKERS:
-            made = _MAKERS[collection](provider, payload or {}, fields)
+            made = _made(collection, payload or {}, fields)
             provider._store(made)
             return 200, made
         if not path.startswith(collection + "/"):

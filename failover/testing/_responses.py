@@ -6,14 +6,12 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from failover.testing import _script
+from failover.testing._host import Host
 from failover.testing._schema import schema_of
 from failover.testing._stream import Event, Stream, split
-
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
 
 
 def _usage(payload: dict[str, Any], output: _script.Output) -> dict[str, Any]:
@@ -51,10 +49,10 @@ def _items(output: _script.Output) -> list[dict[str, Any]]:
     ]
 
 
-def answer(provider: FakeProvider, payload: dict[str, Any]) -> dict[str, Any]:
+def answer(provider: Host, payload: dict[str, Any]) -> dict[str, Any]:
     """A completed ``response``, remembered for ``responses.retrieve``."""
     schema = schema_of((payload.get("text") or {}).get("format"))
-    output = _script.output(provider, payload, payload.get("input"), schema)
+    output = _script.output(provider._reply, provider.name, payload, payload.get("input"), schema)
     response = {
         "id": f"resp_{secrets.token_hex(12)}",
         "object": "response",
@@ -98,7 +96,7 @@ def _call_events(item: dict[str, Any], where: dict[str, Any], pieces: int | None
     return events
 
 
-def stream(provider: FakeProvider, payload: dict[str, Any], pieces: int | None) -> Stream:
+def stream(provider: Host, payload: dict[str, Any], pieces: int | None) -> Stream:
     """The event sequence of a streamed response, ``response.created`` to ``response.completed``."""
     final = answer(provider, payload)
     started = {**final, "status": "in_progress", "output": [], "usage": None}

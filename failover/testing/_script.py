@@ -13,8 +13,6 @@ from failover.testing._schema import instance
 if TYPE_CHECKING:
     import pydantic
 
-    from failover.testing._provider import FakeProvider
-
 
 @dataclasses.dataclass(frozen=True)
 class ToolCall:
@@ -53,13 +51,16 @@ class Output:
 
 
 def output(
-    provider: FakeProvider, payload: dict[str, Any], items: Any, schema: Mapping[str, Any] | None
+    script: Answer | Reply | None,
+    name: str,
+    payload: dict[str, Any],
+    items: Any,
+    schema: Mapping[str, Any] | None,
 ) -> Output:
-    """The script's answer; else, when the request asks for a JSON schema, its smallest
-    instance; else ``"[name] <last user message>"``."""
-    script = provider._reply
+    """The answer of the ``script`` of the provider ``name``; else, when the request asks for
+    a JSON schema, its smallest instance; else ``"[name] <last user message>"``."""
     if script is None and schema is None:
-        return Output(_echo(provider.name, items))
+        return Output(_echo(name, items))
     if script is None:
         return Output(json.dumps(instance(schema or {})))
     answer = script(payload) if callable(script) else script

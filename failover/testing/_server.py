@@ -12,16 +12,13 @@ import struct
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from failover.testing import _chat, _completions, _embeddings, _files, _responses
+from failover.testing._host import Answerer, Host, Streamer, error_body
 from failover.testing._stream import Stream
-
-if TYPE_CHECKING:
-    from failover.testing._provider import FakeProvider
 
 _GARBAGE = b'{"id": "chatcmpl-oops", "choices": [ <html>502 Bad Gateway</html>'
 # The OpenAI paths (/v1/...) and Azure's (/openai/... and /openai/deployments/{name}/...).
@@ -71,12 +68,23 @@ _HEALTHY = _Fault(_Kind.NONE)
 _STREAM_FAULTS = (_Kind.CUT, _Kind.TRUNCATE, _Kind.TRICKLE, _Kind.PAUSE)
 
 
+class Backend(Host, Protocol):
+    """The provider as the server sees it: a :class:`Host` that also checks keys, keeps
+    the requests and hands out the faults (``FakeProvider``, which starts the server)."""
+
+    def _authorized(self, headers: dict[str, str]) -> bool: ...
+
+    def _record(self, request: RecordedRequest) -> None: ...
+
+    def _take_fault(self) -> _Fault: ...
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck handler never keeps the interpreter alive
     allow_reuse_address = True  # restart on the same port despite TIME_WAIT
     request_queue_size = 128  # the default backlog of 5 resets bursts of concurrent clients
 
-    def __init__(self, port: int, provider: FakeProvider) -> None:
+    def __init__(self, port: int, provider: Backend) -> None:
         self.provider = provider
         self.stopping = threading.Event()  # wakes hung handlers on stop()
         self.connections: set[socket.socket] = set()
@@ -108,16 +116,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def error_body(status: int, message: str, code: str | None) -> dict[str, Any]:
-    """An OpenAI error body."""
-    kind = "requests" if status == 429 else "server_error" if status >= 500 else None
-    error = {"message": message, "type": kind or "invalid_request_error"}
-    return {"error": {**error, "param": None, "code": code}}
-
-
-_Answerer = Callable[["FakeProvider", dict[str, Any]], dict[str, Any]]
-_Streamer = Callable[["FakeProvider", dict[str, Any], "int | None"], Stream]
-_FAMILIES: dict[str, tuple[_Answerer, _Streamer | None]] = {
+_FAMILIES: dict[str, tuple[Answerer, Streamer | None]] = {
     "/chat/completions": (_chat.answer, _chat.stream),
     "/completions": (_completions.answer, _completions.stream),
     "/responses": (_responses.answer, _responses.stream),
@@ -132,7 +131,7 @@ class _Json:
 
 
 def _route(
-    provider: FakeProvider,
+    provider: Host,
     method: str,
     raw_path: str,
     payload: Any,
