@@ -41,6 +41,14 @@ class Link:
         self._sync: tuple[Any, Any] | None = None  # the sync client and script, on first use
         self._offset_at = -OFFSET_KEPT  # when the offset was read (monotonic)
         self._down_until = 0.0
+        self._tasks: dict[asyncio.Task[None], str] = {}  # writes behind, and their keys
+
+    def _behind(self, task: asyncio.Task[None], key: str) -> None:
+        self._tasks[task] = key
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     @property
     def source(self) -> str:

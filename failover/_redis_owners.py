@@ -1,25 +1,24 @@
-"""The owners of provider-bound resources, shared through a :class:`~failover.redis.RedisHealth`."""
+"""The owners of provider-bound resources, shared through a :class:`~failover.redis.RedisHealth`
+(its link to Redis)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._ownership import Owner, Owners
 from ._redis_clients import ERRORS
+from ._redis_link import Link
 from ._redis_records import as_bytes
-
-if TYPE_CHECKING:
-    from .redis import RedisHealth
 
 
 class SharedOwners(Owners):
     """Owners written through to Redis (behind, from an event loop), read from memory
     first, then from Redis."""
 
-    def __init__(self, health: RedisHealth, prefix: str, ttl: float) -> None:
+    def __init__(self, health: Link, prefix: str, ttl: float) -> None:
         super().__init__()
         self._health = health
         self._prefix = prefix

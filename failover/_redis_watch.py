@@ -20,14 +20,37 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
 from ._redis_clients import ERRORS
+from ._redis_records import Keys
 
-if TYPE_CHECKING:
-    from .redis import RedisHealth
+
+class Watched(Protocol):
+    """What the thread needs of its store (:class:`~failover.redis.RedisHealth`)."""
+
+    _keys: Keys
+    _timeout: float
+    _retry_interval: float
+    _max_staleness: float
+    _where: str
+
+    @property
+    def _entries(self) -> Collection[str]: ...
+
+    def _sync_client(self) -> Any: ...
+
+    def _refresh(self, keys: list[str]) -> bool: ...
+
+    def _background(self, polling: bool) -> None: ...
+
+    def _on_message(self, data: object) -> None: ...
+
+    def _after_fork(self) -> None: ...
+
 
 logger = logging.getLogger("failover")
 
@@ -40,7 +63,7 @@ FLUSH_EVERY = 1.0
 class Watcher:
     """The background thread of one store (started on the store's first use)."""
 
-    def __init__(self, store: RedisHealth) -> None:
+    def __init__(self, store: Watched) -> None:
         self._store = weakref.ref(store)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -119,7 +142,7 @@ class Watcher:
             del store
         _close(pubsub)
 
-    def _subscribe(self, store: RedisHealth) -> Any:
+    def _subscribe(self, store: Watched) -> Any:
         """A subscribed pubsub; then every known record is read once, to catch up on
         what was missed meanwhile."""
         pubsub = store._sync_client().pubsub()
@@ -142,7 +165,7 @@ class Watcher:
             logger.info("failover: %s subscription is back; no more polling", store._where)
         return pubsub
 
-    def _unsubscribed(self, store: RedisHealth, exc: BaseException) -> None:
+    def _unsubscribed(self, store: Watched, exc: BaseException) -> None:
         """Say once that the store polls: after a drop, or when Redis refuses it (a user
         without the right to subscribe). Redis unreachable says so itself."""
         self.subscribed = False
@@ -173,7 +196,7 @@ def _after_fork_in_child() -> None:
         watcher.after_fork()
 
 
-def watch(store: RedisHealth) -> Watcher:
+def watch(store: Watched) -> Watcher:
     watcher = Watcher(store)
     _WATCHED.add(watcher)
     return watcher

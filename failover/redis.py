@@ -140,7 +140,6 @@ class RedisHealth(Link):
         self._scan_wanted = False  # the whole namespace, asked for from a loop
         self._polled_at = 0.0
         self._handed: list[tuple[str, str, _Write]] = []  # cancelled writes, to finish
-        self._tasks: dict[asyncio.Task[None], str] = {}  # writes behind, and their keys
         self._junk: set[str] = set()
         self._token = os.urandom(6).hex()  # this process's, in the ids of its writes
         self._written_ids = itertools.count()
@@ -297,13 +296,6 @@ class RedisHealth(Link):
             self._views[key] = new
         self._behind(loop.create_task(self._land(key, name, write)), key)
         return result
-
-    def _behind(self, task: asyncio.Task[None], key: str) -> None:
-        self._tasks[task] = key
-        task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
 
     async def _landed_here(self, key: str) -> None:
         """Wait for this loop's earlier writes of ``key`` to land: they land in order, and

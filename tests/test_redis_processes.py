@@ -31,7 +31,7 @@ from failover.redis import RedisHealth
 from failover.testing import FakeProvider
 
 CONTEXT = multiprocessing.get_context("forkserver")
-WORKERS = 4
+WORKERS = 3
 KEY = "comet http://127.0.0.1:9/v1 none"
 Chain = tuple[Provider, Provider]
 
@@ -239,7 +239,7 @@ def test_no_call_is_lost_whatever_redis_does(
     server = RedisServer().start()
     done, stop, out = CONTEXT.Value("i", 0), CONTEXT.Event(), CONTEXT.Queue()
     args = (server.url, ns, fakes_of(comet, backup), done, stop, out)
-    workers = [CONTEXT.Process(target=_call_until_told, args=args) for _ in range(3)]
+    workers = [CONTEXT.Process(target=_call_until_told, args=args) for _ in range(2)]
 
     def calls_go_on(n: int = 30) -> None:
         start = done.value
