@@ -410,6 +410,7 @@ def test_writes_cancelled_by_the_loops_shutdown_still_land(
             store.update(key, "comet", failed, time.time)  # written behind; never awaited
 
     asyncio.run(main())  # cancels the writes in flight as it shuts down
+    assert len(store._async) == 0  # the loop's client was closed with the loop
     reader = shared(redis_server.url, ns)
     wait_for(lambda: reader.read([key], time.time)[0][0].failures == 5, "the writes to land")
 
