@@ -57,6 +57,7 @@ SECTIONS = (
     Section("concurrent", "concurrency"),
     Section("streaming", "streaming"),
     Section("import", "imports"),
+    Section("shared", "shared_health"),
     Section("brownout", "brownout", full_only=True),
     Section("recovery", "recovery", full_only=True),
     Section("ownership", "ownership", full_only=True),

@@ -7,16 +7,23 @@
     health = RedisHealth("redis://127.0.0.1:6379/0", namespace="myapp")
     failover.configure(health=health)          # or with_fallback(..., health=health)
 
-The breaker's rules are the same pure functions as in-process (``failover._health``);
-this store only applies them atomically: read the provider's key and the server's
-``TIME`` (one round trip), compute, then write with a compare-and-set script that
-fails if another worker wrote first, in which case the change is recomputed. No count
-is lost, exactly one worker claims a half-open probe, every host reads one clock (the
-server's), and keys expire on their own.
+A healthy call costs no Redis round trip: each process keeps the records it uses in
+memory, and learns of other processes' changes by subscription (every write
+publishes the new record). Successes are counted locally and flushed in the
+background, once a second per provider, in one write. A call that changes something
+(a failure, an opening, a probe, a close) makes one atomic round trip: a
+compare-and-set on the record's version that, if another worker wrote first, returns
+that worker's record, so the change is recomputed at once. The breaker's rules are the
+same pure functions as in-process (``failover._health``); every host reads one clock
+(the server's); keys expire on their own. From an event loop, the store never waits
+on a socket: a change applies to the cache at once and is written behind by the
+loop's own ``redis.asyncio`` client, and ``aupdate`` awaits its write.
 
 Redis down, slow or refusing never fails a call: every command is bounded by
-``timeout`` (50 ms by default); on the first error the store logs one WARNING and
-runs on in-process state, then tries Redis again every ``retry_interval`` seconds.
+``timeout`` (50 ms by default), whoever built the client; on the first error the
+store logs one WARNING and runs on in-process state, then tries Redis again every
+``retry_interval`` seconds. If the subscription drops, the store polls its records
+every ``max_staleness`` seconds until it is back.
 
 The owners of provider-bound resources (which provider made a file, a response, a
 batch ...) are shared there too, one small record per id under
@@ -26,258 +33,459 @@ default), so the worker that uses a file agrees with the one that uploaded it.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import itertools
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import redis
+from redis.exceptions import ResponseError
 
-from ._health import (
-    FRESH,
-    Breaker,
-    Change,
-    Clock,
-    Health,
-    MemoryStore,
-    Reason,
-    State,
-    bucket_start,
-    fold,
-)
-from ._ownership import Owner, Owners
+from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start, fold
+from ._redis_clients import ERRORS, from_client, from_url
+from ._redis_link import Link, on_loop
+from ._redis_owners import SharedOwners
+from ._redis_records import Keys, Stored, decode, encode
+from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
 
 R = TypeVar("R")
-T = TypeVar("T")
 logger = logging.getLogger("failover")
-_FIELDS = frozenset(Health._fields)
+#: Successes not yet written, per window bucket start (None: the breaker has no window).
+Counts = dict[float | None, int]
+#: What one compare-and-set step sends (the script's args) and gets back (its reply).
+Step = Generator[list[Any], Any, R]
 
 
-# Compare-and-set, the only server-side logic: the breaker's rules stay in Python (one
-# copy, shared with the in-process store), and a lost race is simply recomputed.
-_COMPARE_AND_SET = """
-if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-    return 1
-end
-return 0
-"""
+def _folded(h: Health, counts: Counts) -> Health:
+    for start, calls in counts.items():
+        h = fold(h, start, calls)
+    return h
 
 
-def _encode(name: str, record: Health) -> str:
-    reason = record.reason.value if record.reason is not None else None
-    return json.dumps(
-        {**record._asdict(), "state": record.state.value, "reason": reason, "name": name}
-    )
+@dataclass(frozen=True, slots=True, eq=False)
+class _Write:
+    """A change made on an event loop, shown in the cache until its write lands."""
+
+    change: Change[Any]
+    counts: Counts  # the successes it carries to Redis
+    now: float
+    id: str  # in the record it writes: news of that record is news that it landed
+
+    def apply(self, h: Health) -> Health:
+        return self.change(_folded(h, self.counts), self.now)[0]
 
 
-def _decode(raw: bytes | str | None) -> Health:
-    if raw is None:
-        return FRESH
-    try:
-        data = json.loads(raw)
-        data["state"] = State(data["state"])
-        # Records of earlier versions have neither: the defaults apply.
-        if data.get("reason") is not None:
-            data["reason"] = Reason(data["reason"])
-        if "window" in data:
-            data["window"] = tuple((float(s), int(c), int(f)) for s, c, f in data["window"])
-        return Health(**{k: v for k, v in data.items() if k in _FIELDS})
-    except (ValueError, KeyError, TypeError):
-        # Junk under our key (another version, a stray write) must not fail a call.
-        logger.warning("failover: unreadable health record in Redis; starting it afresh")
-        return FRESH
+class _Entry:
+    """What this process knows of one provider's record."""
+
+    __slots__ = ("known", "name", "record", "stored", "writes")
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.record: Stored = Stored("", -1, None, FRESH)  # as Redis last told
+        self.known = False  # read from Redis (or written) at least once
+        self.writes: list[_Write] = []  # written behind, not landed yet
 
 
-class RedisHealth:
-    """A :class:`~failover._health.HealthStore` on Redis, shared across processes."""
+class RedisHealth(Link):
+    """A :class:`~failover._health.HealthStore` on Redis, shared across processes.
+
+    ``client`` may be any redis-py client (``redis.Redis``, one from Sentinel's
+    ``master_for``, ``redis.cluster.RedisCluster`` or their ``redis.asyncio`` twins):
+    the store connects where it does, with its own bounded connections.
+    """
 
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
         namespace: str = "failover",
-        client: redis.Redis | None = None,
+        client: Any = None,
         timeout: float = 0.05,
         retry_interval: float = 1.0,
         ttl: float = 86_400.0,
         owner_ttl: float = 30 * 86_400.0,
+        max_staleness: float = 1.0,
     ) -> None:
-        if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None
-            )
-        self._redis = client
-        self._swap = client.register_script(_COMPARE_AND_SET)
-        self._prefix = f"{namespace}:health:"
-        if ttl <= 0 or timeout <= 0 or owner_ttl <= 0:
-            raise ValueError("RedisHealth needs a positive ttl, owner_ttl and timeout")
-        self._ttl_ms = max(1, round(ttl * 1000))
-        self._retry_interval = retry_interval
-        self._local = MemoryStore()  # the fallback while Redis is unreachable
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        kwargs = client.connection_pool.connection_kwargs
-        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self._where = f"redis {where}/{kwargs.get('db', 0)} namespace {namespace!r}"
+        if ttl <= 0 or timeout <= 0 or owner_ttl <= 0 or max_staleness <= 0:
+            raise ValueError("RedisHealth needs a positive ttl, owner_ttl, timeout, max_staleness")
+        target = from_url(url) if client is None else from_client(client)
+        super().__init__(target, namespace, timeout, retry_interval)
+        self._keys = Keys(namespace)
+        self._ttl_ms = str(max(1, round(ttl * 1000)))
+        self._max_staleness = max_staleness
+        self._watcher = watch(self)
+        self._started = False
+        self._reset()
         #: Who made which resource, shared by every process on this Redis.
-        self.owners: Owners = _SharedOwners(self, f"{namespace}:owner:", owner_ttl)
+        self.owners = SharedOwners(self, f"{namespace}:owner:", owner_ttl)
+
+    def _reset(self) -> None:
+        """The state no forked child may inherit: locks, and what is pending here."""
+        self._lock = threading.Lock()
+        self._reset_link()
+        self._entries: dict[str, _Entry] = getattr(self, "_entries", {})
+        for entry in self._entries.values():
+            entry.writes = []
+        self._views: dict[str, Health] = getattr(self, "_views", {})  # what peek answers
+        self._counts: dict[str, Counts] = {}
+        self._flushed: dict[str, float] = {}
+        self._wanted: set[str] = set()  # to load in the background
+        self._scan_wanted = False  # the whole namespace, asked for from a loop
+        self._polled_at = 0.0
+        self._handed: list[tuple[str, str, _Write]] = []  # cancelled writes, to finish
+        self._junk: set[str] = set()
+        self._token = os.urandom(6).hex()  # this process's, in the ids of its writes
+        self._written_ids = itertools.count()
+
+    def _after_fork(self) -> None:
+        self._reset()
+        for key in self._entries:  # the parent's writes and counts are the parent's
+            self._view(key)
 
     def __repr__(self) -> str:
         return f"<RedisHealth {self._where}>"
 
-    @property
-    def source(self) -> str:
-        """Where :func:`failover.health` reads the state from, right now."""
-        if self._down():
-            return f"memory (fallback: {self._where} unreachable)"
-        return self._where
-
-    # -- HealthStore -----------------------------------------------------------
+    # -- HealthStore -------------------------------------------------------------
 
     def peek(self, key: str) -> Health:
-        return self.read([key], time.time)[0][0]
+        view = self._views.get(key)
+        return view if view is not None else self._first_use(key)
 
     def count(self, key: str, name: str, breaker: Breaker) -> None:
         start = bucket_start(breaker, breaker.clock())
-        self.update(key, name, lambda h, now: (fold(h, start, 1), None), breaker.clock)
-
-    async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
-        return self.update(key, name, change, clock)
+        with self._lock:
+            counts = self._counts.get(key)
+            if counts is None:
+                counts = self._counts[key] = {}
+                self._entry(key).name = name
+            counts[start] = counts.get(start, 0) + 1
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
-        shared = self._try(lambda: self._update(self._prefix + key, name, change))
-        return (
-            self._local.update(key, name, change, clock)
-            if isinstance(shared, _Unavailable)
-            else shared
-        )
+        loop = on_loop()
+        counts = self._take(key)
+        if self._down():
+            return self._keep(key, name, change, counts)
+        if loop is not None:
+            return self._write_behind(loop, key, name, change, counts)
+        try:
+            return self._drive(key, self._steps(key, name, change, counts))
+        except ERRORS as exc:
+            self._failed(exc)
+            return self._keep(key, name, change, counts)
+
+    async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
+        await self._landed_here(key)
+        counts = self._take(key)
+        if self._down():
+            return self._keep(key, name, change, counts)
+        try:
+            return await self._adrive(key, self._steps(key, name, change, counts))
+        except ERRORS as exc:
+            self._failed(exc)
+            return self._keep(key, name, change, counts)
+        except asyncio.CancelledError:
+            self._give_back(key, counts)
+            raise
 
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
-        def read() -> tuple[list[Health], float]:
-            with self._redis.pipeline(transaction=False) as pipe:
-                pipe.mget([self._prefix + k for k in keys])
-                pipe.time()
-                raws, (seconds, micros) = pipe.execute()
-            return [_decode(raw) for raw in raws], seconds + micros / 1e6
-
-        shared = self._try(read)
-        return self._local.read(keys, clock) if isinstance(shared, _Unavailable) else shared
+        views = [self.peek(key) for key in keys]
+        with self._lock:
+            records = [
+                _folded(v, self._counts.get(k, {})) for k, v in zip(keys, views, strict=True)
+            ]
+        return records, self._now()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
-        def snapshot() -> dict[str, tuple[str, Health]]:
-            keys = list(self._redis.scan_iter(match=self._prefix + "*", count=500))
-            raws = self._redis.mget(keys) if keys else []
+        if on_loop():  # the cache, as it is; the namespace is read in the background
+            self._scan_wanted = True
+            self._watcher.wake()
+        else:
+            self._try(self._scan)
+        with self._lock:
             return {
-                key.decode()[len(self._prefix) :]: (json.loads(raw)["name"], _decode(raw))
-                for key, raw in zip(keys, raws, strict=True)
-                if raw is not None
+                key: (entry.name, _folded(self._views.get(key, FRESH), self._counts.get(key, {})))
+                for key, entry in self._entries.items()
+                if entry.name is not None
+                and (self._views.get(key, FRESH) != FRESH or key in self._counts)
             }
 
-        shared = self._try(snapshot)
-        return self._local.snapshot() if isinstance(shared, _Unavailable) else shared
-
     def close(self) -> None:
-        self._redis.close()
+        """Write the counted successes (bounded by ``timeout``) and let go of Redis."""
+        self._watcher.stop(wait=1.0)
+        self._write_pending(lambda key: True)
+        if self._sync is not None:
+            self._sync[0].close()
 
-    # -- internals -------------------------------------------------------------
+    # -- writes --------------------------------------------------------------------
 
-    def _update(self, key: str, name: str, change: Change[R]) -> R:
+    def _steps(
+        self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
+    ) -> Step[R]:
+        """The compare-and-set of one change, without I/O (the sync and async drivers
+        send what it yields): recomputed on the record a lost race returns. ``write``:
+        the cache's copy of the change, which leaves the cache as the change lands."""
+        with self._lock:
+            stored = self._entry(key).record
         while True:
-            with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(key)
-                pipe.time()
-                raw, (seconds, micros) = pipe.execute()
-            current = _decode(raw)
-            new, result = change(current, seconds + micros / 1e6)
-            if new is current:
-                return result  # nothing to write: the healthy path costs one round trip
-            if self._swap(keys=[key], args=[raw or b"", _encode(name, new), self._ttl_ms]):
+            current = _folded(stored.health, counts)
+            new, result = change(current, self._now())
+            if new is current and not counts:
+                return result  # nothing changes: nothing to write
+            writer = write.id if write is not None else ""
+            args = [
+                stored.version,
+                encode(name, new, writer),
+                self._ttl_ms,
+                self._keys.channel,
+                key,
+            ]
+            done, value, seconds, micros = yield args
+            self._up()
+            self._clock(seconds, micros)
+            if done:
+                version = value.decode() if isinstance(value, bytes) else str(value)
+                self._learn(key, Stored(version, int(version), name, new, writer), True)
                 return result
-            # Another worker wrote first: recompute from its state.
+            stored = self._learn(key, value, reply=True)
 
-    def _down(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _try(self, operation: Callable[[], T]) -> T | _Unavailable:
-        """Run ``operation`` on Redis, or say it is unavailable (never raise, never wait long)."""
-        if self._down():
-            return _UNAVAILABLE
+    def _drive(self, key: str, steps: Step[R]) -> R:
+        self._start()
+        client, script = self._sync_script()
         try:
-            result = operation()
-        except redis.RedisError as exc:
-            with self._lock:
-                first = self._down_until == 0.0
-                self._down_until = time.monotonic() + self._retry_interval
-            if first:
-                logger.warning(
-                    "failover: %s unreachable (%s); using in-process state until it is back",
-                    self._where,
-                    type(exc).__name__,
-                )
-            return _UNAVAILABLE
-        if self._down_until:
-            self._down_until = 0.0
-            logger.info("failover: %s reachable again; sharing state", self._where)
+            args = next(steps)
+            while True:
+                reply = script(keys=[self._keys.record(key)], args=args, client=client)
+                args = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _adrive(self, key: str, steps: Step[R]) -> R:
+        self._start()
+        client, script = self._async.get(self._async_script)
+        try:
+            args = next(steps)
+            while True:
+                call = script(keys=[self._keys.record(key)], args=args, client=client)
+                args = steps.send(await asyncio.wait_for(call, self._timeout))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _write_behind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: str,
+        name: str,
+        change: Change[R],
+        counts: Counts,
+    ) -> R:
+        """On an event loop: the change shows in the cache now, and is written by a task."""
+        with self._lock:
+            entry = self._entry(key, name)
+            now = self._now()
+            new, result = change(_folded(self._views.get(key, entry.record.health), counts), now)
+            write = _Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
+            entry.writes.append(write)
+            entry.known = True
+            self._views[key] = new
+        self._behind(loop.create_task(self._land(key, name, write)), key)
         return result
 
+    async def _landed_here(self, key: str) -> None:
+        """Wait for this loop's earlier writes of ``key`` to land: they land in order, and
+        a shared answer builds on them."""
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
+        while True:
+            earlier = []
+            for task, k in list(self._tasks.items()):
+                if task is me:
+                    break
+                if k == key and task.get_loop() is loop:
+                    earlier.append(task)
+            if not earlier:
+                return
+            await asyncio.wait(earlier)
 
-class _SharedOwners(Owners):
-    """Owners written through to Redis, read from memory first, then from Redis."""
+    async def _land(self, key: str, name: str, write: _Write) -> None:
+        try:
+            await self._landed_here(key)
+            if self._down():  # an earlier write found Redis unreachable
+                self._keep(key, name, write.change, write.counts, write)
+                return
+            await self._adrive(key, self._steps(key, name, write.change, write.counts, write))
+        except ERRORS as exc:
+            self._failed(exc)
+            self._keep(key, name, write.change, write.counts, write)
+        except asyncio.CancelledError:
+            # The loop is shutting down: the background thread writes it instead.
+            with self._lock:
+                self._handed.append((key, name, write))
+            self._watcher.wake()
+            raise
 
-    def __init__(self, health: RedisHealth, prefix: str, ttl: float) -> None:
-        super().__init__()
-        self._health = health
-        self._prefix = prefix
-        self._ttl_ms = max(1, round(ttl * 1000))
+    def _keep(
+        self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
+    ) -> R:
+        """Apply a change here only (Redis is unreachable): in-process state meanwhile."""
+        with self._lock:
+            entry = self._entry(key, name)
+            if write is not None and write in entry.writes:
+                entry.writes.remove(write)
+            new, result = change(_folded(entry.record.health, counts), self._now())
+            entry.record = entry.record._replace(health=new, name=name)
+            entry.known = True
+            self._view(key)
+        return result
 
-    def may_know(self) -> bool:
-        return True  # another process may have made any id: requests are always scanned
+    # -- the cache -------------------------------------------------------------------
 
-    def owners(self, ids: Sequence[str]) -> list[Owner | None]:
-        found = super().owners(ids)
-        unknown = [i for i, owner in zip(ids, found, strict=True) if owner is None]
-        if not unknown:
-            return found
-        keys = [self._prefix + i for i in unknown]
-        raws = self._health._try(lambda: self._health._redis.mget(keys))
-        if isinstance(raws, _Unavailable):
-            return found
-        shared = {i: owner for i, raw in zip(unknown, raws, strict=True) if (owner := _owner(raw))}
-        for resource, owner in shared.items():
-            super().remember([resource], owner)
-        return [owner or shared.get(i) for i, owner in zip(ids, found, strict=True)]
+    def _entry(self, key: str, name: str | None = None) -> _Entry:
+        """The entry of ``key`` (under the lock)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        if name is not None and entry.name is None:
+            entry.name = name
+        return entry
 
-    def remember(self, ids: Iterable[str], owner: Owner) -> None:
-        ids = list(ids)
-        super().remember(ids, owner)
-        record = json.dumps({"where": owner.where[:512], "name": owner.name[:128]})
+    def _view(self, key: str) -> None:
+        """What peek answers for ``key``: its record with the writes in flight (under the lock)."""
+        entry = self._entries[key]
+        if not entry.known:
+            return
+        h = entry.record.health
+        for write in entry.writes:
+            h = write.apply(h)
+        self._views[key] = h
 
-        def write() -> None:
-            with self._health._redis.pipeline(transaction=False) as pipe:
-                for resource in ids:
-                    pipe.set(self._prefix + resource, record, px=self._ttl_ms)
-                pipe.execute()
+    def _learn(self, key: str, raw: object, reply: bool) -> Stored:
+        """Take in a value of ``key`` read from Redis (``reply``: as it is now, from a
+        command; else news from the channel, dropped if older than what is known)."""
+        stored = raw if isinstance(raw, Stored) else self._decode(key, raw)
+        with self._lock:
+            entry = self._entry(key, stored.name)
+            known = entry.record.order
+            # A reply is the record now; a lost or spoiled record (-1) starts afresh.
+            if stored.writer and entry.writes:  # one of ours: it left the cache as it landed
+                entry.writes = [w for w in entry.writes if w.id != stored.writer]
+            if stored.order > known or (reply and (stored.order >= known or stored.order < 0)):
+                entry.record = stored
+                entry.known = True
+            self._view(key)
+            self._wanted.discard(key)
+        return stored
 
-        self._health._try(write)
+    def _decode(self, key: str, raw: object) -> Stored:
+        stored, junk = decode(raw)
+        if junk and key not in self._junk:
+            self._junk.add(key)
+            logger.warning(
+                "failover: unreadable health record for %r in %s; starting it afresh",
+                key.partition(" ")[0],
+                self._where,
+            )
+        return stored
 
+    def _first_use(self, key: str) -> Health:
+        """A key this process has not read yet: one GET, or in the background from a loop."""
+        self._start()
+        if not on_loop() and self._try(lambda: self._refresh([key])) is not None:
+            return self._views.get(key, FRESH)
+        with self._lock:
+            self._wanted.add(key)
+        self._watcher.wake()
+        return FRESH
 
-def _owner(raw: bytes | str | None) -> Owner | None:
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-        return Owner(str(data["where"]), str(data["name"]))
-    except (ValueError, KeyError, TypeError):
-        return None  # junk under our key: the id routes as an unknown one
+    def _on_message(self, data: object) -> None:
+        """News from the channel: a record, a newline, its provider key."""
+        if not isinstance(data, (bytes, str)):
+            return
+        raw, _, key = (data.encode() if isinstance(data, str) else data).partition(b"\n")
+        if key:
+            self._learn(key.decode("utf-8", "replace"), raw, reply=False)
 
+    def _take(self, key: str) -> Counts:
+        with self._lock:
+            return self._counts.pop(key, {})
 
-class _Unavailable:
-    """Internal: the answer of an operation that Redis could not serve."""
+    def _give_back(self, key: str, counts: Counts) -> None:
+        with self._lock:
+            mine = self._counts.setdefault(key, {})
+            for start, calls in counts.items():
+                mine[start] = mine.get(start, 0) + calls
 
+    # -- background work (the watcher's thread, and close) ----------------------------
 
-_UNAVAILABLE = _Unavailable()
+    def _background(self, polling: bool) -> None:
+        """The watcher's round: finish handed-over writes, flush the counts due, load
+        the records wanted, and while not subscribed poll the known ones (every
+        ``max_staleness``). Never raises for Redis."""
+        with self._lock:
+            wanted, self._wanted = self._wanted, set()
+            scan, self._scan_wanted = self._scan_wanted, False
+        now = time.monotonic()
+        self._write_pending(lambda key: now - self._flushed.get(key, 0.0) >= FLUSH_EVERY)
+        if polling and now >= self._polled_at + self._max_staleness:
+            self._polled_at = now
+            wanted.update(self._entries)
+        if scan:
+            self._try(self._scan)
+        elif wanted:
+            self._try(lambda: self._refresh(list(wanted)))
+
+    def _write_pending(self, due: Callable[[str], bool]) -> None:
+        """Write the changes handed over by loops that shut down, and the counts of
+        the providers ``due``: one write each."""
+        with self._lock:
+            handed, self._handed = self._handed, []
+        for key, name, write in handed:
+            if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
+                self._keep(key, name, write.change, write.counts, write)
+        for key in [k for k in list(self._counts) if due(k)]:
+            self._flushed[key] = time.monotonic()
+            counts = self._take(key)
+            with self._lock:
+                name = self._entry(key).name or key
+            if counts and not self._written(key, self._flush(key, name, counts)):
+                self._give_back(key, counts)
+
+    def _written(self, key: str, steps: Step[Any]) -> bool:
+        return self._try(lambda: (self._drive(key, steps), True)[1]) is not None
+
+    def _flush(self, key: str, name: str, counts: Counts) -> Step[None]:
+        return self._steps(key, name, lambda h, now: (h, None), counts)
+
+    def _refresh(self, keys: list[str]) -> bool:
+        """Read ``keys`` from Redis, one round trip (and the server's clock, once)."""
+        client = self._sync_client()
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(self._keys.record(key))
+            raws = pipe.execute(raise_on_error=False)  # (a cluster pipeline cannot carry TIME)
+        if self._offset_at < 0:
+            self._clock(*client.time())
+        for key, raw in zip(keys, raws, strict=True):
+            if isinstance(raw, ResponseError):  # not a string under our key: a spoiled record
+                raw = b"not ours"
+            elif isinstance(raw, Exception):
+                raise raw
+            self._learn(key, raw, reply=True)
+        self._up()
+        return True
+
+    def _scan(self) -> bool:
+        client = self._sync_client()
+        names = list(client.scan_iter(match=self._keys.pattern, count=500))
+        keys = [self._keys.provider(name) for name in names]
+        return self._refresh([k for k in keys if k is not None]) if names else True
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._watcher.start()
