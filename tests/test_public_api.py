@@ -171,3 +171,16 @@ def test_the_readme_layout_names_every_module() -> None:
     modules = {p.stem for p in root.rglob("*.py") if p.stem != "__init__"}
     packages = {p.parent.name for p in root.glob("*/__init__.py")}
     assert sorted((modules | packages) - named) == []
+
+
+def test_every_package_of_the_tree_is_shipped() -> None:
+    # A subpackage left out of pyproject's list is missing from the wheel: installed
+    # from PyPI, ``failover.testing`` (and the demo, which runs on it) would not import.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = pathlib.Path(failover.__file__).parent
+    found = {
+        ".".join(("failover", *init.parent.relative_to(root).parts))
+        for init in root.rglob("__init__.py")
+    }
+    listed = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(listed["packages"]) == found
