@@ -144,9 +144,6 @@ class Parts:
         self.kwargs = {"model": MODEL, "messages": MESSAGES}
 
 
-Item = tuple[str, str, float]  # (key for RECIPES or "", what, ns per operation)
-
-
 def _least(pairs: list[tuple[float, float]]) -> float:
     return min(t for t, _ in pairs) - min(base for _, base in pairs)
 
@@ -158,7 +155,7 @@ class Items:
     def __init__(self, n: int) -> None:
         self.n = n
         self.whole: dict[str, float] = {}
-        self.found: list[Item] = []
+        self.found: list[tuple[str, str, float]] = []  # (RECIPES key or "", what, ns)
 
     def ns(self, fn: Callable[[], object], base: Callable[[], object] = lambda: None) -> float:
         """ns per call of ``fn`` less ``base`` (by default the empty loop). Each is the
