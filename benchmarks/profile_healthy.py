@@ -1,19 +1,19 @@
-"""Where the healthy path's time goes: the decorator (sync, async) and the drop-in.
+"""Where the healthy path's time goes: the decorator, the drop-in and ``failover.OpenAI``.
 
     python benchmarks/profile_healthy.py                  # fake provider in a child process
     python benchmarks/profile_healthy.py --server thread --calls 2000
 
-Four views of the same healthy chat call, each printed as a table:
+Four views of the same healthy chat call, sync and async:
 
 1. around a real loopback call: each form's extra µs over the bare openai call
    (interleaved, median of paired differences, a few rounds);
-2. the per-call items: each piece of failover's work timed alone on the real objects
-   (ns per operation, empty-loop cost removed), times how often one call does it
-   (counted by cProfile), so that the items add up to (most of) view 1; the sum is
-   checked against the whole form timed with the client's method stubbed out (no I/O);
-3. cProfile around real calls: failover's and wrapt's functions by own time per call;
+2. failover alone, ``chat.completions.create`` stubbed out: each form's whole cost, the
+   pieces of the healthy path timed alone on the real objects, and per form the sum of
+   the pieces it runs (the rest: frames, closures, ``with`` statements);
+3. cProfile around real calls: failover's and wrapt's heaviest functions, and how often
+   one call does each kind of work;
 4. tracemalloc: blocks allocated by failover's (and wrapt's) lines that are alive while
-   the request is in flight, per call, by line.
+   the request is in flight, by line.
 """
 
 from __future__ import annotations
@@ -29,347 +29,343 @@ import statistics
 import sys
 import threading
 import time
+import timeit
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+from unittest.mock import patch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import httpx2
 import openai
-import wrapt
-from _fixtures import MESSAGES, MODEL, chat, fakes
+from _fixtures import _COMPLETION, MESSAGES, MODEL, chat, fakes, forms_async, forms_sync, provider
 from _timing import Cost, ainterleave, interleave
+from openai.resources.chat.completions import AsyncCompletions, Completions
 from openai.types.chat import ChatCompletion
 
 import failover
 from failover import Provider, fallback_clients, with_fallback
-from failover._attempts import AttemptContext, Attempts
-from failover._engine import Chain, _on_success
+from failover._activity import ACTIVITY, Activity
+from failover._attempts import AttemptContext, LeanAttempt, call_async, call_sync
+from failover._engine import Chain, Run
 from failover._engine import logger as engine_logger
-from failover._health import FRESH, STORE, MemoryStore, admit, succeeded, tally
-from failover._providers import endpoints
-from failover._proxy import Failover
+from failover._health import MemoryStore, clean
+from failover._ownership import Ownership
+from failover._proxy import Failover, FailoverAwaitable
 from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
-from failover._settings import Settings
-from failover._streaming import AsyncStream, SyncStream
-from failover._tracking import Navigable, TrackedMethod, _Call, _call, track
+from failover._streaming import _Watched
+from failover._telemetry import tracing
+from failover._tracking import Navigable, TrackedMethod, _Call, _tracked_await
 
-FORMS = ("@with_fallback sync", "@with_fallback async", "drop-in sync", "drop-in async")
-REPLY = ChatCompletion.model_validate(
-    {
-        "id": "c",
-        "object": "chat.completion",
-        "created": 0,
-        "model": MODEL,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
-        ],
-    }
-)
+# The forms of _fixtures that the healthy-path targets are about (not the block form).
+FORMS = {
+    "sync": ("@with_fallback", "fallback_clients() proxy", "failover.OpenAI"),
+    "async": ("@with_fallback", "fallback_clients() proxy", "failover.AsyncOpenAI"),
+}
+REPLY = ChatCompletion.model_validate(_COMPLETION)
 
 
-# -- forms over given providers ------------------------------------------------------------
+def _named(forms: dict[str, Any], flavour: str) -> dict[str, Any]:
+    return {f"{name} {flavour}": forms[name] for name in FORMS[flavour]}
 
 
-def _forms(primary: Any, backup: Any) -> dict[str, Callable[[], Any]]:
-    """The sync forms (the drop-in is opened here and never closed: a profile run)."""
-
-    @with_fallback(primary, backup)
-    def decorated(client: Any = None) -> Any:
-        return chat(client)
-
-    proxy = fallback_clients(primary, backup).__enter__()
-    return {"@with_fallback sync": decorated, "drop-in sync": lambda: chat(proxy)}
+def _pair(*where: Any, **options: Any) -> list[Provider]:
+    return [provider(w, client_options=options) for w in where]
 
 
-async def _aforms(primary: Any, backup: Any) -> dict[str, Callable[[], Any]]:
-    @with_fallback(primary, backup)
-    async def decorated(client: Any = None) -> Any:
-        return await chat(client)
-
-    proxy = await fallback_clients(primary, backup).__aenter__()
-    return {"@with_fallback async": decorated, "drop-in async": lambda: chat(proxy)}
-
-
-def _providers(fakes_: tuple[Any, ...], **options: Any) -> list[Provider]:
-    return [
-        Provider(f.name, base_url=f.base_url, api_key=f.api_key, client_options=options)
-        for f in fakes_
-    ]
+def _invalid() -> list[Provider]:
+    """Two providers that are never reached (their client's method is stubbed)."""
+    return [Provider(n, base_url=f"http://{n}.invalid/v1", api_key="k") for n in "ab"]
 
 
 # -- 1. around a real call -----------------------------------------------------------------
 
 
 def totals(comet: Any, backup: Any, n: int, rounds: int) -> dict[str, Cost]:
-    pair = _providers((comet, backup))
+    pair = _pair(comet, backup)
     bare = comet.client()
-    sync = {"bare": lambda: chat(bare), **_forms(*pair)}
-    result = {}
+    forms, close = forms_sync(*pair)
+    sync = {"bare": lambda: chat(bare), **_named(forms, "sync")}
     done = [interleave(sync, n) for _ in range(rounds)]
-    result.update({name: Cost.of(done, name, "bare") for name in sync if name != "bare"})
+    close()
+    result = {name: Cost.of(done, name, "bare") for name in sync if name != "bare"}
 
     async def run_async() -> list[Any]:
         abare = comet.async_client()
-        contenders = {"bare": lambda: chat(abare), **(await _aforms(*pair))}
-        return [await ainterleave(contenders, n) for _ in range(rounds)]
+        aforms, aclose = await forms_async(*pair)
+        contenders = {"bare": lambda: chat(abare), **_named(aforms, "async")}
+        rounds_ = [await ainterleave(contenders, n) for _ in range(rounds)]
+        await aclose()
+        return rounds_
 
     done = asyncio.run(run_async())
     result.update({name: Cost.of(done, name, "bare") for name in done[0] if name != "bare"})
     return result
 
 
-# -- 2. items ------------------------------------------------------------------------------
+# -- 2. failover alone ---------------------------------------------------------------------
 
 
-def per_op(fn: Callable[[], object], n: int = 20_000) -> float:
-    """ns per call of ``fn``, the loop's own cost removed (median of 5 repeats)."""
-
-    def empty() -> None:
-        pass
-
-    def loop(f: Callable[[], object]) -> float:
-        clock = time.perf_counter_ns
-        t0 = clock()
-        for _ in range(n):
-            f()
-        return (clock() - t0) / n
-
-    return statistics.median(loop(fn) - loop(empty) for _ in range(5))
+def _create(self: Any, **kwargs: Any) -> ChatCompletion:
+    return REPLY
 
 
-def _stub(clients: list[Any], is_async: bool) -> None:
-    """Replace ``chat.completions.create`` on these (raw) clients by an instant reply:
-    failover looks the method up on each call, so its whole path runs, with no I/O."""
-
-    def create(**kwargs: Any) -> ChatCompletion:
-        return REPLY
-
-    async def acreate(**kwargs: Any) -> ChatCompletion:
-        return REPLY
-
-    for client in clients:
-        client.chat.completions.create = acreate if is_async else create
+async def _acreate(self: Any, **kwargs: Any) -> ChatCompletion:
+    return REPLY
 
 
-def stubbed_forms() -> dict[str, float]:
-    """Each form's whole cost (ns), the client's method stubbed out: failover alone."""
-    primary, backup = (Provider(n, base_url=f"http://{n}.invalid/v1", api_key="k") for n in "ab")
-    shared = endpoints((primary, backup))  # the decorator's clients (shared per Provider)
-    forms = _forms(primary, backup)
+async def _anothing() -> None:
+    pass
+
+
+def _direct(decorated: Any) -> Any:
+    """A ``with_fallback`` function whose driver is a plain call of the body: what the
+    wrapper itself costs (wrapt's FunctionWrapper, the wrapper, its body closure)."""
+    wrapper = decorated._self_wrapper
+    cells = dict(zip(wrapper.__code__.co_freevars, wrapper.__closure__, strict=True))
+    cells["driver"].cell_contents = lambda chain, body, name: body(None)
+    return cells["chain"].cell_contents
+
+
+class Parts:
+    """The real objects of a healthy call, for the items: a decorator's chain and its
+    client, a drop-in proxy and its method (built with the method stubbed)."""
+
+    def __init__(self, chain: Chain, client: Any, proxy: Any) -> None:
+        self.endpoint = endpoint = chain.endpoints[0]
+        self.scope = chain.scopes[id(endpoint)]
+        self.client = client
+        self.handed = chain.handed_out(client, self.scope)
+        self.owner = client.chat.completions
+        self.proxy = proxy
+        self.method = proxy.chat.completions.create
+        self.kwargs = {"model": MODEL, "messages": MESSAGES}
+
+
+def _least(pairs: list[tuple[float, float]]) -> float:
+    return min(t for t, _ in pairs) - min(base for _, base in pairs)
+
+
+class Items:
+    """What view 2 found: each form's whole cost over the bare call, and the items; each
+    timed alone, in loops of ``n`` operations."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.whole: dict[str, float] = {}
+        self.found: list[tuple[str, str, float]] = []  # (RECIPES key or "", what, ns)
+
+    def ns(self, fn: Callable[[], object], base: Callable[[], object] = lambda: None) -> float:
+        """ns per call of ``fn`` less ``base`` (by default the empty loop). Each is the
+        fastest of 7 loops, the two taking turns: the least disturbed by the machine's
+        other work. The collector runs, as it does in use."""
+
+        def each(f: Callable[[], object]) -> float:
+            return timeit.Timer(f, "gc.enable()").timeit(self.n) * 1e9 / self.n
+
+        return _least([(each(fn), each(base)) for _ in range(7)])
+
+    async def ans(self, fn: Callable[[], Awaitable[object]], base: Any = _anothing) -> float:
+        """:meth:`ns` for awaitables, awaited one at a time."""
+
+        async def each(f: Callable[[], Awaitable[object]]) -> float:
+            t0 = time.perf_counter_ns()
+            for _ in range(self.n):
+                await f()
+            return (time.perf_counter_ns() - t0) / self.n
+
+        return _least([(await each(fn), await each(base)) for _ in range(7)])
+
+    def add(self, what: str, fn: Any, base: Any = lambda: None, key: str = "") -> None:
+        self.found.append((key, what, self.ns(fn, base)))
+
+    async def awaited(self, what: str, fn: Any, base: Any = _anothing, key: str = "") -> None:
+        self.found.append((key, what, await self.ans(fn, base)))
+
+
+def items(t: Items) -> None:
+    """The sync forms' whole costs, then the pieces of the sync healthy path."""
     bare = openai.OpenAI(api_key="k", base_url="http://bare.invalid/v1")
-    raw = [e.sync_client().__wrapped__ for e in shared] + _drop_in_clients(forms["drop-in sync"])
-    _stub([*raw, bare], is_async=False)
-    base = per_op(lambda: chat(bare))
-    result = {name: per_op(fn) - base for name, fn in forms.items()}
+    forms, close = forms_sync(*_invalid())
+    for name, form in _named(forms, "sync").items():
+        t.whole[name] = t.ns(form, lambda: chat(bare))
+    close()
 
-    async def timed() -> dict[str, float]:
-        # One loop for the stubs and the timing: an async client belongs to its loop.
-        aforms = await _aforms(primary, backup)
-        abare = openai.AsyncOpenAI(api_key="k", base_url="http://bare.invalid/v1")
-        araw = [e.async_client().__wrapped__ for e in shared]
-        _stub([*araw, abare, *_drop_in_clients(aforms["drop-in async"])], is_async=True)
-        out = {}
-        for name, fn in {"bare": lambda: chat(abare), **aforms}.items():
-            samples = []
-            for _ in range(5):
-                t0 = time.perf_counter_ns()
-                for _ in range(20_000):
-                    await fn()
-                samples.append((time.perf_counter_ns() - t0) / 20_000)
-            out[name] = statistics.median(samples)
-        return out
+    def user(client: Any = None) -> Any:
+        return client
 
-    times = asyncio.run(timed())
-    result.update({name: t - times["bare"] for name, t in times.items() if name != "bare"})
-    return result
-
-
-def _drop_in_clients(form: Callable[[], Any]) -> list[Any]:
-    """The raw clients behind a drop-in form's proxy: its template and its chain's."""
-    cells = [c.cell_contents for c in form.__closure__ or ()]
-    proxy = next(c for c in cells if hasattr(c, "_self_chain"))
-    is_async = proxy._self_async
-    built = [e.async_client() if is_async else e.sync_client() for e in proxy._self_chain.endpoints]
-    return [proxy.__wrapped__, *(c.__wrapped__ for c in built)]
-
-
-def items() -> list[tuple[str, float]]:
-    """(item, ns per operation) for each piece of the sync decorator's and drop-in's work."""
-    primary, backup = (Provider(n, base_url=f"http://{n}.invalid/v1", api_key="k") for n in "cd")
-    settings = Settings()
-    chain = Chain(endpoints((primary, backup)), settings)
-    endpoint, breaker = chain.endpoints[0], settings.breaker
+    decorated = with_fallback(*_invalid())(user)
+    chain = _direct(decorated)
+    opened = fallback_clients(*_invalid())
+    p = Parts(chain, chain.endpoints[0].sync_client(), opened.__enter__())
+    chat(p.proxy)  # its first call builds the drop-in's Tracked clients
+    e, store, kw, owner, scope = p.endpoint, chain.store(), p.kwargs, p.owner, p.scope
+    breaker, lock, create = chain.settings.breaker, threading.Lock(), owner.create
+    assert isinstance(store, MemoryStore)
     assert breaker is not None
-    assert chain.admits is not None
-    client = endpoint.sync_client()
-    _stub([client.__wrapped__], is_async=False)
-    key, name, clock, admits = endpoint.key, endpoint.name, breaker.clock, chain.admits
-    run = chain.run()
-    scope, _ = run.scope(endpoint)
-    bound = client.bound(scope, cache=True)
-    kwargs = {"model": MODEL, "messages": MESSAGES}
-    owner = client.__wrapped__.chat.completions
-    lock = threading.Lock()
-    path = ("chat", "completions", "create")
+    reach, path, own = p.method._self_reach, p.method._self_path, p.method._self_own
+
+    def lean() -> None:
+        with LeanAttempt(chain, e, p.client, "op"):
+            pass
 
     def locked() -> None:
         with lock:
             pass
 
-    def attempt_loop() -> None:
-        with Attempts(chain).attempt(lambda e: e.sync_client()):
-            pass
+    def hop(client: Any) -> Callable[[], object]:
+        return lambda: client.chat.completions.create
 
-    @wrapt.decorator
-    def wrapper(wrapped: Any, instance: Any, args: Any, kw: dict[str, Any]) -> Any:
-        # with_fallback's own wrapper, its driver replaced by a direct call.
-        if "client" in kw:
-            return wrapped(*args, **kw)
+    t.add("@with_fallback: FunctionWrapper, wrapper, closure", decorated, user, key="wrapper")
+    t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
+    t.add("  Chain.first(): lean flag, tracing(), peek", chain.first)
+    t.add("    tracing()", tracing)
+    t.add("    store().peek(key)", lambda: chain.store().peek(e.key))
+    t.add("  Endpoint.sync_client()", e.sync_client)
+    t.add("  LeanAttempt(): Chain.handed_out", lambda: LeanAttempt(chain, e, p.client, "op"))
+    t.add("  LeanAttempt enter + exit (served included)", lean)
+    t.add("    SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
+    t.add("    time.monotonic() (2 per call)", time.monotonic)
+    t.add("    Chain.served(endpoint, elapsed)", lambda: chain.served(e, 0.1))
+    t.add("      store.peek + clean()", lambda: clean(store.peek(e.key)))
+    t.add("      MemoryStore.count()", lambda: store.count(e.key, e.name, breaker))
+    t.add("        lock acquire + release", locked)
+    t.add("        breaker clock, time.time()", time.time)
+    t.add("      ACTIVITY.served()", lambda: ACTIVITY.served(e.key, e.name))
+    t.add("      logger.isEnabledFor(DEBUG)", lambda: engine_logger.isEnabledFor(logging.DEBUG))
+    t.add("Tracked hops .chat.completions.create (slots)", hop(p.handed), hop(p.client), "hops")
+    tracked = p.handed.chat.completions.create
+    t.add("= TrackedMethod.__call__", lambda: tracked(**kw), lambda: owner.create(**kw), "method")
+    t.add(
+        "  _Call(): ownership, flags, monotonic",
+        lambda: _Call(owner, "create", create, (), kw, scope),
+    )
+    ownership = scope.ownership
+    assert ownership is not None
+    t.add("    Ownership.request()", lambda: ownership.request(owner, "create", (), kw, e))
+    t.add("drop-in: Failover hops (slots)", hop(p.proxy), hop(p.client), "proxy_hops")
+    t.add("drop-in: step tuple + _Call.of", lambda: (*path, ProxyCall.of((), kw, own)), key="step")
+    t.add("drop-in: attrgetter via the Tracked client", lambda: reach(p.handed), key="reach")
+    opened.__exit__(None, None, None)
+    with failover.OpenAI(*_invalid()) as dropin:
+        chat(dropin)
+        t.add("failover.OpenAI: its hops (sync; async alike)", hop(dropin), hop(p.client), "ohops")
 
-        def body(c: Any) -> Any:
-            kw["client"] = c
-            return wrapped(*args, **kw)
 
-        return body(None)
+async def aitems(t: Items) -> None:
+    """The async forms' whole costs, then the pieces the async healthy path runs
+    besides (or instead of) the sync ones."""
+    # One loop for building and timing: an async client belongs to its loop.
+    bare = openai.AsyncOpenAI(api_key="k", base_url="http://bare.invalid/v1")
+    forms, close = await forms_async(*_invalid())
+    for name, form in _named(forms, "async").items():
+        t.whole[name] = await t.ans(form, lambda: chat(bare))
+    await close()
 
-    def body(client: Any = None) -> Any:
+    async def user(client: Any = None) -> Any:
         return client
 
-    def through_tracked() -> Any:
-        return bound.chat.completions.create
+    chain = _direct(with_fallback(*_invalid())(user))
+    opened = fallback_clients(*_invalid())
+    p = Parts(chain, chain.endpoints[0].async_client(), await opened.__aenter__())
+    await chat(p.proxy)  # its first call remembers what the method returns
+    method, step = p.method, (*p.method._self_path, ProxyCall.of((), p.kwargs, {}))
 
-    def direct() -> Any:
-        return client.__wrapped__.chat.completions.create
+    async def layer() -> None:
+        return await _anothing()
 
-    def call_scope() -> None:
-        SCOPE.reset(SCOPE.set(scope))
+    fn, base = (lambda: call_async(chain, user)), (lambda: user(None))
+    await t.awaited("= call_async(), over the body alone", fn, base, "call_async")
+    t.add("  Endpoint.async_client(): PerLoop.get", p.endpoint.async_client)
+    tracked, owner, kw = p.handed.chat.completions.create, p.owner, p.kwargs
+    fn, base = (lambda: tracked(**kw)), (lambda: owner.create(**kw))
+    await t.awaited("= TrackedMethod.__call__ + _tracked_await", fn, base, "amethod")
+    t.add(
+        "drop-in: FailoverAwaitable()", lambda: method._self_deferred(chain, step), key="deferred"
+    )
+    await t.awaited("one coroutine layer (create, await, return)", layer, key="layer")
+    await opened.__aexit__(None, None, None)
 
-    found: list[tuple[str, float]] = []
 
-    def add(what: str, fn: Callable[[], object], base: Callable[[], object] | None = None) -> None:
-        found.append((what, per_op(fn) - (per_op(base) if base is not None else 0.0)))
-
-    add("wrapt FunctionWrapper + body closure (decorator)", wrapper(body), body)
-    add("Attempts(chain): Run.__init__", lambda: Attempts(chain))
-    add(
-        "MemoryStore.update(admit), closed record",
-        lambda: STORE.update(key, name, admits[0], clock),
-    )
-    add("  of which lock acquire + release", locked)
-    add("  of which admit(): tally + _replace", lambda: admit(FRESH, breaker, 1e9, False))
-    add("  of which tally(): the window bucket", lambda: tally(FRESH, breaker, 1e9, 1, 0))
-    add("  of which the breaker clock, time.time()", time.time)
-    add(
-        "MemoryStore.update(_on_success), writes nothing",
-        lambda: STORE.update(key, name, _on_success, clock),
-    )
-    add("logger.debug (disabled), Run.succeeded", lambda: engine_logger.debug("%s %.3f", name, 0.1))
-    add(
-        "AttemptContext(): scope, Tracked.bound, monotonic",
-        lambda: AttemptContext(run, endpoint, client),
-    )
-    add("SCOPE.set + SCOPE.reset", call_scope)
-    add("= attempt loop: Attempts, next, enter, exit, end", attempt_loop)
-    add("Tracked hops: .chat.completions.create", through_tracked, direct)
-    add(
-        "_Call(): model map and bounds check",
-        lambda: _Call(owner, "create", owner.create, kwargs, scope),
-    )
-    add("track(reply): isinstance BaseModel", lambda: track(REPLY, scope))
-    add(
-        "= TrackedMethod's _call (stubbed method)",
-        lambda: _call(owner, "create", scope, (), kwargs),
-        lambda: owner.create(**kwargs),
-    )
-    add(
-        "drop-in: step tuple + _Call.of (frozen dataclass)",
-        lambda: (*path[:2], ProxyCall.of((), kwargs, {})),
-    )
-    add("drop-in: deferred-name scan of the path", lambda: any(n in {"stream"} for n in path))
-    return found
+# What each form's stubbed call runs, as item keys (one per time it runs); the rest is
+# not isolated. Async, the bare call is the stubbed coroutine alone: the user's function
+# is a layer, and so are the drop-in's awaitable (its _first) and its attempt.
+_DROP_IN = " step call_sync reach method"
+_ADROP_IN = " step deferred layer layer call_async reach amethod"
+RECIPES = {
+    "@with_fallback sync": "wrapper call_sync hops method",
+    "fallback_clients() proxy sync": "proxy_hops" + _DROP_IN,
+    "failover.OpenAI sync": "ohops" + _DROP_IN,
+    "@with_fallback async": "wrapper call_async layer hops amethod",
+    "fallback_clients() proxy async": "proxy_hops" + _ADROP_IN,
+    "failover.AsyncOpenAI async": "ohops" + _ADROP_IN,
+}
 
 
 # -- 3. cProfile ---------------------------------------------------------------------------
 
 _OURS = (os.sep + "failover" + os.sep, os.sep + "wrapt" + os.sep)
+Key = tuple[str, int, str]
 
 
-def _code(func: Any) -> tuple[str, int, str]:
-    """A Python function as cProfile keys it."""
-    code = func.__code__
-    return (code.co_filename, code.co_firstlineno, code.co_name)
+def _keys(*functions: Any) -> tuple[Key, ...]:
+    """Functions as cProfile keys them: a class stands for its ``__init__``, a string for
+    a builtin (cProfile's name for it), a code object for the function it makes."""
+    codes = [
+        f if not callable(f) else (vars(f)["__init__"] if isinstance(f, type) else f).__code__
+        for f in functions
+    ]
+    return tuple(
+        ("~", 0, c) if isinstance(c, str) else (c.co_filename, c.co_firstlineno, c.co_name)
+        for c in codes
+    )
 
 
-def _builtin(name: str) -> tuple[str, int, str]:
-    return ("~", 0, name)
+def _nested(func: Any, name: str) -> Any:
+    """The code of the function ``name`` defined in ``func``'s body."""
+    return next(c for c in func.__code__.co_consts if getattr(c, "co_name", None) == name)
 
 
-# What the breakdown counts: functions as cProfile keys them. Calls to shared functions
-# (logging, the clocks, context variables) are counted from failover's frames only.
-_COUNTED = {
-    "wrapt proxies built (Tracked, TrackedMethod, Failover)": (
-        _code(Navigable.__init__),
-        _code(TrackedMethod.__init__),
+_CONTEXTVAR = "<method '%s' of '_contextvars.ContextVar' objects>"
+_TIME = "<built-in method time.%s>"
+Logger = logging.Logger
+# What view 3 counts; calls of shared functions (logging, clocks, context variables)
+# from failover's frames only.
+_COUNTED: dict[str, tuple[Key, ...]] = {
+    "wrapt proxies built (Navigable, TrackedMethod)": _keys(Navigable, TrackedMethod),
+    "attribute hops that miss the slots (__getattr__)": _keys(
+        Navigable.__getattr__, Failover.__getattr__
     ),
-    "attribute hops after a wrapt miss (__getattr__)": (
-        _code(Navigable.__getattr__),
-        _code(Failover.__getattr__),
-    ),
-    "ContextVar.set / reset": (
-        _builtin("<method 'set' of '_contextvars.ContextVar' objects>"),
-        _builtin("<method 'reset' of '_contextvars.ContextVar' objects>"),
-    ),
-    "MemoryStore.update": (_code(MemoryStore.update),),
-    "admit / tally / succeeded": (_code(admit), _code(tally), _code(succeeded)),
-    "Scope objects (Scope.__post_init__)": (_code(Scope.__post_init__),),
-    "_Call objects (tracking; proxy _Call.of)": (_code(_Call.__init__), _code(ProxyCall.of)),
-    "timeout arithmetic (remaining, narrowed, phases)": (
-        _code(Scope.remaining),
-        _code(narrowed),
-        _code(phases),
-    ),
-    "Logger.debug / info / isEnabledFor": (
-        _code(logging.Logger.debug),
-        _code(logging.Logger.info),
-        _code(logging.Logger.isEnabledFor),
-    ),
-    "time.monotonic / time.time": (
-        _builtin("<built-in method time.monotonic>"),
-        _builtin("<built-in method time.time>"),
-    ),
-    "stream wrappers (SyncStream, AsyncStream)": (
-        _code(SyncStream.__init__),
-        _code(AsyncStream.__init__),
+    "ContextVar.set / reset": _keys(_CONTEXTVAR % "set", _CONTEXTVAR % "reset"),
+    "Chain.first / Chain.served": _keys(Chain.first, Chain.served),
+    "Run objects": _keys(Run),
+    "attempt objects (LeanAttempt, AttemptContext)": _keys(LeanAttempt, AttemptContext),
+    "store peek / count / update": _keys(MemoryStore.peek, MemoryStore.count, MemoryStore.update),
+    "ACTIVITY.served": _keys(Activity.served),
+    "Scope objects (Scope.__post_init__)": _keys(Scope.__post_init__),
+    "_Call objects (tracking _Call; proxy _Call.of)": _keys(_Call, ProxyCall.of),
+    "Ownership.request": _keys(Ownership.request),
+    "timeout arithmetic (remaining, narrowed, phases)": _keys(Scope.remaining, narrowed, phases),
+    "Logger.debug / info / isEnabledFor": _keys(Logger.debug, Logger.info, Logger.isEnabledFor),
+    "time.monotonic / time.time": _keys(_TIME % "monotonic", _TIME % "time"),
+    "stream wrappers (SyncStream, AsyncStream)": _keys(_Watched),
+    "coroutine resumes: call_async, _first, attempt, _tracked_await": _keys(
+        call_async,
+        FailoverAwaitable._first,
+        _nested(FailoverAwaitable._first, "attempt"),
+        _tracked_await,
     ),
 }
 
 
-def profile(
-    form: Callable[[], Any], calls: int, loop: asyncio.AbstractEventLoop | None = None
-) -> pstats.Stats:
-    """``calls`` calls of ``form`` under cProfile (awaited on ``loop`` when given)."""
-
-    async def many() -> None:
-        for _ in range(calls):
-            await form()
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    if loop is not None:
-        loop.run_until_complete(many())
-    else:
-        for _ in range(calls):
-            form()
-    profiler.disable()
-    return pstats.Stats(profiler)
+# Navigable.__getattr__ called by Failover.__getattr__ is the same miss: counted once.
+_SAME = dict(zip(_keys(Navigable.__getattr__), _keys(Failover.__getattr__), strict=True))
 
 
-def _entries(stats: pstats.Stats) -> dict[tuple[str, int, str], tuple[int, float]]:
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    return {key: (value[1], value[2]) for key, value in raw.items()}  # (ncalls, tottime)
+def _ours(file: str) -> bool:
+    return any(part in file for part in _OURS) and "benchmarks" not in file
 
 
 def counts(stats: pstats.Stats, calls: int) -> dict[str, float]:
@@ -379,27 +375,24 @@ def counts(stats: pstats.Stats, calls: int) -> dict[str, float]:
     for what, functions in _COUNTED.items():
         total = 0
         for key in functions:
-            if key not in raw:
-                continue
-            if _ours(key[0]):
-                total += raw[key][1]
-            else:  # from failover's frames only
-                total += sum(c[1] for caller, c in raw[key][4].items() if _ours(caller[0]))
+            callers = raw[key][4] if key in raw else {}
+            total += sum(
+                c[1]
+                for caller, c in callers.items()
+                if caller != _SAME.get(key) and (_ours(key[0]) or _ours(caller[0]))
+            )
         out[what] = total / calls
-    python = sum(n for (file, _, _), (n, _) in _entries(stats).items() if _ours(file))
+    python = sum(value[1] for (file, _, _), value in raw.items() if _ours(file))
     out["Python function calls in failover + wrapt"] = python / calls
     return out
 
 
-def _ours(file: str) -> bool:
-    return any(part in file for part in _OURS) and "benchmarks" not in file
-
-
-def top(stats: pstats.Stats, calls: int, k: int = 12) -> list[tuple[str, float, float]]:
+def top(stats: pstats.Stats, calls: int, k: int = 10) -> list[tuple[str, float, float]]:
     """(function, calls per call, own µs per call) of failover's and wrapt's heaviest."""
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     rows = [
-        (f"{os.path.basename(file)}:{line} {func}", n / calls, t / calls * 1e6)
-        for (file, line, func), (n, t) in _entries(stats).items()
+        (f"{os.path.basename(file)}:{line} {func}", value[1] / calls, value[2] / calls * 1e6)
+        for (file, line, func), value in raw.items()
         if _ours(file)
     ]
     return sorted(rows, key=lambda r: -r[2])[:k]
@@ -424,32 +417,96 @@ class Alive:
         self.hook(request)
 
 
-def _filtered(snapshot: tracemalloc.Snapshot) -> tracemalloc.Snapshot:
-    return snapshot.filter_traces([tracemalloc.Filter(True, f"*{p}*") for p in _OURS])
-
-
 def alive(call: Callable[[], Any], watch: Alive, runs: int = 5) -> tuple[float, list[str]]:
     """Blocks failover's lines allocated for a call, alive during its request (median)."""
     found = []
     lines: list[str] = []
     for _ in range(runs):
-        before = _filtered(tracemalloc.take_snapshot())
+        tracemalloc.clear_traces()  # what is traced from here on: this call's blocks
         watch.armed = True
         call()
         assert watch.inside is not None
-        diff = _filtered(watch.inside).compare_to(before, "lineno")
-        grown = [d for d in diff if d.count_diff > 0]
-        found.append(sum(d.count_diff for d in grown))
+        ours = [tracemalloc.Filter(True, f"*{part}*") for part in _OURS]
+        grown = watch.inside.filter_traces(ours).statistics("lineno")
+        found.append(sum(stat.count for stat in grown))
         lines = [
-            f"{d.count_diff:3d}  {os.path.basename(frame.filename)}:{frame.lineno:<4} "
+            f"{stat.count:3d}  {os.path.basename(frame.filename)}:{frame.lineno:<4} "
             + linecache.getline(frame.filename, frame.lineno).strip()
-            for d in sorted(grown, key=lambda d: -d.count_diff)[:10]
-            for frame in [d.traceback[0]]
+            for stat in sorted(grown, key=lambda stat: -stat.count)[:10]
+            for frame in [stat.traceback[0]]
         ]
     return statistics.median(found), lines
 
 
 # -- main ----------------------------------------------------------------------------------
+
+
+def show_alone(n: int) -> None:
+    """View 2, on clients whose ``chat.completions.create`` answers at once: failover's
+    whole path runs (it looks the method up on each call), with no I/O."""
+    t = Items(n)
+    with (
+        patch.object(Completions, "create", _create),
+        patch.object(AsyncCompletions, "create", _acreate),
+    ):
+        items(t)
+        asyncio.run(aitems(t))
+    print("\n2. failover alone (create stubbed, no I/O), ns per call over the bare call")
+    print("   items, ns per operation (extra over the direct call where there is one):")
+    for _, what, ns in t.found:
+        print(f"     {what:<56} {ns:8.0f}")
+    by_key = {key: ns for key, _, ns in t.found if key}
+    print(f"   {'form':<32} {'whole':>8} {'items':>8} {'rest':>8}")
+    for name, ns in t.whole.items():
+        summed = sum(by_key[key] for key in RECIPES[name].split())
+        print(f"   {name:<32} {ns:8.0f} {summed:8.0f} {ns - summed:8.0f}")
+
+
+def _on(loop: asyncio.AbstractEventLoop, form: Callable[[], Any]) -> Callable[[], object]:
+    return lambda: loop.run_until_complete(form())
+
+
+def _repeat(call: Callable[[], object], times: int) -> None:
+    for _ in range(times):
+        call()
+
+
+def show_profiles(comet: Any, backup: Any, calls: int) -> None:
+    """Views 3 and 4, on forms whose requests pass an httpx event hook."""
+    watch, loop = Alive(), asyncio.new_event_loop()
+    http = httpx2.Client(event_hooks={"request": [watch.hook]})
+    sync, close = forms_sync(*_pair(comet, backup, http_client=http))
+    ahttp = httpx2.AsyncClient(event_hooks={"request": [watch.ahook]})
+    aforms, aclose = loop.run_until_complete(forms_async(*_pair(comet, backup, http_client=ahttp)))
+    forms = _named(sync, "sync")  # and the async ones, each call run to its end on the loop
+    forms.update({k: _on(loop, f) for k, f in _named(aforms, "async").items()})
+    counted: dict[str, dict[str, float]] = {}
+    print("\n3. cProfile around real calls: own µs per call (profiler-inflated), calls per call")
+    for name, form in forms.items():
+        profiler = cProfile.Profile()
+        profiler.runcall(_repeat, form, calls)
+        stats = pstats.Stats(profiler)
+        counted[name] = counts(stats, calls)
+        print(f"   {name}")
+        for func, n, us in top(stats, calls):
+            print(f"     {us:6.2f} µs  {n:4.1f}x  {func}")
+    print("\n   counted per call:")
+    print("   " + " | ".join(f"{i + 1}: {name}" for i, name in enumerate(forms)))
+    print(f"   {'':<64}" + "".join(f"{i + 1:>6}" for i in range(len(forms))))
+    for what in next(iter(counted.values())):
+        print(f"   {what:<64}" + "".join(f"{counted[f][what]:6.1f}" for f in forms))
+
+    print("\n4. tracemalloc: blocks allocated by failover/wrapt lines, alive during the request")
+    tracemalloc.start(1)
+    for name, form in forms.items():
+        blocks, lines = alive(form, watch)
+        print(f"   {name}: {blocks:.0f} blocks; by line:")
+        for line in lines:
+            print(f"     {line}")
+    tracemalloc.stop()
+    close()
+    loop.run_until_complete(aclose())
+    loop.close()
 
 
 def main() -> None:
@@ -458,59 +515,16 @@ def main() -> None:
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument("--calls", type=int, default=1000, help="calls per round and profile")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=10_000, help="loop length of view 2's timings")
     args = parser.parse_args()
     python = sys.version.split()[0]
     print(f"failover {failover.__version__}, openai {openai.__version__}, Python {python}")
     with fakes(args.server) as (comet, backup, _):
         print(f"\n1. extra µs per healthy call over loopback (server: {args.server})")
         for name, cost in totals(comet, backup, args.calls, args.rounds).items():
-            print(f"   {name:<24} {cost.spread()}")
-
-        print("\n2. failover alone (client method stubbed, no I/O), ns per call")
-        for name, ns in stubbed_forms().items():
-            print(f"   {name:<24} {ns:8.0f}")
-        print("   items, ns per operation (times per call: view 3)")
-        for name, ns in items():
-            print(f"   {name:<58} {ns:8.0f}")
-
-        watch = Alive()
-        pair = _providers(
-            (comet, backup), http_client=httpx2.Client(event_hooks={"request": [watch.hook]})
-        )
-        sync = _forms(*pair)
-        loop = asyncio.new_event_loop()
-        apair = _providers(
-            (comet, backup), http_client=httpx2.AsyncClient(event_hooks={"request": [watch.ahook]})
-        )
-        aforms = loop.run_until_complete(_aforms(*apair))
-        forms = {**sync, **aforms}
-        counted: dict[str, dict[str, float]] = {}
-        print(
-            "\n3. cProfile around real calls: own µs per call (profiler-inflated), calls per call"
-        )
-        for name in FORMS:
-            stats = profile(forms[name], args.calls, loop if name.endswith("async") else None)
-            counted[name] = counts(stats, args.calls)
-            print(f"   {name}")
-            for func, n, us in top(stats, args.calls):
-                print(f"     {us:6.2f} µs  {n:4.1f}x  {func}")
-        print("\n   counted per call: " + " | ".join(FORMS))
-        for what in next(iter(counted.values())):
-            print(f"   {what:<55} " + "  ".join(f"{counted[f][what]:6.1f}" for f in FORMS))
-
-        print(
-            "\n4. tracemalloc: blocks allocated by failover/wrapt lines, alive during the request"
-        )
-        tracemalloc.start(1)
-        for name in FORMS:
-            form = forms[name]
-            call = (lambda f=form: loop.run_until_complete(f())) if name.endswith("async") else form
-            blocks, lines = alive(call, watch)
-            print(f"   {name}: {blocks:.0f} blocks; by line:")
-            for line in lines:
-                print(f"     {line}")
-        tracemalloc.stop()
-        loop.close()
+            print(f"   {name:<32} {cost.spread()}")
+        show_alone(args.ops)
+        show_profiles(comet, backup, args.calls)
 
 
 if __name__ == "__main__":

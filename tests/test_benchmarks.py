@@ -9,6 +9,8 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -110,3 +112,20 @@ def test_recovery_and_brownout_scenarios_produce_figures(bench: ModuleType) -> N
     assert {"recovery to primary", "primary requests in outage", "extra latency"} <= set(figures)
     assert {"rate rule off", "rate rule on (default)"} <= set(figures)
     assert all(math.isfinite(value) and value >= 0 for value in figures.values())
+
+
+def test_profile_healthy_runs_and_prints_its_four_views() -> None:
+    # In a process of its own, as it is run: it patches openai's create for its view 2.
+    command = [sys.executable, str(BENCHMARKS / "profile_healthy.py"), "--server", "thread"]
+    tiny = ["--calls", "10", "--rounds", "1", "--ops", "50"]
+    done = subprocess.run(command + tiny, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    views = re.findall(r"^([1-4])\. ", done.stdout, flags=re.MULTILINE)
+    assert views == ["1", "2", "3", "4"]
+    forms = ["@with_fallback", "fallback_clients() proxy"]
+    names = [f"{f} {flavour}" for flavour in ("sync", "async") for f in forms]
+    names += ["failover.OpenAI sync", "failover.AsyncOpenAI async"]
+    for view in done.stdout.split("\n\n")[1:]:
+        assert all(name in view for name in names), view
+    assert "Chain.served" in done.stdout
+    assert "LeanAttempt" in done.stdout
