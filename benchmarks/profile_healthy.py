@@ -48,9 +48,10 @@ import failover
 from failover import Provider, fallback_clients, with_fallback
 from failover._activity import ACTIVITY, Activity
 from failover._attempts import AttemptContext, LeanAttempt, call_async, call_sync
-from failover._engine import Chain, Run
-from failover._engine import logger as engine_logger
-from failover._health import MemoryStore, clean
+from failover._chain import Chain
+from failover._chain import logger as engine_logger
+from failover._engine import Run
+from failover._health import MemoryStore, clean, default_store
 from failover._ownership import Ownership
 from failover._proxy import Failover, FailoverAwaitable
 from failover._proxy import _Call as ProxyCall
@@ -201,7 +202,13 @@ def items(t: Items) -> None:
     opened = fallback_clients(*_invalid())
     p = Parts(chain, chain.endpoints[0].sync_client(), opened.__enter__())
     chat(p.proxy)  # its first call builds the drop-in's Tracked clients
-    e, store, kw, owner, scope = p.endpoint, chain.store(), p.kwargs, p.owner, p.scope
+    e, store, kw, owner, scope = (
+        p.endpoint,
+        (chain.settings.store or default_store()),
+        p.kwargs,
+        p.owner,
+        p.scope,
+    )
     breaker, lock, create = chain.settings.breaker, threading.Lock(), owner.create
     assert isinstance(store, MemoryStore)
     assert breaker is not None
@@ -222,7 +229,7 @@ def items(t: Items) -> None:
     t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
     t.add("  Chain.first(): lean flag, tracing(), peek", chain.first)
     t.add("    tracing()", tracing)
-    t.add("    store().peek(key)", lambda: chain.store().peek(e.key))
+    t.add("    store().peek(key)", lambda: (chain.settings.store or default_store()).peek(e.key))
     t.add("  Endpoint.sync_client()", e.sync_client)
     t.add("  LeanAttempt(): Chain.handed_out", lambda: LeanAttempt(chain, e, p.client, "op"))
     t.add("  LeanAttempt enter + exit (served included)", lean)

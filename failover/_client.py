@@ -53,6 +53,9 @@ class _DropIn(Failover):
     """The client (or a copy of it): closing any copy closes what the original built,
     as closing a copy of an ``openai`` client closes the transport they share."""
 
+    def __new__(cls, opened: OpenChain, template: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().__new__(cls, template)  # the proxy's class is the template's
+
     def __init__(self, opened: OpenChain, template: Any, path: tuple[Any, ...], is_async: bool):
         super().__init__(template, opened.chain, path, is_async)
         self._self_opened = opened

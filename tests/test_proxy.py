@@ -494,14 +494,17 @@ def test_reading_private_methods_of_a_long_lived_drop_in_keeps_nothing(
         assert reply.choices[0].message.content == "[comet] hello"
 
 
+@pytest.mark.parametrize("kind", ["fallback_clients", "failover.OpenAI"])
 def test_a_built_child_is_found_by_the_lookup_itself(
-    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     # The hot path's hops: once built, a sub-resource or method is in a slot of the
     # proxy, so reading it again runs no Python code of ours.
     from failover._tracking import Navigable
 
-    with fallback_clients(provider(comet), provider(backup)) as client:
+    chain = (provider(comet), provider(backup))
+    opened = fallback_clients(*chain) if kind == "fallback_clients" else failover.OpenAI(*chain)
+    with opened as client:
         create = client.chat.completions.create
         chat_text(client)  # builds the tracked client's children too
         missed: list[str] = []
