@@ -1,23 +1,30 @@
-"""Building ``openai`` clients: cheaply, and of the flavour (sync, async) the code needs.
+"""Building ``openai`` clients: cheaply, off the failing call's path, and of the flavour
+(sync, async) the code needs.
 
 Every client failover builds shares one SSL context: loading the CA bundle is most of
 what an ``openai.OpenAI()`` costs (about 20 ms of CPU), and a failover must not pay it.
-A user's client of the other flavour is rebuilt in its own family (Azure stays Azure);
-one that cannot be rebuilt faithfully is refused up front, with what to pass instead.
+The clients a chain may fail over to are built by the warm-up thread (see
+:data:`WARM_UP`), never on an event loop. A user's client of the other flavour is
+rebuilt in its own family (Azure stays Azure); one that cannot be rebuilt faithfully is
+refused up front, with what to pass instead.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import collections
+import contextlib
 import inspect
+import os
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
 import openai
 
-from ._openai import AsyncHttpxClientWrapper, SyncHttpxClientWrapper
+from ._openai import AsyncHttpxClientWrapper, SyncHttpxClientWrapper, get_platform
 
 # Each family's two flavours: (sync, async).
 _FAMILIES: tuple[tuple[type[Any], type[Any]], ...] = (
@@ -27,10 +34,36 @@ _FAMILIES: tuple[tuple[type[Any], type[Any]], ...] = (
 _COUNTERPART = {kind: pair[1 - i] for pair in _FAMILIES for i, kind in enumerate(pair)}
 
 
-@functools.lru_cache(maxsize=1)
+# Made once, under a lock: the caller and the warm-up thread may both need it first, and
+# one of them waiting beats both loading the CA bundle.
+_SSL_CONTEXT: list[ssl.SSLContext] = []
+_SSL_LOCK = threading.Lock()
+
+
 def shared_ssl_context() -> ssl.SSLContext:
     """The verifying SSL context of every client failover builds (made once, on first use)."""
-    return httpx2.create_ssl_context()
+    if not _SSL_CONTEXT:
+        with _SSL_LOCK:
+            if not _SSL_CONTEXT:
+                _SSL_CONTEXT.append(httpx2.create_ssl_context())
+    return _SSL_CONTEXT[0]
+
+
+# openai's value for its X-Stainless-OS header, once learnt. An async client that lacks
+# it works it out on its first request in a worker thread (it reads files), a hop to a
+# thread and back that would otherwise land on the first call failing over to it.
+_PLATFORM: list[object] = []
+
+
+def _with_platform(client: Any) -> Any:
+    if not _PLATFORM:
+        try:
+            asyncio.get_running_loop()  # blocking reads: learnt off the loop (warm-up thread)
+        except RuntimeError:
+            _PLATFORM.append(get_platform())
+    if _PLATFORM and getattr(client, "_platform", None) is None:
+        client._platform = _PLATFORM[0]
+    return client
 
 
 def build_client(options: dict[str, Any], *, is_async: bool) -> Any:
@@ -38,7 +71,8 @@ def build_client(options: dict[str, Any], *, is_async: bool) -> Any:
     unless ``options`` brings its own ``http_client`` (which is then left as it is)."""
     if "http_client" not in options:
         options = {**options, "http_client": _http_client(is_async)}
-    return _FAMILIES[0][is_async](**options)
+    client = _FAMILIES[0][is_async](**options)
+    return _with_platform(client) if is_async else client
 
 
 def _http_client(is_async: bool) -> Any:
@@ -147,4 +181,85 @@ def rebuild(client: Any, name: str) -> Any:
             options["azure_endpoint"] = str(client._azure_endpoint)
             options["azure_deployment"] = client._azure_deployment
     is_async = issubclass(counterpart, openai.AsyncOpenAI)
-    return counterpart(**options, http_client=_http_client(is_async))
+    client = counterpart(**options, http_client=_http_client(is_async))
+    return _with_platform(client) if is_async else client
+
+
+# -- the warm-up thread -------------------------------------------------------------------
+
+#: How long a fork waits for the warm-up (a few ms of CPU) to finish, so that the child
+#: inherits no lock held by a thread it does not have. Past it, the fork goes ahead (the
+#: child starts afresh: its locks are new, and it builds its own clients).
+FORK_WAIT = 1.0
+
+
+class WarmUp:
+    """Runs jobs one after another in a daemon thread that is started when a job comes and
+    ends when none is left, so that no thread lingers. A job's exception is dropped: what
+    it prepares is built again, and fails there, when a call needs it."""
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: collections.deque[Callable[[], object]] = collections.deque()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None  # the running one, or the last one
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Run ``job`` soon, in the warm-up thread."""
+        with self._lock:
+            self._jobs.append(job)
+            if not self._idle.is_set():
+                return  # the running thread takes it
+            thread = threading.Thread(target=self._run, name="failover-warm-up", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # the interpreter is exiting: nothing is worth building
+                self._jobs.clear()
+                return
+            self._idle.clear()
+            self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._idle.set()
+                    return
+                job = self._jobs.popleft()
+            with contextlib.suppress(Exception):
+                job()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether every job submitted so far is done and its thread gone, within ``timeout``."""
+        if not self._idle.wait(timeout):
+            return False
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def _after_fork_in_child(self) -> None:
+        # The thread did not survive the fork; the jobs it had left are the parent's.
+        self._start()
+
+
+#: The process's one warm-up thread.
+WARM_UP = WarmUp()
+
+
+def _before_fork() -> None:
+    WARM_UP.wait(FORK_WAIT)
+
+
+def _after_fork_in_child() -> None:
+    global _SSL_LOCK
+    _SSL_LOCK = threading.Lock()
+    WARM_UP._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

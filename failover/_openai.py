@@ -25,6 +25,10 @@ from openai._response import AsyncResponseContextManager, BaseAPIResponse, Respo
 # sync wrapper (unlike the public default) closes its connections when dropped.
 from openai._base_client import AsyncHttpxClientWrapper, SyncHttpxClientWrapper  # isort: skip
 
+# What an async client works out, in a worker thread, on its first request (its
+# ``_platform``): failover works it out once, in its warm-up thread, for the clients it builds.
+from openai._base_client import get_platform  # isort: skip
+
 # The modules whose frames, in a traceback, mean the error came from the transport
 # (sending, reading or parsing a response) rather than from the caller's code.
 TRANSPORT_MODULES = frozenset(
@@ -43,4 +47,5 @@ __all__ = [
     "ResponseContextManager",
     "SyncAPIResource",
     "SyncHttpxClientWrapper",
+    "get_platform",
 ]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from ._clients import build_client, check_http_client, check_rebuildable, rebuild
+from ._clients import WARM_UP, build_client, check_http_client, check_rebuildable, rebuild
 from ._errors import MissingAPIKey
 
 COMETAPI_BASE_URL = "https://api.cometapi.com/v1"
@@ -136,6 +136,10 @@ class PerLoop(Generic[T]):
             _watch(loop).owners.add(self)
         return value
 
+    def has(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` has its value already (safe from any thread)."""
+        return loop in self._values
+
     def pop(self) -> T | None:
         """Take the running loop's value out (the caller closes it)."""
         return self._values.pop(asyncio.get_running_loop(), None)
@@ -232,8 +236,10 @@ class Endpoint:
     """One provider of one chain: its name, its breaker key, and its clients.
 
     The sync client is built once; async clients once per event loop, because an
-    ``AsyncOpenAI`` is bound to the loop that first used it. Building one of a chain's
-    clients builds the others of that flavour too, so that a failover never pays for it.
+    ``AsyncOpenAI`` is bound to the loop that first used it. When one of a chain's
+    clients is built (in async code: for a loop), the warm-up thread builds the others'
+    of that flavour (for async code, a spare that the next loop needing one takes), so
+    that a failover neither pays for one nor builds one on the event loop.
     """
 
     def __init__(
@@ -251,6 +257,8 @@ class Endpoint:
         self._given_async: Any = client if isinstance(client, openai.AsyncOpenAI) else None
         self._owns_transport = spec is None or "http_client" not in spec.client_options
         self._async: PerLoop[Any] = PerLoop(_close_async if self._owns_transport else _leave_open)
+        self._spare: Any = None  # an async client built off the loop, not yet any loop's
+        self._generation = 0  # one more at each close: the warm-up then builds nothing older
         self._renamed: dict[str, Endpoint] = {}
         # The other endpoints of the chains this one is in (by id, weakly: chains come and go).
         self._peers: weakref.WeakValueDictionary[int, Endpoint] = weakref.WeakValueDictionary()
@@ -336,34 +344,50 @@ class Endpoint:
         same = isinstance(given, openai.AsyncOpenAI) == is_async
         return given if same else rebuild(given, self.name)
 
-    def _warm_peers(self, build: Callable[[Endpoint], object]) -> None:
-        # Off the failover path: the chain's first call builds every client it may need.
-        for peer in list(self._peers.values()):
-            with contextlib.suppress(Exception):  # it fails again, and counts, when tried
-                build(peer)
+    def _lacks(self, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Whether a failover to this endpoint would build a client (sync: ``loop`` None)."""
+        if loop is None:
+            return self._sync is None
+        return self._given_async is None and self._spare is None and not self._async.has(loop)
 
-    def _sync_client(self, warm: bool) -> Any:
+    def _warm_peers(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        # Off the failover path: when the chain's first call (per loop, for async code)
+        # builds its client, the warm-up thread builds those it may fail over to.
+        for peer in list(self._peers.values()):
+            if peer._lacks(loop):
+                WARM_UP.submit(functools.partial(peer._prepare, loop, peer._generation))
+
+    def _prepare(self, loop: asyncio.AbstractEventLoop | None, generation: int) -> None:
+        """In the warm-up thread: build the client a failover to this endpoint takes."""
+        with self._lock:
+            # Closed since (its chain is done with it), or built meanwhile by a failover.
+            if generation == self._generation and self._lacks(loop):
+                if loop is None:
+                    self._sync = self._new(is_async=False)
+                else:
+                    self._spare = self._new(is_async=True)
+
+    def _sync_client(self) -> Any:
         with self._lock:
             if self._sync is None:
                 self._sync = self._new(is_async=False)
             client = self._sync
-        if warm:
-            self._warm_peers(lambda peer: peer._sync_client(warm=False))
+        self._warm_peers(None)
         return client
 
     def sync_client(self) -> Any:
         """The tracked sync client (built on first use, then reused)."""
         client = self._sync
-        return client if client is not None else self._sync_client(warm=True)
+        return client if client is not None else self._sync_client()
 
-    def _async_client(self, warm: bool = True) -> Any:
-        client = self._new(is_async=True)
-        if warm:
-            self._warm_peers(
-                lambda peer: (
-                    peer._given_async or peer._async.get(lambda: peer._async_client(warm=False))
-                )
-            )
+    def _async_client(self) -> Any:
+        # On the loop. A spare the warm-up thread is building is waited for (the lock),
+        # not built a second time here.
+        with self._lock:
+            client, self._spare = self._spare, None
+        if client is None:
+            client = self._new(is_async=True)
+        self._warm_peers(asyncio.get_running_loop())
         return client
 
     def async_client(self) -> Any:
@@ -374,15 +398,19 @@ class Endpoint:
     def _forget_built(self) -> None:
         # In a forked child: the parent's connections are not this process's to use.
         self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._spare = None
         if self._owns_sync:
             self._sync = None
 
     def close(self) -> None:
-        """Close the sync client failover built (never a client the user passed)."""
-        if not self._owns_sync:
-            return
+        """Close the sync client failover built (never a client the user passed); the
+        warm-up builds nothing more for this endpoint until it is used again."""
         with self._lock:
-            client, self._sync = self._sync, None
+            self._generation += 1
+            self._spare = None  # never used: it has no connection to close
+            client = self._sync if self._owns_sync else None
+            if client is not None:
+                self._sync = None
         if client is not None and self._owns_transport:
             client.close()
 

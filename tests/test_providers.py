@@ -27,7 +27,6 @@ from failover import (
     fallback_clients,
     with_fallback,
 )
-from failover._clients import shared_ssl_context
 from failover._providers import COMETAPI_BASE_URL, default_providers, endpoint_for, endpoints
 from failover.testing import FakeProvider
 
@@ -456,49 +455,6 @@ def test_no_key_in_redis(comet: FakeProvider, tmp_path: Any) -> None:
         raw.close()
         server.kill()
         server.wait()
-
-
-# -- the first failover is not a cold start -------------------------------------------------
-
-
-def ssl_context_of(client: Any) -> object:
-    return client._client._transport._pool._ssl_context
-
-
-def test_a_chains_first_call_builds_every_client_it_may_fail_over_to(
-    chain: tuple[Provider, Provider],
-) -> None:
-    assert asker(*chain, **NO_BREAKER)() == "[comet] hello"
-    primary, backup = (endpoint_for(spec) for spec in chain)
-    assert backup._sync is not None  # built with the primary's, off the failover path
-    # Every client failover builds shares one SSL context (loading the CA bundle is most
-    # of what building a client costs).
-    assert ssl_context_of(primary._sync) is ssl_context_of(backup._sync) is shared_ssl_context()
-
-
-def test_an_event_loops_first_call_builds_its_clients_for_the_whole_chain(
-    chain: tuple[Provider, Provider],
-) -> None:
-    @with_fallback(*chain, **NO_BREAKER)
-    async def ask(client: Any = None) -> str:
-        reply = await client.chat.completions.create(model="m", messages=MESSAGES)
-        return str(reply.choices[0].message.content)
-
-    async def first_call() -> int:
-        assert await ask() == "[comet] hello"
-        return len(endpoint_for(chain[1])._async)
-
-    assert asyncio.run(first_call()) == 1  # no client is built on the loop during a failover
-
-
-def test_a_provider_without_key_does_not_stop_the_others_being_built(
-    comet: FakeProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("FAILOVER_TEST_UNSET_KEY", raising=False)
-    keyless = Provider("keyless", base_url=comet.base_url, api_key_env="FAILOVER_TEST_UNSET_KEY")
-    ask = asker(provider(comet), keyless, **NO_BREAKER)
-    assert ask() == "[comet] hello"
-    assert endpoint_for(keyless)._sync is None  # it fails, and counts, when it is tried
 
 
 # -- endpoints: one async client per live event loop ------------------------------------------
