@@ -118,19 +118,25 @@ def unavailable(h: Health, now: float) -> bool:
     return h.state is not State.CLOSED and (now < h.open_until or now < h.probe_until)
 
 
-def tally(h: Health, b: Breaker, now: float, calls: int, failures: int) -> tuple[Bucket, ...]:
-    """The window with ``calls`` and ``failures`` added at ``now``, old buckets dropped."""
-    if b.failure_rate is None:
-        return h.window
-    width = b.window / BUCKETS
-    start = now - now % width
-    window = h.window
+def _added(
+    window: tuple[Bucket, ...], start: float, calls: int, failures: int, since: float | None
+) -> tuple[Bucket, ...]:
+    """``window`` with ``calls`` and ``failures`` counted in the bucket that starts at
+    ``start``; a new bucket drops those that start at or before ``since``, if given."""
     if window and window[-1][0] >= start:
         # The current bucket (or, if another chain's width or clock disagrees, the last).
         last = window[-1]
         return (*window[:-1], (last[0], last[1] + calls, last[2] + failures))
-    kept = tuple(bucket for bucket in window if bucket[0] > start - b.window)
+    kept = window if since is None else tuple(bucket for bucket in window if bucket[0] > since)
     return (*kept[1 - BUCKETS :], (start, calls, failures))
+
+
+def tally(h: Health, b: Breaker, now: float, calls: int, failures: int) -> tuple[Bucket, ...]:
+    """The window with ``calls`` and ``failures`` added at ``now``, old buckets dropped."""
+    start = bucket_start(b, now)
+    if start is None:
+        return h.window
+    return _added(h.window, start, calls, failures, since=start - b.window)
 
 
 def rate_exceeded(window: tuple[Bucket, ...], b: Breaker, now: float) -> bool:
@@ -197,13 +203,7 @@ def fold(h: Health, start: float | None, calls: int) -> Health:
     """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``."""
     if start is None:
         return h._replace(calls=h.calls + calls)
-    window = h.window
-    if window and window[-1][0] >= start:
-        last = window[-1]
-        window = (*window[:-1], (last[0], last[1] + calls, last[2]))
-    else:
-        window = (*window[1 - BUCKETS :], (start, calls, 0))
-    return h._replace(calls=h.calls + calls, window=window)
+    return h._replace(calls=h.calls + calls, window=_added(h.window, start, calls, 0, None))
 
 
 def released(h: Health) -> Health:
