@@ -110,20 +110,23 @@ class Observer:
         """The breaker of ``endpoint`` changed state: ``record`` is its new record."""
 
 
+def _in_force() -> _Otel | None:
+    """The instruments, when an SDK is set up (looked for at most once a ``RECHECK``)."""
+    if _OTEL is None and "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0]:
+        return _resolve()
+    return _OTEL
+
+
 def tracing() -> bool:
-    """Whether calls are traced now (an SDK is set up): the cheap question of
-    :func:`observe`, for drivers that skip the per-call observer when nothing traces."""
-    if _OTEL is not None:
-        return True
-    return "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0] and bool(_resolve())
+    """Whether calls are traced now: for drivers that skip the per-call observer when
+    nothing traces."""
+    return _in_force() is not None
 
 
 def observe(store: HealthStore | None, operation: object) -> Observer:
     """The observer of one call of a chain whose settings name ``store`` (None: the
     process-wide one); ``operation`` names it (see :class:`Traced`)."""
-    otel = _OTEL
-    if otel is None and "opentelemetry" in sys.modules and time.monotonic() >= _recheck[0]:
-        otel = _resolve()
+    otel = _in_force()
     if otel is None:
         return Observer()
     return Traced(otel, store, operation)
