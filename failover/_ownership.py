@@ -321,9 +321,7 @@ class Ownership:
         if made is not None and made.stores is not None:
             stored = kwargs.get("store")
             made = made if stored is True or (made.stores and stored is not False) else None
-        owners = getattr(self._store or default_store(), "owners", MEMORY)  # see registry()
-        if not isinstance(owners, Owners):
-            owners = MEMORY
+        owners = registry(self._store)
         knows = owners.may_know()
         if made is None and not knows:
             return None  # the common case: nothing made, nothing known to route by

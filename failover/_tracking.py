@@ -141,12 +141,7 @@ class _Call:
 
 async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
     try:
-        result = await awaitable
-        if isinstance(result, pydantic.BaseModel):
-            if call is not None:
-                call.answered(result)
-        else:
-            result = track(result, scope, call)
+        result = track(await awaitable, scope, call)
     except BaseException as exc:
         if call is None:
             mark_if_transport(exc)
@@ -316,11 +311,7 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 raise
         call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
         try:
-            result = method(*args, **call.kwargs)
-            if isinstance(result, pydantic.BaseModel):  # a parsed answer: the common case
-                call.answered(result)
-            else:
-                result = track(result, scope, call)
+            result = track(method(*args, **call.kwargs), scope, call)
         except BaseException as exc:
             call.failed(exc)
             raise
