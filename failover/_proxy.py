@@ -67,6 +67,15 @@ def _resolve(client: Any, path: Path) -> Any:
     return target
 
 
+def _send(client: Any, step: Path, reach: Callable[[Any], Any] | None) -> Any:
+    """``step``, a path that ends in a call, sent on ``client``; ``reach`` finds its method
+    in one lookup when the path is names only and the call swaps nothing."""
+    call: _Call = step[-1]
+    if reach is not None and not call.swaps:
+        return reach(client)(*call.args, **call.kwargs)
+    return _resolve(client, step)
+
+
 class Failover(Navigable):
     """Stands for ``template`` (a real client or resource) at ``path``."""
 
@@ -131,10 +140,10 @@ class FailoverMethod(Failover):
             return Failover(template, chain, step, False, self._self_own)
         if self._self_defers:
             return FailoverContext(chain, step)
-        reach = self._self_reach if not call.swaps else None
+        reach = self._self_reach
 
         def attempt(client: Any) -> Any:
-            result = reach(client)(*args, **kwargs) if reach is not None else _resolve(client, step)
+            result = _send(client, step, reach)
             return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
         return _attempts.call_sync(chain, attempt, step)
@@ -189,12 +198,9 @@ class FailoverAwaitable:
     async def _first(self) -> Any:
         step, reach = self._step, self._reach
         call: _Call = step[-1]
-        if call.swaps:
-            reach = None
 
         async def attempt(client: Any) -> Any:
-            sent = reach(client)(*call.args, **call.kwargs) if reach else _resolve(client, step)
-            result = await sent
+            result = await _send(client, step, reach)
             if isinstance(result, AsyncStream):
                 return await AsyncPeekedStream.peek(result)
             return result
