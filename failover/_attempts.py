@@ -204,7 +204,10 @@ class Attempts:
         """The next attempt, with its client from ``build``; ``FailoverError`` when none is left."""
         if wait := self._run.wait:  # the engine retries the same provider after a pause
             time.sleep(wait)
-        return self._attempt(build, streams)
+        attempt = self.next_attempt(build, streams)
+        if attempt is None:
+            raise self.error()
+        return attempt
 
     async def attempt_async(
         self, build: Callable[[Endpoint], Any], streams: bool = False
@@ -213,12 +216,6 @@ class Attempts:
         if wait := self._run.wait:
             await asyncio.sleep(wait)
         attempt = await self.next_attempt_async(build, streams)
-        if attempt is None:
-            raise self.error()
-        return attempt
-
-    def _attempt(self, build: Callable[[Endpoint], Any], streams: bool) -> AttemptContext[Any]:
-        attempt = self.next_attempt(build, streams)
         if attempt is None:
             raise self.error()
         return attempt
