@@ -1,13 +1,16 @@
 """The last minute of each provider in this process, and the alarm for frequent switching.
 
 Kept apart from the breaker's records (which may live on Redis and count only what
-the breaker needs): plain counters in time buckets, one locked update per attempt,
-so that ``health()`` can say what share of the traffic each provider served and how
-often calls had to leave it, and a WARNING can say so when a provider keeps failing.
+the breaker needs): plain counters in time buckets, one locked update per attempt that
+did not serve, so that ``health()`` can say what share of the traffic each provider
+served and how often calls had to leave it, and a WARNING can say so when a provider
+keeps failing. A served call takes no lock: it is one append to a :class:`Tally`,
+gathered into the buckets when they are read.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -37,6 +40,33 @@ class Alerting:
         rate = self.failure_rate
         if rate is not None and not 0 < rate <= 1:
             raise ValueError(f"alert_failure_rate must be in (0, 1], or None, not {rate!r}")
+
+
+#: A tally longer than this is gathered by the call that makes it so: memory stays
+#: bounded when nothing reads it.
+GATHER_AT = 4096
+
+
+class Tally(collections.deque[float | None]):
+    """Successes of one key, in order, each as the start of its time bucket: one
+    append each and no lock (a deque's appends and pops are atomic), drained by
+    whoever counts them in, under that one's lock."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def drain(self) -> dict[float | None, int]:
+        """The successes appended so far, by bucket start, in order; the ones appended
+        meanwhile stay for the next drain."""
+        counts: dict[float | None, int] = {}
+        pop = self.popleft
+        for _ in range(len(self)):
+            start = pop()
+            counts[start] = counts.get(start, 0) + 1
+        return counts
 
 
 class _Rolling:
@@ -75,6 +105,7 @@ class Activity:
         self.clock = clock  # seconds; tests inject their own
         self._lock = threading.Lock()
         self._providers: dict[str, _Rolling] = {}
+        self._served: dict[str, Tally] = {}  # calls served, not yet in the buckets
         self._unserved = _Rolling("")  # calls no provider served, in its _CALLS column
         self.alerting = Alerting()
 
@@ -85,23 +116,39 @@ class Activity:
         return rolling
 
     def served(self, key: str, name: str) -> None:
-        """An attempt served its call (the healthy path: one locked update)."""
+        """An attempt served its call (the healthy path: one append, no lock)."""
         now = self.clock()
-        with self._lock:
-            rolling = self._providers.get(key) or self._rolling(key, name)
-            bucket = rolling.bucket(now)
-            bucket[_CALLS] += 1
-            bucket[_SERVED] += 1  # the process's calls: every provider's served, plus unserved
+        tally = self._served.get(key)
+        if tally is None:
+            with self._lock:
+                tally = self._served.setdefault(key, Tally(name))
+        tally.append(now - now % STEP)
+        if len(tally) > GATHER_AT:
+            with self._lock:
+                self._gather()
+
+    def _gather(self) -> None:
+        """Count the served calls in (under the lock)."""
+        for key, tally in self._served.items():
+            if tally:
+                rolling = self._rolling(key, tally.name)
+                for start, calls in tally.drain().items():
+                    bucket = rolling.bucket(start or 0.0)
+                    bucket[_CALLS] += calls
+                    # The process's calls: every provider's served, plus unserved.
+                    bucket[_SERVED] += calls
 
     def unserved(self) -> None:
         """A call ended without an answer (every provider failed, or the caller's error)."""
         now = self.clock()
         with self._lock:
+            self._gather()  # the buckets go forward in time: what came before, first
             self._unserved.bucket(now)[_CALLS] += 1
 
     def skipped(self, key: str, name: str) -> None:
         now = self.clock()
         with self._lock:
+            self._gather()
             bucket = self._rolling(key, name).bucket(now)
             bucket[_SKIPS] += 1
             bucket[_MOVED] += 1
@@ -111,6 +158,7 @@ class Activity:
         call then ``moved`` on to another provider. Raises the alarm when it is due."""
         now = self.clock()
         with self._lock:
+            self._gather()  # the alarm's rates count the calls served too
             rolling = self._rolling(key, name)
             bucket = rolling.bucket(now)
             bucket[_CALLS] += 1
@@ -144,6 +192,7 @@ class Activity:
         """``health()[name]["last_minute"]``: this process's last minute of the provider."""
         now = self.clock()
         with self._lock:
+            self._gather()
             rolling = self._providers.get(key)
             sums = rolling.totals(now) if rolling is not None else [0.0] * 6
             calls = self._unserved.totals(now)[_CALLS]
@@ -160,6 +209,7 @@ class Activity:
     def clear(self) -> None:
         with self._lock:
             self._providers.clear()
+            self._served.clear()
             self._unserved = _Rolling("")
 
 

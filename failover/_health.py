@@ -12,9 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
-from ._activity import ACTIVITY
+from ._activity import ACTIVITY, GATHER_AT, Tally
 from ._policy import Fault
 
 R = TypeVar("R")
@@ -312,9 +312,9 @@ class HealthStore(Protocol):
 class MemoryStore:
     """The in-process store: a dict under a lock, shared by threads and tasks.
 
-    Clean successes are counted apart, per key ``[bucket start, calls, name]``, and
-    folded into the record whenever the record is updated or read, or the bucket
-    rolls over: a healthy call never builds a new record.
+    Clean successes take no lock: each is an append to its key's :class:`Tally`,
+    folded into the record whenever the record is updated or read (or the tally
+    grows long): a healthy call never builds a new record.
     """
 
     source = "memory"
@@ -322,21 +322,21 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, Health]] = {}
-        self._pending: dict[str, list[Any]] = {}
+        self._tallies: dict[str, Tally] = {}
 
     def peek(self, key: str) -> Health:
         entry = self._records.get(key)
         return entry[1] if entry is not None else FRESH
 
     def count(self, key: str, name: str, breaker: Breaker) -> None:
-        start = bucket_start(breaker, breaker.clock())
-        with self._lock:
-            pending = self._pending.get(key)
-            if pending is not None and pending[0] == start:
-                pending[1] += 1
-                return
-            self._fold(key)
-            self._pending[key] = [start, 1, name]
+        tally = self._tallies.get(key)
+        if tally is None:
+            with self._lock:
+                tally = self._tallies.setdefault(key, Tally(name))
+        tally.append(bucket_start(breaker, breaker.clock()))
+        if len(tally) > GATHER_AT:
+            with self._lock:
+                self._fold(key)
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         with self._lock:
@@ -355,24 +355,25 @@ class MemoryStore:
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
         with self._lock:
-            for key in list(self._pending):
+            for key in list(self._tallies):
                 self._fold(key)
             return dict(self._records)
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
-            self._pending.clear()
+            self._tallies.clear()
 
     def _fold(self, key: str) -> Health:
-        """The record of ``key`` with its pending successes counted in (under the lock)."""
+        """The record of ``key`` with its tallied successes counted in (under the lock)."""
         entry = self._records.get(key)
-        pending = self._pending.pop(key, None)
-        if pending is None:
-            return entry[1] if entry is not None else FRESH
-        start, calls, name = pending
-        record = fold(entry[1] if entry is not None else FRESH, start, calls)
-        self._records[key] = (entry[0] if entry is not None else name, record)
+        record = entry[1] if entry is not None else FRESH
+        tally = self._tallies.get(key)
+        if not tally:
+            return record
+        for start, calls in tally.drain().items():
+            record = fold(record, start, calls)
+        self._records[key] = (entry[0] if entry is not None else tally.name, record)
         return record
 
 

@@ -27,6 +27,7 @@ The in-process registry is a bounded LRU (:data:`MEMORY_SIZE` ids); with
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import inspect
 import threading
@@ -94,6 +95,23 @@ def where(endpoint: Endpoint) -> str:
 # -- the registries --------------------------------------------------------------
 
 
+class Unseen(Exception):
+    """Internal: an async call names ids that only a shared registry may know. Raised
+    before anything is sent; the call is made once their owners have been awaited
+    (``_tracking.LookingUp``), so that no lookup waits on a socket on the event loop."""
+
+    def __init__(self, owners: Owners, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.owners = owners
+        self.ids = ids
+
+
+# The ids whose owners the running call has already asked the shared registry for.
+LOOKED_UP: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "failover_looked_up", default=frozenset()
+)
+
+
 class Owners:
     """The in-process registry: a bounded LRU of owners, and of recent 404s.
 
@@ -112,12 +130,24 @@ class Owners:
         return bool(self._owners or self._misses)
 
     def owners(self, ids: Sequence[str]) -> list[Owner | None]:
+        """The owner of each id, as far as this registry knows (None: not known)."""
+        return self.known(ids)
+
+    def known(self, ids: Sequence[str]) -> list[Owner | None]:
+        """:meth:`owners` from this process's memory alone (no I/O)."""
         with self._lock:
             found = [self._owners.get(i) for i in ids]
             for i, owner in zip(ids, found, strict=True):
                 if owner is not None:
                     self._owners.move_to_end(i)
         return found
+
+    def unseen(self, ids: Sequence[str], found: Sequence[Owner | None]) -> list[str]:
+        """Of the ids that memory did not know (``found``), those to ask elsewhere."""
+        return []
+
+    async def look_up(self, ids: Sequence[str]) -> None:
+        """Learn the owners of ``ids`` from wherever this registry shares them."""
 
     def remember(self, ids: Iterable[str], owner: Owner) -> None:
         with self._lock:
@@ -314,7 +344,8 @@ class Ownership:
         self, owner: Any, name: str, args: Sequence[Any], kwargs: dict[str, Any], at: Endpoint
     ) -> Request | None:
         """What ownership asks of this call on ``at``; raises :class:`ProviderBound` when
-        it names a resource another provider of the chain owns. None: nothing to do."""
+        it names a resource another provider of the chain owns, :class:`Unseen` when an
+        async call must first await owners from a shared registry. None: nothing to do."""
         made = _CREATIONS.get((type(owner), name), _UNSEEN)
         if made is _UNSEEN:
             made = creation(owner, name)
@@ -331,7 +362,15 @@ class Ownership:
         here = where(at)
         if ids:
             names = self._names()
-            for resource, known in zip(ids, owners.owners(ids), strict=True):
+            if isinstance(_resource_of(owner), AsyncAPIResource):
+                # An async call sends nothing until awaited: unseen ids are looked up
+                # then, awaited, not here (on the loop, with a sync client).
+                found = owners.known(ids)
+                if unseen := owners.unseen(ids, found):
+                    raise Unseen(owners, unseen)
+            else:
+                found = owners.owners(ids)
+            for resource, known in zip(ids, found, strict=True):
                 if known is not None and known.where != here and known.where in names:
                     raise ProviderBound(at.name, names[known.where], resource)
         called = f"{type(owner).__name__}.{name}"

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._ownership import Owner, Owners
+from ._ownership import LOOKED_UP, Owner, Owners
 from ._redis_clients import ERRORS
 from ._redis_link import Link
 from ._redis_records import as_bytes
@@ -34,19 +34,44 @@ class SharedOwners(Owners):
             return found
 
         def read() -> list[Any]:
-            # One GET per id, pipelined: ids land on any cluster slot, where MGET cannot.
             with self._health._sync_client().pipeline(transaction=False) as pipe:
-                for resource in unknown:
-                    pipe.get(self._prefix + resource)
-                return list(pipe.execute(raise_on_error=False))  # a foreign type: no owner
+                return list(self._gets(pipe, unknown).execute(raise_on_error=False))
 
         raws = self._health._try(read)
         if raws is None:
             return found
-        shared = {i: owner for i, raw in zip(unknown, raws, strict=True) if (owner := _owner(raw))}
+        shared = self._learnt(unknown, raws)
+        return [owner or shared.get(i) for i, owner in zip(ids, found, strict=True)]
+
+    def unseen(self, ids: Sequence[str], found: Sequence[Owner | None]) -> list[str]:
+        if self._health._down():
+            return []  # the in-process map serves meanwhile
+        asked = LOOKED_UP.get()
+        return [i for i, owner in zip(ids, found, strict=True) if owner is None and i not in asked]
+
+    async def look_up(self, ids: Sequence[str]) -> None:
+        client, _ = self._health._async.get(self._health._async_script)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                sent = self._gets(pipe, ids).execute(raise_on_error=False)
+                raws = await asyncio.wait_for(sent, self._health._timeout)
+        except ERRORS as exc:
+            self._health._failed(exc)
+            return
+        self._learnt(ids, raws)
+
+    def _gets(self, pipe: Any, ids: Iterable[str]) -> Any:
+        # One GET per id, pipelined: ids land on any cluster slot, where MGET cannot.
+        for resource in ids:
+            pipe.get(self._prefix + resource)
+        return pipe
+
+    def _learnt(self, ids: Sequence[str], raws: Sequence[Any]) -> dict[str, Owner]:
+        """The owners found in Redis (a foreign type or junk: none), now in memory too."""
+        shared = {i: owner for i, raw in zip(ids, raws, strict=True) if (owner := _owner(raw))}
         for resource, owner in shared.items():
             super().remember([resource], owner)
-        return [owner or shared.get(i) for i, owner in zip(ids, found, strict=True)]
+        return shared
 
     def remember(self, ids: Iterable[str], owner: Owner) -> None:
         ids = list(ids)

@@ -17,7 +17,28 @@ import math
 import re
 from typing import Any, NamedTuple
 
-from ._health import BUCKETS, FRESH, Health, Reason, State
+from ._activity import Tally
+from ._health import BUCKETS, FRESH, Health, Reason, State, fold
+
+#: Successes not yet written, per window bucket start (None: the breaker has no window).
+Counts = dict[float | None, int]
+
+
+def gather(tallies: dict[str, Tally], counts: dict[str, Counts]) -> None:
+    """Move the successes tallied per key into ``counts`` (under the store's lock)."""
+    for key, tally in tallies.items():
+        if tally:
+            mine = counts.setdefault(key, {})
+            for start, calls in tally.drain().items():
+                mine[start] = mine.get(start, 0) + calls
+
+
+def folded(h: Health, counts: Counts) -> Health:
+    """``h`` with ``counts`` counted in."""
+    for start, calls in counts.items():
+        h = fold(h, start, calls)
+    return h
+
 
 #: Compare-and-set on the record's version, the only server-side logic (the breaker's
 #: rules stay in Python, one copy, shared with the in-process store). On a version that

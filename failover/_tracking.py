@@ -31,6 +31,7 @@ from ._openai import (
     ResponseContextManager,
     SyncAPIResource,
 )
+from ._ownership import LOOKED_UP, Unseen
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
 from ._spans import current as current_span
@@ -309,7 +310,10 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
             except BaseException as exc:
                 mark_if_transport(exc)
                 raise
-        call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
+        try:
+            call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
+        except Unseen as unseen:
+            return LookingUp(unseen, functools.partial(self, *args, **kwargs))
         try:
             result = track(method(*args, **call.kwargs), scope, call)
         except BaseException as exc:
@@ -319,6 +323,44 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
             span.requested(type(owner).__module__, call.kwargs.get("model"))
             _answered(result)
         return result
+
+
+class LookingUp:
+    """An async call that names ids this process has not seen: it asks the shared
+    registry for their owners when awaited (iterated, entered), then is made as any
+    call, routed by what it learnt. Nothing is sent before."""
+
+    __slots__ = ("_call", "_made", "_unseen")
+
+    def __init__(self, unseen: Unseen, call: Callable[[], Any]) -> None:
+        self._unseen = unseen
+        self._call = call
+        self._made: Any = None
+
+    async def _make(self) -> Any:
+        await self._unseen.owners.look_up(self._unseen.ids)
+        token = LOOKED_UP.set(LOOKED_UP.get() | frozenset(self._unseen.ids))
+        try:
+            self._made = self._call()
+        finally:
+            LOOKED_UP.reset(token)
+        return self._made
+
+    def __await__(self) -> Any:
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        return await (await self._make())
+
+    async def __aiter__(self) -> Any:  # a paginator's items
+        async for item in await self._make():
+            yield item
+
+    async def __aenter__(self) -> Any:  # a streaming response, a stream helper
+        return await (await self._make()).__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._made.__aexit__(*exc_info)
 
 
 class TrackedPaginator(wrapt.ObjectProxy[Any]):

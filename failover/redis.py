@@ -45,27 +45,20 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start, fold
+from ._activity import GATHER_AT, Tally
+from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start
 from ._redis_clients import ERRORS, from_client, from_url
 from ._redis_link import Link, on_loop
 from ._redis_owners import SharedOwners
-from ._redis_records import Keys, Stored, decode, encode
+from ._redis_records import Counts, Keys, Stored, decode, encode, folded, gather
 from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
 
 R = TypeVar("R")
 logger = logging.getLogger("failover")
-#: Successes not yet written, per window bucket start (None: the breaker has no window).
-Counts = dict[float | None, int]
 #: What one compare-and-set step sends (the script's args) and gets back (its reply).
 Step = Generator[list[Any], Any, R]
-
-
-def _folded(h: Health, counts: Counts) -> Health:
-    for start, calls in counts.items():
-        h = fold(h, start, calls)
-    return h
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -78,7 +71,7 @@ class _Write:
     id: str  # in the record it writes: news of that record is news that it landed
 
     def apply(self, h: Health) -> Health:
-        return self.change(_folded(h, self.counts), self.now)[0]
+        return self.change(folded(h, self.counts), self.now)[0]
 
 
 class _Entry:
@@ -134,7 +127,8 @@ class RedisHealth(Link):
         for entry in self._entries.values():
             entry.writes = []
         self._views: dict[str, Health] = getattr(self, "_views", {})  # what peek answers
-        self._counts: dict[str, Counts] = {}
+        self._tallies: dict[str, Tally] = {}  # successes counted, not yet gathered
+        self._counts: dict[str, Counts] = {}  # gathered, to flush
         self._flushed: dict[str, float] = {}
         self._wanted: set[str] = set()  # to load in the background
         self._scan_wanted = False  # the whole namespace, asked for from a loop
@@ -159,13 +153,15 @@ class RedisHealth(Link):
         return view if view is not None else self._first_use(key)
 
     def count(self, key: str, name: str, breaker: Breaker) -> None:
-        start = bucket_start(breaker, breaker.clock())
-        with self._lock:
-            counts = self._counts.get(key)
-            if counts is None:
-                counts = self._counts[key] = {}
-                self._entry(key).name = name
-            counts[start] = counts.get(start, 0) + 1
+        tally = self._tallies.get(key)
+        if tally is None:
+            with self._lock:
+                self._entry(key, name)
+                tally = self._tallies.setdefault(key, Tally(name))
+        tally.append(bucket_start(breaker, breaker.clock()))
+        if len(tally) > GATHER_AT:
+            with self._lock:
+                gather(self._tallies, self._counts)
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         loop = on_loop()
@@ -197,9 +193,8 @@ class RedisHealth(Link):
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         views = [self.peek(key) for key in keys]
         with self._lock:
-            records = [
-                _folded(v, self._counts.get(k, {})) for k, v in zip(keys, views, strict=True)
-            ]
+            gather(self._tallies, self._counts)
+            records = [folded(v, self._counts.get(k, {})) for k, v in zip(keys, views, strict=True)]
         return records, self._now()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
@@ -209,8 +204,9 @@ class RedisHealth(Link):
         else:
             self._try(self._scan)
         with self._lock:
+            gather(self._tallies, self._counts)
             return {
-                key: (entry.name, _folded(self._views.get(key, FRESH), self._counts.get(key, {})))
+                key: (entry.name, folded(self._views.get(key, FRESH), self._counts.get(key, {})))
                 for key, entry in self._entries.items()
                 if entry.name is not None
                 and (self._views.get(key, FRESH) != FRESH or key in self._counts)
@@ -234,7 +230,7 @@ class RedisHealth(Link):
         with self._lock:
             stored = self._entry(key).record
         while True:
-            current = _folded(stored.health, counts)
+            current = folded(stored.health, counts)
             new, result = change(current, self._now())
             if new is current and not counts:
                 return result  # nothing changes: nothing to write
@@ -289,7 +285,7 @@ class RedisHealth(Link):
         with self._lock:
             entry = self._entry(key, name)
             now = self._now()
-            new, result = change(_folded(self._views.get(key, entry.record.health), counts), now)
+            new, result = change(folded(self._views.get(key, entry.record.health), counts), now)
             write = _Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
             entry.writes.append(write)
             entry.known = True
@@ -337,7 +333,7 @@ class RedisHealth(Link):
             entry = self._entry(key, name)
             if write is not None and write in entry.writes:
                 entry.writes.remove(write)
-            new, result = change(_folded(entry.record.health, counts), self._now())
+            new, result = change(folded(entry.record.health, counts), self._now())
             entry.record = entry.record._replace(health=new, name=name)
             entry.known = True
             self._view(key)
@@ -412,6 +408,7 @@ class RedisHealth(Link):
 
     def _take(self, key: str) -> Counts:
         with self._lock:
+            gather(self._tallies, self._counts)
             return self._counts.pop(key, {})
 
     def _give_back(self, key: str, counts: Counts) -> None:
@@ -447,7 +444,10 @@ class RedisHealth(Link):
         for key, name, write in handed:
             if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
                 self._keep(key, name, write.change, write.counts, write)
-        for key in [k for k in list(self._counts) if due(k)]:
+        with self._lock:
+            gather(self._tallies, self._counts)
+            counted = list(self._counts)
+        for key in [k for k in counted if due(k)]:
             self._flushed[key] = time.monotonic()
             counts = self._take(key)
             with self._lock:

@@ -25,6 +25,7 @@ from failover import (
     fallback_clients,
     with_fallback,
 )
+from failover._activity import GATHER_AT, Activity
 from failover._health import (
     FRESH,
     STORE,
@@ -651,13 +652,48 @@ def test_the_memory_store_counts_clean_successes_apart_and_folds_them_in() -> No
     b = Breaker(failure_rate=0.25, window=30.0, clock=clock)
     for _ in range(3):
         store.count("k", "comet", b)
-    assert store.peek("k") is FRESH  # no record is built per healthy call
-    clock.advance(3.0)  # the next bucket: the last one is folded in
+    clock.advance(3.0)  # the next bucket
     store.count("k", "comet", b)
-    assert store.peek("k").calls == 3
+    assert store.peek("k") is FRESH  # no record is built per healthy call
     (record,), _ = store.read(["k"], clock)
     assert (record.calls, [c for _, c, _ in record.window]) == (4, [3, 1])
     assert store.snapshot() == {"k": ("comet", record)}
+
+
+def test_a_long_tally_is_folded_in_though_nothing_reads_it() -> None:
+    store, b = MemoryStore(), Breaker(failure_rate=0.25, clock=Clock())
+    for _ in range(GATHER_AT + 1):
+        store.count("k", "comet", b)
+    assert store.peek("k").calls == GATHER_AT + 1  # memory stays bounded
+
+
+@pytest.mark.parametrize("kind", ["memory", "activity"])
+def test_successes_counted_from_many_threads_at_once_are_all_counted(kind: str) -> None:
+    store, activity = MemoryStore(), Activity()
+    b = Breaker(failure_rate=0.25, clock=Clock())
+    count = (
+        (lambda: store.count("k", "comet", b))
+        if kind == "memory"
+        else (lambda: activity.served("k", "comet"))
+    )
+    per_thread, threads = 3 * GATHER_AT, 4  # each thread also gathers, now and then
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            count()
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    total = per_thread * threads
+    if kind == "memory":
+        assert store.read(["k"], b.clock)[0][0].calls == total
+    else:
+        assert activity.view("k")["calls"] == total
 
 
 def test_request_faults_count_as_calls_not_failures() -> None:

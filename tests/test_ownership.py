@@ -12,13 +12,14 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
 import pytest
 from conftest import NO_BREAKER, provider
-from test_redis import free_port, redis_server  # noqa: F401 - the fixture
+from test_redis import free_port, own_server, redis_server, stalled  # noqa: F401 - fixtures
 
 from failover import (
     FailoverError,
@@ -28,7 +29,8 @@ from failover import (
     fallback_clients,
     with_fallback,
 )
-from failover._ownership import MEMORY, Owner, Owners, creation, ids_in
+from failover._ownership import LOOKED_UP, MEMORY, Owner, Owners, Unseen, creation, ids_in
+from failover._tracking import LookingUp
 from failover.testing import FakeProvider
 
 FORMS = ["drop-in", "decorator", "block"]
@@ -439,6 +441,122 @@ def test_two_processes_share_ownership_through_redis(
     assert batch_id.startswith("batch_")
     assert len(comet.requests) == sent  # the second process knew the file is backup's
     assert [b["id"] for b in backup.made("batch")] == [batch_id]
+
+
+async def _ask_streamed(client: Any, previous: str) -> str:
+    manager = client.responses.stream(model="m", input="hello", previous_response_id=previous)
+    async with manager as stream:
+        return str((await stream.get_final_response()).output_text)
+
+
+ASYNC_BODIES: dict[str, Callable[[Any, str], Awaitable[str]]] = {
+    "create": lambda c, previous: aask(c, previous_response_id=previous),
+    "stream": _ask_streamed,
+}
+
+
+@pytest.mark.parametrize("body", ASYNC_BODIES)
+@pytest.mark.parametrize("form", FORMS)
+def test_an_async_call_asks_redis_for_an_unseen_id_without_blocking_the_loop(
+    form: str,
+    body: str,
+    own_server: Any,  # noqa: F811 - the fixture
+    stalled: Callable[[float], None],  # noqa: F811 - the fixture
+    comet: FakeProvider,
+    backup: FakeProvider,
+    chain: Chain,
+) -> None:
+    from failover.redis import RedisHealth
+
+    def store() -> RedisHealth:  # each one a process's view: its memory knows nothing
+        return RedisHealth(own_server.url, namespace="unseen", timeout=5.0)
+
+    maker = store()
+    comet.fail(503)
+    made = call("drop-in", chain, ask, health=maker).id  # the backup's response
+    comet.recover()
+    maker.close()
+    sent = len(comet.requests)
+    other = store()
+
+    async def main() -> tuple[str, float]:
+        late, done = 0.0, asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal late
+            while not done.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(0)
+                late = max(late, time.monotonic() - before)
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        stalled(1.0)  # the lookup waits for Redis: the loop must not
+        try:
+            reply = await acall(form, chain, lambda c: ASYNC_BODIES[body](c, made), health=other)
+        finally:
+            done.set()
+            await tick
+        return reply.output_text if hasattr(reply, "output_text") else reply, late
+
+    reply, late = asyncio.run(main())
+    other.close()
+    assert reply == "[backup] hello"
+    assert len(comet.requests) == sent  # routed to the owner Redis named: nothing to comet
+    assert late < 0.5  # the stall is 1 s
+
+
+class _Registry(Owners):
+    """A shared registry stand-in: every id is unseen until looked up (which learns it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+
+    def unseen(self, ids: Any, found: Any) -> list[str]:
+        return [i for i in ids if i not in LOOKED_UP.get()]
+
+    async def look_up(self, ids: Any) -> None:
+        self.asked.append(list(ids))
+
+
+def test_a_looked_up_call_is_awaited_iterated_or_entered_as_its_answer_would_be() -> None:
+    registry = _Registry()
+
+    class Answer:
+        def __await__(self) -> Any:
+            return asyncio.sleep(0, "awaited").__await__()
+
+        async def __aiter__(self) -> Any:
+            for item in ("a", "b"):
+                yield item
+
+        async def __aenter__(self) -> str:
+            return "entered"
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            self.exited = exc_info
+
+    answers: list[Answer] = []
+
+    def made() -> Answer:
+        assert LOOKED_UP.get() == {"resp_1"}  # the re-made call does not ask again
+        answers.append(Answer())
+        return answers[-1]
+
+    def looking() -> LookingUp:
+        return LookingUp(Unseen(registry, ["resp_1"]), made)
+
+    async def main() -> None:
+        assert await looking() == "awaited"
+        assert [item async for item in looking()] == ["a", "b"]
+        async with looking() as entered:
+            assert entered == "entered"
+        assert answers[-1].exited == (None, None, None)
+
+    asyncio.run(main())
+    assert registry.asked == [["resp_1"]] * 3
+    assert LOOKED_UP.get() == frozenset()
 
 
 def test_with_redis_down_ownership_stays_in_process(
