@@ -41,9 +41,14 @@ def rotations(names: list[str], n: int) -> Iterator[list[str]]:
 
 
 def interleave(
-    contenders: dict[str, Callable[[], object]], n: int, warmup: int = 5, batch: int = 1
+    contenders: dict[str, Callable[[], object]],
+    n: int,
+    warmup: int = 5,
+    batch: int = 1,
+    before: Callable[[], object] | None = None,
 ) -> dict[str, Stats]:
-    """Per-call times in µs, the contenders taking turns (``batch`` calls a turn)."""
+    """Per-call times in µs, the contenders taking turns (``batch`` calls a turn);
+    ``before`` runs ahead of each turn, untimed."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
@@ -53,6 +58,8 @@ def interleave(
     for order in rotations(list(contenders), n):
         for name in order:
             fn = contenders[name]
+            if before is not None:
+                before()
             t0 = clock()
             for _ in range(batch):
                 fn()
@@ -61,7 +68,11 @@ def interleave(
 
 
 async def ainterleave(
-    contenders: dict[str, Callable[[], Awaitable[object]]], n: int, warmup: int = 5, batch: int = 1
+    contenders: dict[str, Callable[[], Awaitable[object]]],
+    n: int,
+    warmup: int = 5,
+    batch: int = 1,
+    before: Callable[[], Awaitable[object]] | None = None,
 ) -> dict[str, Stats]:
     """As :func:`interleave`, for coroutine functions (awaited one at a time)."""
     for fn in contenders.values():
@@ -73,6 +84,8 @@ async def ainterleave(
     for order in rotations(list(contenders), n):
         for name in order:
             fn = contenders[name]
+            if before is not None:
+                await before()
             t0 = clock()
             for _ in range(batch):
                 await fn()

@@ -219,6 +219,11 @@ class RedisHealth(Link):
         if self._sync is not None:
             self._sync[0].close()
 
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop: done in a worker thread, so that the loop
+        never waits on the sockets (nor on the background thread's end)."""
+        await asyncio.to_thread(self.close)
+
     # -- writes --------------------------------------------------------------------
 
     def _steps(

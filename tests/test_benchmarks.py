@@ -129,3 +129,18 @@ def test_profile_healthy_runs_and_prints_its_four_views() -> None:
         assert all(name in view for name in names), view
     assert "Chain.served" in done.stdout
     assert "LeanAttempt" in done.stdout
+
+
+def test_cold_path_prints_hot_and_cold_costs_and_each_knocked_out_piece() -> None:
+    # In a process of its own, as it is run: it stubs the chain's clients and knocks
+    # pieces of failover out while it measures.
+    command = [sys.executable, str(BENCHMARKS / "cold_path.py"), "--calls", "5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for flavour in ("sync", "async"):
+        assert f"{flavour}: extra µs over the bare stubbed call, hot / cold" in done.stdout
+    rows = re.findall(r"^  (@with_fallback|fallback_clients\(\) proxy) ", done.stdout, re.M)
+    assert rows == ["@with_fallback", "fallback_clients() proxy"] * 2
+    cold_path = load(BENCHMARKS / "cold_path.py", "failover_benchmarks_cold_path")
+    for piece in cold_path.KNOCKOUTS:
+        assert f"without {piece}" in done.stdout

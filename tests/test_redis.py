@@ -415,6 +415,42 @@ def test_writes_cancelled_by_the_loops_shutdown_still_land(
     wait_for(lambda: reader.read([key], time.time)[0][0].failures == 5, "the writes to land")
 
 
+def test_aclose_writes_the_counts_without_blocking_the_loop(
+    own_server: RedisServer,
+    stalled: Callable[[float], None],
+    ns: str,
+    chain: Chain,
+) -> None:
+    store = RedisHealth(own_server.url, namespace=ns, timeout=2.0)
+
+    async def main() -> float:
+        for _ in range(3):
+            assert await aask_through("decorator", chain, health=store) == "[comet] hello"
+        late, done = 0.0, asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal late
+            while not done.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(0)
+                late = max(late, time.monotonic() - before)
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        stalled(1.0)  # the flush of the counts waits for Redis: the loop must not
+        await store.aclose()
+        done.set()
+        await tick
+        return late
+
+    late = asyncio.run(main())
+    assert late < 0.5  # the stall is 1 s
+    key = endpoint_for(chain[0]).key
+    reader = shared(own_server.url, ns)
+    assert reader.read([key], time.time)[0][0].calls == 3
+    reader.close()
+
+
 # -- the subscription --------------------------------------------------------------------------
 
 
