@@ -8,6 +8,8 @@ Import the fixtures (``redis_server_fixture`` ... , named ``redis_server``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import re
 import shutil
@@ -15,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +30,32 @@ import redis.sentinel
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 VALKEY_SERVER = shutil.which("valkey-server")
+
+
+class Ticker:
+    """How late a ``sleep(0)`` ticker ran at most: what blocked the event loop."""
+
+    late = 0.0
+
+
+@contextlib.asynccontextmanager
+async def ticking() -> AsyncIterator[Ticker]:
+    """A ticker on the running loop while the block runs (read ``late`` after it)."""
+    ticker, done = Ticker(), asyncio.Event()
+
+    async def tick() -> None:
+        while not done.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0)
+            ticker.late = max(ticker.late, time.monotonic() - before)
+
+    task = asyncio.ensure_future(tick())
+    await asyncio.sleep(0)
+    try:
+        yield ticker
+    finally:
+        done.set()
+        await task
 
 
 def free_port() -> int:

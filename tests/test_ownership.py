@@ -12,13 +12,13 @@ import io
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
 import pytest
 from conftest import NO_BREAKER, provider
+from redis_servers import ticking
 from test_redis import free_port, own_server, redis_server, stalled  # noqa: F401 - fixtures
 
 from failover import (
@@ -480,24 +480,10 @@ def test_an_async_call_asks_redis_for_an_unseen_id_without_blocking_the_loop(
     other = store()
 
     async def main() -> tuple[str, float]:
-        late, done = 0.0, asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal late
-            while not done.is_set():
-                before = time.monotonic()
-                await asyncio.sleep(0)
-                late = max(late, time.monotonic() - before)
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)
-        stalled(1.0)  # the lookup waits for Redis: the loop must not
-        try:
+        async with ticking() as ticker:
+            stalled(1.0)  # the lookup waits for Redis: the loop must not
             reply = await acall(form, chain, lambda c: ASYNC_BODIES[body](c, made), health=other)
-        finally:
-            done.set()
-            await tick
-        return reply.output_text if hasattr(reply, "output_text") else reply, late
+        return reply.output_text if hasattr(reply, "output_text") else reply, ticker.late
 
     reply, late = asyncio.run(main())
     other.close()

@@ -26,6 +26,7 @@ from redis_servers import (  # noqa: F401 (fixtures)
     free_port,
     ns_fixture,
     redis_server_fixture,
+    ticking,
     wait_for,
 )
 from test_store_contract import aask_through, ask_through
@@ -373,26 +374,13 @@ def test_a_stalled_redis_never_blocks_the_event_loop(
 
     async def main() -> float:
         assert await aask_through("decorator", chain, health=store) == "[comet] hello"
-        late = 0.0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal late
-            while not done.is_set():
-                before = time.monotonic()
-                await asyncio.sleep(0)
-                late = max(late, time.monotonic() - before)
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)
-        stalled(1.0)
-        comet.fail(500, times=2)  # failures are written behind, and the breaker opens
-        breaker = Breaker(failures=2, cooldown=0.0)
-        for _ in range(3):
-            await aask_through("decorator", chain, health=store, breaker=breaker, retry=None)
-        done.set()
-        await tick
-        return late
+        async with ticking() as ticker:
+            stalled(1.0)
+            comet.fail(500, times=2)  # failures are written behind, and the breaker opens
+            breaker = Breaker(failures=2, cooldown=0.0)
+            for _ in range(3):
+                await aask_through("decorator", chain, health=store, breaker=breaker, retry=None)
+        return ticker.late
 
     late = asyncio.run(main())
     assert late < 0.5  # never a socket wait on the loop (the stall is 1 s)
@@ -426,22 +414,10 @@ def test_aclose_writes_the_counts_without_blocking_the_loop(
     async def main() -> float:
         for _ in range(3):
             assert await aask_through("decorator", chain, health=store) == "[comet] hello"
-        late, done = 0.0, asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal late
-            while not done.is_set():
-                before = time.monotonic()
-                await asyncio.sleep(0)
-                late = max(late, time.monotonic() - before)
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)
-        stalled(1.0)  # the flush of the counts waits for Redis: the loop must not
-        await store.aclose()
-        done.set()
-        await tick
-        return late
+        async with ticking() as ticker:
+            stalled(1.0)  # the flush of the counts waits for Redis: the loop must not
+            await store.aclose()
+        return ticker.late
 
     late = asyncio.run(main())
     assert late < 0.5  # the stall is 1 s
