@@ -96,9 +96,9 @@ def where(endpoint: Endpoint) -> str:
 
 
 class Unseen(Exception):
-    """Internal: an async call names ids that only a shared registry may know. Raised
-    before anything is sent; the call is made once their owners have been awaited
-    (``_tracking.LookingUp``), so that no lookup waits on a socket on the event loop."""
+    """Internal: a coroutine method's call names ids that only a shared registry may
+    know. Raised before anything is sent; the call is made once their owners have been
+    awaited (``_tracking._looked_up``), so that no lookup waits on a socket on the loop."""
 
     def __init__(self, owners: Owners, ids: list[str]) -> None:
         super().__init__(ids)
@@ -341,11 +341,18 @@ class Ownership:
         return self._where
 
     def request(
-        self, owner: Any, name: str, args: Sequence[Any], kwargs: dict[str, Any], at: Endpoint
+        self,
+        owner: Any,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        at: Endpoint,
+        method: Any = None,
     ) -> Request | None:
         """What ownership asks of this call on ``at``; raises :class:`ProviderBound` when
-        it names a resource another provider of the chain owns, :class:`Unseen` when an
-        async call must first await owners from a shared registry. None: nothing to do."""
+        it names a resource another provider of the chain owns, :class:`Unseen` when
+        ``method`` (the one called) is a coroutine function's and must first await the
+        owners of unseen ids from a shared registry. None: nothing to do."""
         made = _CREATIONS.get((type(owner), name), _UNSEEN)
         if made is _UNSEEN:
             made = creation(owner, name)
@@ -362,9 +369,10 @@ class Ownership:
         here = where(at)
         if ids:
             names = self._names()
-            if isinstance(_resource_of(owner), AsyncAPIResource):
-                # An async call sends nothing until awaited: unseen ids are looked up
-                # then, awaited, not here (on the loop, with a sync client).
+            if inspect.iscoroutinefunction(method):
+                # Its call sends nothing until awaited: unseen ids are looked up then,
+                # awaited, not here (on the loop, with a sync client). Other methods
+                # (paginators, stream helpers, helpers that send nothing) look up now.
                 found = owners.known(ids)
                 if unseen := owners.unseen(ids, found):
                     raise Unseen(owners, unseen)

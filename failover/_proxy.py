@@ -157,13 +157,16 @@ class FailoverMethod(Failover):
         # the template tells what kind of call this is at no cost; it never changes.
         probe = self.__wrapped__(*args, **kwargs)
         if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
+            # A coroutine method's call is a coroutine here too (``create_task`` takes
+            # nothing else); a page, an awaitable that can be iterated.
+            kind = _coroutine if inspect.iscoroutine(probe) else FailoverAwaitable
             if inspect.iscoroutine(probe):
                 probe.close()
             # A call that must not run twice is never hedged either.
             hedged = not _ownership.once(self.__wrapped__)
             reach = self._self_reach
-            self._self_deferred = functools.partial(FailoverAwaitable, hedge=hedged, reach=reach)
-            return FailoverAwaitable(chain, step, hedged, reach)
+            self._self_deferred = functools.partial(kind, hedge=hedged, reach=reach)
+            return self._self_deferred(chain, step)
         if hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
@@ -212,6 +215,13 @@ class FailoverAwaitable:
     async def __aiter__(self) -> Any:
         async for item in await self:
             yield item
+
+
+def _coroutine(
+    chain: Chain, step: Path, hedge: bool = True, reach: Callable[[Any], Any] | None = None
+) -> Any:
+    """The coroutine of an async API call that fails over."""
+    return FailoverAwaitable(chain, step, hedge, reach)._first()
 
 
 class _Deferred:

@@ -91,7 +91,7 @@ class _Call:
         ownership = scope.ownership
         # Raises ProviderBound, before anything is sent, for an id another provider made.
         self.request = (
-            ownership.request(owner, name, args, kwargs, scope.endpoint)
+            ownership.request(owner, name, args, kwargs, scope.endpoint, method)
             if ownership is not None
             else None
         )
@@ -313,7 +313,7 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
         try:
             call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
         except Unseen as unseen:
-            return LookingUp(unseen, functools.partial(self, *args, **kwargs))
+            return _looked_up(unseen, functools.partial(self, *args, **kwargs))
         try:
             result = track(method(*args, **call.kwargs), scope, call)
         except BaseException as exc:
@@ -325,42 +325,17 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
         return result
 
 
-class LookingUp:
-    """An async call that names ids this process has not seen: it asks the shared
-    registry for their owners when awaited (iterated, entered), then is made as any
-    call, routed by what it learnt. Nothing is sent before."""
-
-    __slots__ = ("_call", "_made", "_unseen")
-
-    def __init__(self, unseen: Unseen, call: Callable[[], Any]) -> None:
-        self._unseen = unseen
-        self._call = call
-        self._made: Any = None
-
-    async def _make(self) -> Any:
-        await self._unseen.owners.look_up(self._unseen.ids)
-        token = LOOKED_UP.set(LOOKED_UP.get() | frozenset(self._unseen.ids))
-        try:
-            self._made = self._call()
-        finally:
-            LOOKED_UP.reset(token)
-        return self._made
-
-    def __await__(self) -> Any:
-        return self._awaited().__await__()
-
-    async def _awaited(self) -> Any:
-        return await (await self._make())
-
-    async def __aiter__(self) -> Any:  # a paginator's items
-        async for item in await self._make():
-            yield item
-
-    async def __aenter__(self) -> Any:  # a streaming response, a stream helper
-        return await (await self._make()).__aenter__()
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self._made.__aexit__(*exc_info)
+async def _looked_up(unseen: Unseen, again: Callable[[], Any]) -> Any:
+    """An async API call that names ids this process has not seen, as the coroutine it
+    is: awaited, it asks the shared registry for their owners, then makes the call as
+    any (routed by what it learnt: nothing is sent before)."""
+    await unseen.owners.look_up(unseen.ids)
+    token = LOOKED_UP.set(LOOKED_UP.get() | frozenset(unseen.ids))
+    try:
+        made = again()  # the same call, on what the registry knows now
+    finally:
+        LOOKED_UP.reset(token)
+    return await made
 
 
 class TrackedPaginator(wrapt.ObjectProxy[Any]):

@@ -640,6 +640,30 @@ async def test_tasks_share_one_async_proxy(comet: FakeProvider, backup: FakeProv
     assert answers == [f"[backup] q{i}" for i in range(50)]
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["fallback_clients()", "failover.AsyncOpenAI"])
+async def test_an_async_api_call_is_a_coroutine_that_tasks_can_run(
+    kind: str, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # As openai's own: create_task (and TaskGroup's) take coroutines, not other awaitables.
+    comet.fail(500)
+    chain = (provider(comet), provider(backup))
+    if kind == "fallback_clients()":
+        manager: Any = failover.fallback_clients(*chain, **NO_BREAKER)
+    else:
+        manager = failover.AsyncOpenAI(*chain, **NO_BREAKER)
+    async with manager as client:
+        call = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert inspect.iscoroutine(call)
+        first = await asyncio.create_task(call)
+        tasks = [
+            asyncio.create_task(client.chat.completions.create(model=MODEL, messages=MESSAGES))
+            for _ in range(3)
+        ]
+        rest = await asyncio.gather(*tasks)
+    assert [content_of(r) for r in [first, *rest]] == ["[backup] hello"] * 4
+
+
 # -- repr ----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,8 +30,7 @@ from failover import (
     fallback_clients,
     with_fallback,
 )
-from failover._ownership import LOOKED_UP, MEMORY, Owner, Owners, Unseen, creation, ids_in
-from failover._tracking import LookingUp
+from failover._ownership import MEMORY, Owner, Owners, creation, ids_in
 from failover.testing import FakeProvider
 
 FORMS = ["drop-in", "decorator", "block"]
@@ -443,15 +443,36 @@ def test_two_processes_share_ownership_through_redis(
     assert [b["id"] for b in backup.made("batch")] == [batch_id]
 
 
+async def _ask_created(client: Any, previous: str) -> str:
+    return str((await aask(client, previous_response_id=previous)).output_text)
+
+
 async def _ask_streamed(client: Any, previous: str) -> str:
-    manager = client.responses.stream(model="m", input="hello", previous_response_id=previous)
-    async with manager as stream:
-        return str((await stream.get_final_response()).output_text)
+    stream = await aask(client, previous_response_id=previous, stream=True)
+    events = [e async for e in stream if e.type == "response.completed"]
+    return str(events[0].response.output_text)
+
+
+async def _ask_raw(client: Any, previous: str) -> str:
+    raw = await client.responses.with_raw_response.create(
+        model="m", input="hello", previous_response_id=previous
+    )
+    return str(raw.parse().output_text)
+
+
+async def _ask_in_a_task(client: Any, previous: str) -> str:
+    # The call is a coroutine, whether its ids are known or not: a task can run it.
+    task = asyncio.create_task(
+        client.responses.create(model="m", input="hello", previous_response_id=previous)
+    )
+    return str((await task).output_text)
 
 
 ASYNC_BODIES: dict[str, Callable[[Any, str], Awaitable[str]]] = {
-    "create": lambda c, previous: aask(c, previous_response_id=previous),
+    "create": _ask_created,
     "stream": _ask_streamed,
+    "raw": _ask_raw,
+    "task": _ask_in_a_task,
 }
 
 
@@ -483,7 +504,7 @@ def test_an_async_call_asks_redis_for_an_unseen_id_without_blocking_the_loop(
         async with ticking() as ticker:
             stalled(1.0)  # the lookup waits for Redis: the loop must not
             reply = await acall(form, chain, lambda c: ASYNC_BODIES[body](c, made), health=other)
-        return reply.output_text if hasattr(reply, "output_text") else reply, ticker.late
+        return reply, ticker.late
 
     reply, late = asyncio.run(main())
     other.close()
@@ -492,57 +513,24 @@ def test_an_async_call_asks_redis_for_an_unseen_id_without_blocking_the_loop(
     assert late < 0.5  # the stall is 1 s
 
 
-class _Registry(Owners):
-    """A shared registry stand-in: every id is unseen until looked up (which learns it)."""
+@pytest.mark.parametrize("form", FORMS)
+def test_a_helper_of_an_async_client_that_sends_nothing_still_runs_at_once(
+    form: str,
+    redis_server: Any,  # noqa: F811 - the fixture
+    chain: Chain,
+) -> None:
+    from failover.redis import RedisHealth
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[list[str]] = []
+    health = RedisHealth(redis_server.url, namespace="helpers", timeout=5.0)
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time()))}
+    headers["webhook-signature"] = "v1,bm90IGEgc2lnbmF0dXJl"
 
-    def unseen(self, ids: Any, found: Any) -> list[str]:
-        return [i for i in ids if i not in LOOKED_UP.get()]
+    async def check(client: Any) -> None:
+        with pytest.raises(openai.InvalidWebhookSignatureError):  # checked, not deferred
+            client.webhooks.verify_signature('{"id": "evt_1"}', headers, secret="whsec_eA==")
 
-    async def look_up(self, ids: Any) -> None:
-        self.asked.append(list(ids))
-
-
-def test_a_looked_up_call_is_awaited_iterated_or_entered_as_its_answer_would_be() -> None:
-    registry = _Registry()
-
-    class Answer:
-        def __await__(self) -> Any:
-            return asyncio.sleep(0, "awaited").__await__()
-
-        async def __aiter__(self) -> Any:
-            for item in ("a", "b"):
-                yield item
-
-        async def __aenter__(self) -> str:
-            return "entered"
-
-        async def __aexit__(self, *exc_info: Any) -> None:
-            self.exited = exc_info
-
-    answers: list[Answer] = []
-
-    def made() -> Answer:
-        assert LOOKED_UP.get() == {"resp_1"}  # the re-made call does not ask again
-        answers.append(Answer())
-        return answers[-1]
-
-    def looking() -> LookingUp:
-        return LookingUp(Unseen(registry, ["resp_1"]), made)
-
-    async def main() -> None:
-        assert await looking() == "awaited"
-        assert [item async for item in looking()] == ["a", "b"]
-        async with looking() as entered:
-            assert entered == "entered"
-        assert answers[-1].exited == (None, None, None)
-
-    asyncio.run(main())
-    assert registry.asked == [["resp_1"]] * 3
-    assert LOOKED_UP.get() == frozenset()
+    asyncio.run(acall(form, chain, check, health=health))
+    health.close()
 
 
 def test_with_redis_down_ownership_stays_in_process(
