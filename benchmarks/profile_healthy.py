@@ -290,7 +290,9 @@ async def aitems(t: Items) -> None:
     fn, base = (lambda: tracked(**kw)), (lambda: owner.create(**kw))
     await t.awaited("= TrackedMethod.__call__ + _tracked_await", fn, base, "amethod")
     t.add(
-        "drop-in: FailoverAwaitable()", lambda: method._self_deferred(chain, step), key="deferred"
+        "drop-in: the call's coroutine (made, closed)",
+        lambda: method._self_deferred(chain, step).close(),
+        key="deferred",
     )
     await t.awaited("one coroutine layer (create, await, return)", layer, key="layer")
     await opened.__aexit__(None, None, None)
