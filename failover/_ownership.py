@@ -322,6 +322,15 @@ def _ambiguous(exc: BaseException) -> bool:
 # -- one chain, one call -------------------------------------------------------------
 
 
+def _is_coroutine_method(method: Any) -> bool:
+    """Whether ``method``'s calls are coroutines: through openai's own sync decorators
+    (``required_args`` on ``chat.completions.create``) and instrumentation wrappers."""
+    try:
+        return inspect.iscoroutinefunction(inspect.unwrap(method))
+    except ValueError:  # a cycle of __wrapped__
+        return inspect.iscoroutinefunction(method)
+
+
 class Ownership:
     """A chain's side of the registry: who in the chain owns what."""
 
@@ -369,7 +378,7 @@ class Ownership:
         here = where(at)
         if ids:
             names = self._names()
-            if inspect.iscoroutinefunction(method):
+            if _is_coroutine_method(method):
                 # Its call sends nothing until awaited: unseen ids are looked up then,
                 # awaited, not here (on the loop, with a sync client). Other methods
                 # (paginators, stream helpers, helpers that send nothing) look up now.

@@ -159,8 +159,9 @@ class FailoverMethod(Failover):
         if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
             # A coroutine method's call is a coroutine here too (``create_task`` takes
             # nothing else); a page, an awaitable that can be iterated.
-            kind = _coroutine if inspect.iscoroutine(probe) else FailoverAwaitable
+            kind: Callable[..., Any] = FailoverAwaitable
             if inspect.iscoroutine(probe):
+                kind = _coroutine
                 probe.close()
             # A call that must not run twice is never hedged either.
             hedged = not _ownership.once(self.__wrapped__)

@@ -468,11 +468,20 @@ async def _ask_in_a_task(client: Any, previous: str) -> str:
     return str((await task).output_text)
 
 
+async def _chat_naming_a_file(client: Any, file_id: str) -> str:
+    # chat.completions.create is a coroutine method behind one of openai's sync decorators.
+    part = {"type": "file", "file": {"file_id": file_id}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hello"}, part]}]
+    reply = await client.chat.completions.create(model="m", messages=messages)
+    return str(reply.choices[0].message.content).strip()  # the fake joins the parts
+
+
 ASYNC_BODIES: dict[str, Callable[[Any, str], Awaitable[str]]] = {
     "create": _ask_created,
     "stream": _ask_streamed,
     "raw": _ask_raw,
     "task": _ask_in_a_task,
+    "chat": _chat_naming_a_file,
 }
 
 
@@ -511,6 +520,33 @@ def test_an_async_call_asks_redis_for_an_unseen_id_without_blocking_the_loop(
     assert reply == "[backup] hello"
     assert len(comet.requests) == sent  # routed to the owner Redis named: nothing to comet
     assert late < 0.5  # the stall is 1 s
+
+
+def test_a_looked_up_call_is_made_once_without_asking_again_then_forgets() -> None:
+    from failover._ownership import LOOKED_UP, Unseen
+    from failover._tracking import _looked_up
+
+    asked: list[list[str]] = []
+
+    class Shared(Owners):
+        async def look_up(self, ids: Any) -> None:
+            asked.append(list(ids))
+
+    def again() -> Any:
+        assert LOOKED_UP.get() == {"resp_1"}  # the call made again does not ask again
+        return asyncio.sleep(0, "answered")
+
+    def bound() -> Any:
+        raise ProviderBound("comet", "backup", "resp_1")
+
+    async def main() -> None:
+        assert await _looked_up(Unseen(Shared(), ["resp_1"]), again) == "answered"
+        with pytest.raises(ProviderBound):  # raised on await, before anything is sent
+            await _looked_up(Unseen(Shared(), ["resp_1"]), bound)
+        assert LOOKED_UP.get() == frozenset()
+
+    asyncio.run(main())
+    assert asked == [["resp_1"], ["resp_1"]]
 
 
 @pytest.mark.parametrize("form", FORMS)
