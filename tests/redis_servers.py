@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +32,19 @@ import redis.sentinel
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 VALKEY_SERVER = shutil.which("valkey-server")
+
+
+def run_child(script: str, config: dict[str, Any]) -> str:
+    """``script`` in a fresh interpreter (another worker), given ``config`` as JSON in
+    ``sys.argv[1]``: what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 class Ticker:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import NO_BREAKER, provider
-from redis_servers import ticking
+from redis_servers import run_child, ticking
 from test_redis import free_port, own_server, redis_server, stalled  # noqa: F401 - fixtures
 
 from failover import (
@@ -417,14 +414,7 @@ with fallback_clients(*providers, breaker=None, retry=None, health=health) as cl
 def _child(url: str, ns: str, fakes: list[FakeProvider], file_id: str | None) -> str:
     chain = [{"name": f.name, "base_url": f.base_url, "api_key": f.api_key} for f in fakes]
     config = {"url": url, "ns": ns, "providers": chain, "file": file_id}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return run_child(CHILD, config)
 
 
 def test_two_processes_share_ownership_through_redis(

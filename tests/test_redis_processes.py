@@ -7,7 +7,6 @@ multi-threaded process (the fake providers run in threads here) may deadlock.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from redis_servers import (  # noqa: F401 (fixtures)
     RedisServer,
     ns_fixture,
     redis_server_fixture,
+    run_child,
     wait_for,
 )
 
@@ -162,14 +162,7 @@ def test_a_breaker_tripped_in_one_process_skips_in_a_new_one(
         assert ask(store, list(chain), Breaker(failures=2, cooldown=60.0)) == "[backup] hello"
     assert len(comet.requests) == 2
     config = {"url": redis_server.url, "ns": ns, "providers": fakes_of(comet, backup)}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert child.returncode == 0, child.stderr
-    assert child.stdout.strip() == "[backup] hello"
+    assert run_child(CHILD, config) == "[backup] hello"
     assert len(comet.requests) == 2  # the fresh process never tried comet
 
 
