@@ -141,8 +141,12 @@ def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
         setattr(owner, name, old)
 
 
-def _first(chain: Chain) -> Any:
-    return chain.endpoints[0]
+def _handed(chain: Chain, build: Callable[[Any], Any]) -> Any:
+    return chain.handed_out(build(chain.head), chain.head_scope)
+
+
+def _raw(chain: Chain, build: Callable[[Any], Any]) -> Any:
+    return build(chain.head)
 
 
 # What each knock-out removes from @with_fallback's healthy path (the call stays valid:
@@ -151,10 +155,8 @@ KNOCKOUTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "nothing": contextlib.nullcontext,
     "the scope's context variable": lambda: _replaced(failover._attempts, "SCOPE", _NoScope()),
     "counting the success (Chain.served)": lambda: _replaced(Chain, "served", lambda *a: None),
-    "the tracked client (proxy, _Call, ownership)": lambda: _replaced(
-        Chain, "handed_out", lambda self, client, scope: client
-    ),
-    "the admission (Chain.first)": lambda: _replaced(Chain, "first", _first),
+    "the admission (Chain.lean's checks)": lambda: _replaced(Chain, "lean", _handed),
+    "the admission and the tracked client": lambda: _replaced(Chain, "lean", _raw),
 }
 
 

@@ -47,13 +47,13 @@ from openai.types.chat import ChatCompletion
 import failover
 from failover import Provider, fallback_clients, with_fallback
 from failover._activity import ACTIVITY, Activity
-from failover._attempts import AttemptContext, LeanAttempt, call_async, call_sync
+from failover._attempts import AttemptContext, call_async, call_sync
 from failover._chain import Chain
-from failover._chain import logger as engine_logger
 from failover._engine import Run
 from failover._health import MemoryStore, clean, default_store
 from failover._ownership import Ownership
-from failover._proxy import Failover, FailoverAwaitable
+from failover._providers import Endpoint
+from failover._proxy import Failover, _sent
 from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
 from failover._streaming import _Watched
@@ -214,10 +214,6 @@ def items(t: Items) -> None:
     assert breaker is not None
     reach, path, own = p.method._self_reach, p.method._self_path, p.method._self_own
 
-    def lean() -> None:
-        with LeanAttempt(chain, e, p.client, "op"):
-            pass
-
     def locked() -> None:
         with lock:
             pass
@@ -227,30 +223,28 @@ def items(t: Items) -> None:
 
     t.add("@with_fallback: FunctionWrapper, wrapper, closure", decorated, user, key="wrapper")
     t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
-    t.add("  Chain.first(): lean flag, tracing(), peek", chain.first)
-    t.add("    tracing()", tracing)
+    t.add("  Chain.lean(): flag, peek, client", lambda: chain.lean(Endpoint.sync_client))
+    t.add("    tracing() (only once opentelemetry is imported)", tracing)
     t.add("    store().peek(key)", lambda: (chain.settings.store or default_store()).peek(e.key))
-    t.add("  Endpoint.sync_client()", e.sync_client)
-    t.add("  LeanAttempt(): Chain.handed_out", lambda: LeanAttempt(chain, e, p.client, "op"))
-    t.add("  LeanAttempt enter + exit (served included)", lean)
-    t.add("    SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
-    t.add("    time.monotonic() (2 per call)", time.monotonic)
-    t.add("    Chain.served(endpoint, elapsed)", lambda: chain.served(e, 0.1))
-    t.add("      store.peek + clean()", lambda: clean(store.peek(e.key)))
-    t.add("      MemoryStore.count()", lambda: store.count(e.key, e.name, breaker))
-    t.add("        lock acquire + release", locked)
-    t.add("        breaker clock, time.time()", time.time)
-    t.add("      ACTIVITY.served()", lambda: ACTIVITY.served(e.key, e.name))
-    t.add("      logger.isEnabledFor(DEBUG)", lambda: engine_logger.isEnabledFor(logging.DEBUG))
+    t.add("    Endpoint.sync_client()", e.sync_client)
+    t.add("  SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
+    t.add("  time.monotonic() (1 per call)", time.monotonic)
+    t.add("  Chain.served(endpoint)", lambda: chain.served(e))
+    t.add("    store.peek + clean()", lambda: clean(store.peek(e.key)))
+    t.add("    MemoryStore.count()", lambda: store.count(e.key, e.name, breaker))
+    t.add("      lock acquire + release (not on the healthy path)", locked)
+    t.add("      breaker clock, time.time()", time.time)
+    t.add("    ACTIVITY.served()", lambda: ACTIVITY.served(e.key, e.name))
     t.add("Tracked hops .chat.completions.create (slots)", hop(p.handed), hop(p.client), "hops")
     tracked = p.handed.chat.completions.create
     t.add("= TrackedMethod.__call__", lambda: tracked(**kw), lambda: owner.create(**kw), "method")
-    t.add(
-        "  _Call(): ownership, flags, monotonic",
-        lambda: _Call(owner, "create", create, (), kw, scope),
-    )
     ownership = scope.ownership
     assert ownership is not None
+    t.add("  Ownership.quiet() (the plain call's one question)", ownership.quiet)
+    t.add(
+        "  a full _Call() (not plain: ownership, flags, monotonic)",
+        lambda: _Call(owner, "create", create, (), kw, scope),
+    )
     t.add("    Ownership.request()", lambda: ownership.request(owner, "create", (), kw, e))
     t.add("drop-in: Failover hops (slots)", hop(p.proxy), hop(p.client), "proxy_hops")
     t.add("drop-in: step tuple + _Call.of", lambda: (*path, ProxyCall.of((), kw, own)), key="step")
@@ -300,7 +294,7 @@ async def aitems(t: Items) -> None:
 
 # What each form's stubbed call runs, as item keys (one per time it runs); the rest is
 # not isolated. Async, the bare call is the stubbed coroutine alone: the user's function
-# is a layer, and so are the drop-in's awaitable (its _first) and its attempt.
+# is a layer, and so are the drop-in's coroutine (_sent) and its attempt.
 _DROP_IN = " step call_sync reach method"
 _ADROP_IN = " step deferred layer layer call_async reach amethod"
 RECIPES = {
@@ -348,22 +342,24 @@ _COUNTED: dict[str, tuple[Key, ...]] = {
         Navigable.__getattr__, Failover.__getattr__
     ),
     "ContextVar.set / reset": _keys(_CONTEXTVAR % "set", _CONTEXTVAR % "reset"),
-    "Chain.first / Chain.served": _keys(Chain.first, Chain.served),
+    "Chain.lean / Chain.served": _keys(Chain.lean, Chain.served),
     "Run objects": _keys(Run),
-    "attempt objects (LeanAttempt, AttemptContext)": _keys(LeanAttempt, AttemptContext),
+    "attempt objects (AttemptContext)": _keys(AttemptContext),
     "store peek / count / update": _keys(MemoryStore.peek, MemoryStore.count, MemoryStore.update),
     "ACTIVITY.served": _keys(Activity.served),
     "Scope objects (Scope.__post_init__)": _keys(Scope.__post_init__),
-    "_Call objects (tracking _Call; proxy _Call.of)": _keys(_Call, ProxyCall.of),
+    "_Call objects (tracking _Call, _Call.plain; proxy _Call.of)": _keys(
+        _Call, _Call.plain, ProxyCall.of
+    ),
     "Ownership.request": _keys(Ownership.request),
     "timeout arithmetic (remaining, narrowed, phases)": _keys(Scope.remaining, narrowed, phases),
     "Logger.debug / info / isEnabledFor": _keys(Logger.debug, Logger.info, Logger.isEnabledFor),
     "time.monotonic / time.time": _keys(_TIME % "monotonic", _TIME % "time"),
     "stream wrappers (SyncStream, AsyncStream)": _keys(_Watched),
-    "coroutine resumes: call_async, _first, attempt, _tracked_await": _keys(
+    "coroutine resumes: call_async, _sent, attempt, _tracked_await": _keys(
         call_async,
-        FailoverAwaitable._first,
-        _nested(FailoverAwaitable._first, "attempt"),
+        _sent,
+        _nested(_sent, "attempt"),
         _tracked_await,
     ),
 }

@@ -146,52 +146,6 @@ def _reset(token: contextvars.Token[Any]) -> None:
         pass
 
 
-class LeanAttempt:
-    """A call's first attempt on the healthy path (see ``Chain.first``): no :class:`Run`
-    is built unless it fails, when :meth:`attempts` carries the call on from it."""
-
-    __slots__ = ("_chain", "_client", "_endpoint", "_operation", "_run", "_started", "_token")
-
-    def __init__(self, chain: Chain, endpoint: Endpoint, client: Any, operation: object) -> None:
-        self._chain = chain
-        self._endpoint = endpoint
-        self._operation = operation
-        self._client = chain.handed_out(client, chain.scopes[id(endpoint)])
-        self._run: Run | None = None
-
-    @staticmethod
-    def of(chain: Chain, build: Callable[[Endpoint], Any], operation: object) -> LeanAttempt | None:
-        """The lean first attempt of a call, or None when it must take the full path."""
-        endpoint = chain.first()
-        if endpoint is None:
-            return None
-        try:
-            client = build(endpoint)
-        except Exception:
-            return None  # the full path records it as the failed attempt it is
-        return LeanAttempt(chain, endpoint, client, operation)
-
-    def __enter__(self) -> Any:
-        self._token = SCOPE.set(self._chain.scopes[id(self._endpoint)])
-        self._started = time.monotonic()
-        return self._client
-
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        elapsed = time.monotonic() - self._started
-        SCOPE.reset(self._token)  # a plain call: it ends in the context it started in
-        if exc is None:
-            self._chain.served(self._endpoint, elapsed)
-            return False
-        self._run = run = Run.resumed(self._chain, self._operation, self._endpoint, self._started)
-        return run.failed(self._endpoint, exc, elapsed)
-
-    def attempts(self) -> Attempts:
-        """The rest of the call, after this attempt failed over."""
-        return Attempts(self._chain, self._operation, self._run)
-
-
 class Attempts:
     """Attempts in provider order until one block succeeds; ``FailoverError`` when none does."""
 
@@ -279,11 +233,23 @@ class Attempts:
 
 
 def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
-    lean = LeanAttempt.of(chain, Endpoint.sync_client, operation)
-    if lean is not None:
-        with lean as client:
-            return fn(client)
-    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
+    client = chain.lean(Endpoint.sync_client)
+    if client is None:
+        attempts = Attempts(chain, operation)
+    else:  # the healthy path, flat (see Chain.lean): the twin of call_async's
+        token = SCOPE.set(chain.head_scope)
+        started = time.monotonic()
+        try:
+            result = fn(client)
+        except BaseException as exc:
+            SCOPE.reset(token)  # a plain call: it ends in the context it started in
+            if (resumed := _resumed(chain, operation, started, exc)) is None:
+                raise
+            attempts = resumed
+        else:
+            SCOPE.reset(token)
+            chain.served(chain.head)
+            return result
     while True:  # ends by the return, or by FailoverError from attempt()
         attempt = attempts.attempt(Endpoint.sync_client)
         with attempt as client:
@@ -299,15 +265,37 @@ async def call_async(
 ) -> T:
     if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, fn, chain.settings.hedge, operation)
-    lean = LeanAttempt.of(chain, Endpoint.async_client, operation)
-    if lean is not None:
-        with lean as client:
-            return await fn(client)
-    attempts = Attempts(chain, operation) if lean is None else lean.attempts()
+    client = chain.lean(Endpoint.async_client)
+    if client is None:
+        attempts = Attempts(chain, operation)
+    else:
+        token = SCOPE.set(chain.head_scope)
+        started = time.monotonic()
+        try:
+            result = await fn(client)
+        except BaseException as exc:
+            SCOPE.reset(token)
+            if (resumed := _resumed(chain, operation, started, exc)) is None:
+                raise
+            attempts = resumed
+        else:
+            SCOPE.reset(token)
+            chain.served(chain.head)
+            return result
     while True:
         attempt = await attempts.attempt_async(Endpoint.async_client)
         with attempt as client:
             return attempt.answered(await fn(client))
+
+
+def _resumed(
+    chain: Chain, operation: object, started: float, exc: BaseException
+) -> Attempts | None:
+    """The rest of a call whose lean first attempt (on ``chain.head``, from ``started``)
+    raised ``exc``; None when ``exc`` is no fault to fail over on (it goes on as raised)."""
+    elapsed = time.monotonic() - started
+    run = Run.resumed(chain, operation, chain.head, started)
+    return Attempts(chain, operation, run) if run.failed(chain.head, exc, elapsed) else None
 
 
 def _settle(chain: Chain, attempt: AttemptContext[Any], exc: BaseException, delivered: int) -> bool:

@@ -1,29 +1,26 @@
 """A chain: the providers of a decorator, drop-in client or block form, and what is
 built once for all of its calls (scopes, handed-out clients, admission rules).
 
-A call's first attempt on a closed provider runs on the chain alone (``first``,
+A call's first attempt on a closed provider runs on the chain alone (``lean``,
 ``served``): the healthy path builds no :class:`~failover._engine.Run`.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._activity import ACTIVITY
-from ._health import Breaker, Health, State, Verdict, admit, clean, default_store, succeeded
+from ._health import STORES, Breaker, Health, HealthStore, State, Verdict, admit, succeeded
 from ._ownership import Ownership
 from ._providers import Endpoint
 from ._scope import Scope
 from ._settings import Settings
 from ._telemetry import Observer, tracing
 from ._tracking import Tracked
-
-logger = logging.getLogger("failover")
-
 
 Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
 
@@ -50,7 +47,10 @@ class Chain:
         init=False, repr=False, compare=False, default_factory=dict
     )
     ownership: Ownership = field(init=False, repr=False, compare=False)
-    lean: bool = field(init=False, repr=False, compare=False)
+    direct: bool = field(init=False, repr=False, compare=False)
+    # The provider a healthy call tries first, and its scope (read on every call).
+    head: Endpoint = field(init=False, repr=False, compare=False)
+    head_scope: Scope = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -66,6 +66,8 @@ class Chain:
             for e in self.endpoints
         }
         object.__setattr__(self, "scopes", scopes)
+        object.__setattr__(self, "head", self.endpoints[0])
+        object.__setattr__(self, "head_scope", scopes[id(self.endpoints[0])])
         breaker = self.settings.breaker
         admits = None
         if breaker is not None:
@@ -73,52 +75,73 @@ class Chain:
                 functools.partial(_admit, breaker=breaker, force=f) for f in (False, True)
             )
         object.__setattr__(self, "admits", admits)
-        # Whether a call's first attempt may run without a Run (see ``lean``): nothing
+        # Whether a call's first attempt may run without a Run (``lean``): nothing
         # per call to set up (no time budget) nor to report (no on_attempt callback).
         s = settings
-        lean = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
-        object.__setattr__(self, "lean", lean)
+        direct = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
+        object.__setattr__(self, "direct", direct)
 
-    def first(self) -> Endpoint | None:
-        """The provider a call may try at once, with no :class:`Run` (the healthy path):
-        the first, when the chain is lean, nothing traces and its breaker is closed.
-        None: the call takes the full path. A failure there continues in ``Run.resumed``."""
-        if not self.lean or tracing():
-            return None
-        endpoint = self.endpoints[0]
-        breaker = self.settings.breaker
-        store = self.settings.store or default_store()
-        if breaker is not None and store.peek(endpoint.key).state is not State.CLOSED:
-            return None
-        return endpoint
+    def lean(self, build: Callable[[Endpoint], Any]) -> Any:
+        """The client (from ``build``, handed out) of a call's first attempt when it may
+        run at once on ``head``, with no :class:`Run` (the healthy path): the chain is
+        ``direct``, nothing traces, the head's breaker is closed and its client builds. None:
+        the call takes the full path. A failure there continues in ``Run.resumed``.
 
-    def served(
-        self,
-        endpoint: Endpoint,
-        elapsed: float,
-        after_failover: bool = False,
-        observer: Observer | None = None,
-    ) -> None:
-        """``endpoint`` answered a call, after ``elapsed`` seconds."""
+        The healthy path runs with caches cold (the client's own work evicts failover's
+        code between two calls), where every function called costs ~1 µs: so it is
+        written flat, here, in the drivers, :meth:`served` and ``TrackedMethod``.
+        """
+        if not self.direct or ("opentelemetry" in sys.modules and tracing()):
+            return None
+        endpoint = self.head
         breaker = self.settings.breaker
         if breaker is not None:
-            store = self.settings.store or default_store()
-            if not after_failover and clean(store.peek(endpoint.key)):
+            store = self.settings.store or STORES[0]
+            if store.peek(endpoint.key).state is not State.CLOSED:
+                return None
+        try:
+            client = build(endpoint)
+        except Exception:
+            return None  # the full path records it as the failed attempt it is
+        entry = self.handed.get(id(self.head_scope))
+        if entry is not None and entry[0] is client:
+            return entry[1]
+        return self.handed_out(client, self.head_scope)
+
+    def served(
+        self, endpoint: Endpoint, after_failover: bool = False, observer: Observer | None = None
+    ) -> None:
+        """``endpoint`` answered a call (``after_failover``: after another provider failed)."""
+        breaker = self.settings.breaker
+        if breaker is not None:
+            store = self.settings.store or STORES[0]
+            h = store.peek(endpoint.key)
+            # A clean record (see ``clean``): the success changes nothing but counts.
+            if h.state is State.CLOSED and not h.consecutive_failures and not after_failover:
                 store.count(endpoint.key, endpoint.name, breaker)  # no new record
             else:
-
-                def change(h: Health, now: float) -> tuple[Health, State]:
-                    return succeeded(h, breaker, now, after_failover), h.state
-
-                before = store.update(endpoint.key, endpoint.name, change, breaker.clock)
-                if before is not State.CLOSED and observer is not None:
-                    observer.transition(endpoint, Health())  # (only traced calls see it)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("failover: %s served in %.3fs", endpoint.name, elapsed)
+                self._recovered(endpoint, store, breaker, after_failover, observer)
         if observer is None:
             ACTIVITY.served(endpoint.key, endpoint.name)
         else:
             observer.succeeded(endpoint)
+
+    @staticmethod
+    def _recovered(
+        endpoint: Endpoint,
+        store: HealthStore,
+        breaker: Breaker,
+        after_failover: bool,
+        observer: Observer | None,
+    ) -> None:
+        """A success that changes the record (see ``succeeded``)."""
+
+        def change(h: Health, now: float) -> tuple[Health, State]:
+            return succeeded(h, breaker, now, after_failover), h.state
+
+        before = store.update(endpoint.key, endpoint.name, change, breaker.clock)
+        if before is not State.CLOSED and observer is not None:
+            observer.transition(endpoint, Health())  # (only traced calls see it)
 
     def handed_out(self, client: Any, scope: Scope) -> Any:
         """``client`` (an endpoint's) as handed out for this chain's ``scope``."""

@@ -86,7 +86,7 @@ class Run:
 
     @classmethod
     def resumed(cls, chain: Chain, operation: object, endpoint: Endpoint, started: float) -> Run:
-        """The call whose first attempt, on ``endpoint``, ``Chain.first`` let run alone."""
+        """The call whose first attempt, on ``endpoint``, ``Chain.lean`` let run alone."""
         run = cls(chain, operation)
         run.started = started
         run._tried = True
@@ -255,7 +255,16 @@ class Run:
             a.provider != endpoint.name and not isinstance(a.error, ProviderBound)
             for a in self.attempts
         )
-        self._chain.served(endpoint, elapsed, after_failover, self.observer)
+        self._chain.served(endpoint, after_failover, self.observer)
+        # Only a call that had to try again is logged: a healthy call's line would be
+        # one per call, which is what the metrics are for.
+        if self.attempts and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "failover: %s served in %.3fs, after %d failed attempt(s)",
+                endpoint.name,
+                elapsed,
+                len(self.attempts),
+            )
         if self._settings.on_attempt is not None:
             self._emit(endpoint, Outcome.SUCCESS, None, elapsed)
 

@@ -378,11 +378,13 @@ class MemoryStore:
 
 
 STORE = MemoryStore()
-_default: list[HealthStore] = [STORE]
+#: The process-wide store, in a list that ``configure`` changes in place (the healthy
+#: path reads ``STORES[0]``, with no call).
+STORES: list[HealthStore] = [STORE]
 
 
 def default_store() -> HealthStore:
-    return _default[0]
+    return STORES[0]
 
 
 def health(store: HealthStore | None = None) -> dict[str, dict[str, object]]:

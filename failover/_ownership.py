@@ -33,7 +33,7 @@ import inspect
 import threading
 import typing
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import httpx2
 import openai
@@ -41,7 +41,7 @@ import pydantic
 import typing_extensions
 
 from ._errors import ProviderBound, add_note
-from ._health import HealthStore, default_store
+from ._health import STORES, HealthStore, default_store
 from ._openai import AsyncAPIResource, SyncAPIResource
 from ._policy import mark_final
 
@@ -119,6 +119,8 @@ class Owners:
     later provider answers for that id, the id is remembered as that provider's.
     """
 
+    shared: ClassVar[bool] = False  # shared with other processes: it may know any id
+
     def __init__(self, size: int = MEMORY_SIZE) -> None:
         self._size = size
         self._lock = threading.Lock()
@@ -127,7 +129,7 @@ class Owners:
 
     def may_know(self) -> bool:
         """Whether any request could name a known id: if not, requests are not scanned."""
-        return bool(self._owners or self._misses)
+        return self.shared or bool(self._owners or self._misses)
 
     def owners(self, ids: Sequence[str]) -> list[Owner | None]:
         """The owner of each id, as far as this registry knows (None: not known)."""
@@ -228,6 +230,15 @@ def _stores_by_default(kind: type[Any], func: Any) -> bool:
     doc = "\n".join(docs)
     start = doc.find("store:")
     return start >= 0 and "defaults to true" in doc[start : start + 200].lower()
+
+
+def makes(made: Creation | None, kwargs: dict[str, Any]) -> bool:
+    """Whether a call with ``kwargs`` of a method that creates as ``made`` creates (and
+    stores) a resource: some create only with ``store=True``, some unless ``store=False``."""
+    if made is None or made.stores is None:
+        return made is not None
+    stored = kwargs.get("store")
+    return stored is True or (made.stores and stored is not False)
 
 
 _CREATIONS: dict[tuple[type[Any], str], Creation | None] = {}
@@ -334,11 +345,14 @@ def _is_coroutine_method(method: Any) -> bool:
 class Ownership:
     """A chain's side of the registry: who in the chain owns what."""
 
-    __slots__ = ("_endpoints", "_store", "_where")
+    __slots__ = ("_endpoints", "_registry", "_store", "_where")
 
     def __init__(self, endpoints: Sequence[Endpoint], store: HealthStore | None) -> None:
         self._endpoints = endpoints
         self._store = store
+        # The registry of the last store asked (the process-wide one may change), as
+        # registry() finds it: a store without ``owners`` costs an AttributeError there.
+        self._registry: tuple[HealthStore | None, Owners] = (None, MEMORY)
         self._where: dict[str, str] | None = None  # where -> name, built on first use
 
     def _names(self) -> dict[str, str]:
@@ -348,6 +362,14 @@ class Ownership:
             for endpoint in self._endpoints:
                 self._where.setdefault(where(endpoint), endpoint.name)
         return self._where
+
+    def quiet(self) -> bool:
+        """Whether no call can name an id the registry knows (nothing created yet)."""
+        store = self._store or STORES[0]
+        if store is not self._registry[0]:
+            self._registry = (store, registry(store))
+        owners = self._registry[1]
+        return not (owners.shared or owners._owners or owners._misses)  # may_know(), inlined
 
     def request(
         self,
@@ -365,9 +387,8 @@ class Ownership:
         made = _CREATIONS.get((type(owner), name), _UNSEEN)
         if made is _UNSEEN:
             made = creation(owner, name)
-        if made is not None and made.stores is not None:
-            stored = kwargs.get("store")
-            made = made if stored is True or (made.stores and stored is not False) else None
+        if not makes(made, kwargs):
+            made = None
         owners = registry(self._store)
         knows = owners.may_know()
         if made is None and not knows:

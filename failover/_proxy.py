@@ -37,8 +37,8 @@ class _Call(NamedTuple):
 
     @classmethod
     def of(cls, args: tuple[Any, ...], kwargs: dict[str, Any], own: Own) -> _Call:
-        if not own:
-            return cls(args, kwargs)
+        if not own:  # the common case, built as the tuple it is (no Python __new__)
+            return tuple.__new__(cls, (args, kwargs, ()))
         where: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
         swaps = tuple(
             (key, entry[0])
@@ -65,15 +65,6 @@ def _resolve(client: Any, path: Path) -> Any:
     for step in path:
         target = getattr(target, step) if isinstance(step, str) else step.apply(client, target)
     return target
-
-
-def _send(client: Any, step: Path, reach: Callable[[Any], Any] | None) -> Any:
-    """``step``, a path that ends in a call, sent on ``client``; ``reach`` finds its method
-    in one lookup when the path is names only and the call swaps nothing."""
-    call: _Call = step[-1]
-    if reach is not None and not call.swaps:
-        return reach(client)(*call.args, **call.kwargs)
-    return _resolve(client, step)
 
 
 class Failover(Navigable):
@@ -140,10 +131,11 @@ class FailoverMethod(Failover):
             return Failover(template, chain, step, False, self._self_own)
         if self._self_defers:
             return FailoverContext(chain, step)
-        reach = self._self_reach
+        # The method in one lookup, when its path is names only and the call swaps nothing.
+        reach = self._self_reach if not call.swaps else None
 
         def attempt(client: Any) -> Any:
-            result = _send(client, step, reach)
+            result = reach(client)(*args, **kwargs) if reach else _resolve(client, step)
             return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
         return _attempts.call_sync(chain, attempt, step)
@@ -161,7 +153,7 @@ class FailoverMethod(Failover):
             # nothing else); a page, an awaitable that can be iterated.
             kind: Callable[..., Any] = FailoverAwaitable
             if inspect.iscoroutine(probe):
-                kind = _coroutine
+                kind = _sent
                 probe.close()
             # A call that must not run twice is never hedged either.
             hedged = not _ownership.once(self.__wrapped__)
@@ -179,8 +171,28 @@ class FailoverMethod(Failover):
         return probe
 
 
+async def _sent(
+    chain: Chain, step: Path, hedge: bool = True, reach: Callable[[Any], Any] | None = None
+) -> Any:
+    """The coroutine of an async API call that fails over: ``reach`` finds its method on
+    a client, when its path is names only; ``hedge`` is whether it may be hedged."""
+    call: _Call = step[-1]
+    reach = reach if not call.swaps else None
+
+    async def attempt(client: Any) -> Any:
+        result = await (
+            reach(client)(*call.args, **call.kwargs) if reach else _resolve(client, step)
+        )
+        if isinstance(result, AsyncStream):
+            return await AsyncPeekedStream.peek(result)
+        return result
+
+    streaming = call.kwargs.get("stream") is True  # hedging is for whole answers only
+    return await _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
+
+
 class FailoverAwaitable:
-    """An async API call that fails over when awaited (or, for a page, iterated)."""
+    """An async API call of a page that fails over when awaited, or iterated."""
 
     __slots__ = ("_chain", "_hedge", "_reach", "_step")
 
@@ -194,35 +206,14 @@ class FailoverAwaitable:
         self._chain = chain
         self._step = step
         self._hedge = hedge
-        self._reach = reach  # the method on a client, when its path is names only
+        self._reach = reach
 
     def __await__(self) -> Any:
-        return self._first().__await__()
-
-    async def _first(self) -> Any:
-        step, reach = self._step, self._reach
-        call: _Call = step[-1]
-
-        async def attempt(client: Any) -> Any:
-            result = await _send(client, step, reach)
-            if isinstance(result, AsyncStream):
-                return await AsyncPeekedStream.peek(result)
-            return result
-
-        streaming = call.kwargs.get("stream") is True  # hedging is for whole answers only
-        hedge = self._hedge and not streaming
-        return await _attempts.call_async(self._chain, attempt, step, hedge=hedge)
+        return _sent(self._chain, self._step, self._hedge, self._reach).__await__()
 
     async def __aiter__(self) -> Any:
         async for item in await self:
             yield item
-
-
-def _coroutine(
-    chain: Chain, step: Path, hedge: bool = True, reach: Callable[[Any], Any] | None = None
-) -> Any:
-    """The coroutine of an async API call that fails over."""
-    return FailoverAwaitable(chain, step, hedge, reach)._first()
 
 
 class _Deferred:

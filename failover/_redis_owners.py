@@ -18,14 +18,13 @@ class SharedOwners(Owners):
     """Owners written through to Redis (behind, from an event loop), read from memory
     first, then from Redis."""
 
+    shared = True  # another process may have made any id: requests are always scanned
+
     def __init__(self, health: Link, prefix: str, ttl: float) -> None:
         super().__init__()
         self._health = health
         self._prefix = prefix
         self._ttl_ms = max(1, round(ttl * 1000))
-
-    def may_know(self) -> bool:
-        return True  # another process may have made any id: requests are always scanned
 
     def owners(self, ids: Sequence[str]) -> list[Owner | None]:
         found = super().owners(ids)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._activity import ACTIVITY, Alerting
-from ._health import STORE, Health, HealthStore, Reason, State, _default, default_store
+from ._health import STORE, STORES, Health, HealthStore, Reason, State, default_store
 from ._spans import _OPERATIONS, AttemptSpan, _set_error
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def configure(
     """
     global _OTEL, _PROVIDERS
     if health is not _UNSET:
-        _default[0] = health if health is not None else STORE
+        STORES[0] = health if health is not None else STORE
     if alert_failure_rate is not _UNSET:
         ACTIVITY.alerting = Alerting(alert_failure_rate)
     if tracer_provider is not _UNSET or meter_provider is not _UNSET:

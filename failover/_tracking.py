@@ -31,7 +31,7 @@ from ._openai import (
     ResponseContextManager,
     SyncAPIResource,
 )
-from ._ownership import LOOKED_UP, Unseen
+from ._ownership import LOOKED_UP, Unseen, creation
 from ._policy import mark_if_transport
 from ._scope import Scope, narrowed, phases
 from ._spans import current as current_span
@@ -108,6 +108,16 @@ class _Call:
             kwargs = self._adjusted(owner, method, kwargs)
         self.kwargs = kwargs
 
+    @classmethod
+    def plain(cls, name: str, args: Any, kwargs: dict[str, Any], scope: Scope) -> _Call:
+        """A call that needs nothing of its attempt but to know its errors: no bounds nor
+        model names (``scope.plain``), creating nothing, naming nothing known."""
+        call = cls.__new__(cls)
+        call.args, call.kwargs, call.scope, call.request = args, kwargs, scope, None
+        call.stream = kwargs.get("stream") is True or name == "stream"
+        call.started, call.body_read = time.monotonic(), KEEP
+        return call
+
     def _adjusted(self, owner: Any, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with the provider's model name and the attempt's time bounds."""
         scope = self.scope
@@ -142,7 +152,10 @@ class _Call:
 
 async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
     try:
-        result = track(await awaitable, scope, call)
+        result = await awaitable
+        # A parsed answer with nothing to remember (the common case) is as track() gives it.
+        if not isinstance(result, pydantic.BaseModel) or (call is not None and call.request):
+            result = track(result, scope, call)
     except BaseException as exc:
         if call is None:
             mark_if_transport(exc)
@@ -298,6 +311,17 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
         self._self_name = name
         self._self_scope = scope
         self._self_sent = sent
+        # Whether its calls may be plain (see ``_Call.plain``): decided once, as far as
+        # the method and its attempt tell; by its arguments and the registry, per call.
+        ownership = scope.ownership if scope is not None else None
+        self._self_made = creation(owner, name) if ownership is not None else None
+        made = self._self_made
+        self._self_plain = (
+            scope is not None
+            and scope.plain
+            and sent is None
+            and (made is None or made.stores is not None)
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the
@@ -309,6 +333,28 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 return track(method(*args, **kwargs), None)
             except BaseException as exc:
                 mark_if_transport(exc)
+                raise
+        made = self._self_made
+        if (
+            self._self_plain
+            and not _telemetry.LIVE
+            # Creates nothing (``makes``; written out for its common case, a method that
+            # creates only with store=True: the healthy path calls as few functions as
+            # it can, see Chain.lean), and names no id anyone knows.
+            and (made is None or (not made.stores and kwargs.get("store") is not True))
+            and (scope.ownership is None or scope.ownership.quiet())
+        ):
+            call = None
+            try:
+                result = method(*args, **kwargs)
+                if isinstance(result, pydantic.BaseModel):
+                    return result  # a parsed answer: nothing more to do
+                call = _Call.plain(name, args, kwargs, scope)
+                if type(result) is types.CoroutineType:  # an async call's answer, to await
+                    return _tracked_await(result, scope, call)
+                return track(result, scope, call)
+            except BaseException as exc:
+                (call or _Call.plain(name, args, kwargs, scope)).failed(exc)
                 raise
         try:
             call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)

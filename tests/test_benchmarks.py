@@ -128,7 +128,7 @@ def test_profile_healthy_runs_and_prints_its_four_views() -> None:
     for view in done.stdout.split("\n\n")[1:]:
         assert all(name in view for name in names), view
     assert "Chain.served" in done.stdout
-    assert "LeanAttempt" in done.stdout
+    assert "Chain.lean" in done.stdout
 
 
 def test_cold_path_prints_hot_and_cold_costs_and_each_knocked_out_piece() -> None:

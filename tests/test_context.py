@@ -243,6 +243,39 @@ def test_call_fails_over_to_backup(
     assert backup.requests
 
 
+def _decorated(flavour: Flavour, providers: tuple[Any, ...], scenario: Scenario) -> Any:
+    """``scenario`` as the body of a ``@with_fallback`` function, in ``flavour``."""
+    if flavour.is_async:
+
+        @failover.with_fallback(*providers, **NO_BREAKER)
+        async def abody(client: Any = None) -> Any:
+            return await scenario(flavour, client)
+
+        return asyncio.run(abody())
+
+    @failover.with_fallback(*providers, **NO_BREAKER)
+    def body(client: Any = None) -> Any:
+        return flavour.run(scenario(flavour, client))
+
+    return body()
+
+
+@pytest.mark.parametrize("form", ["decorator", "proxy"])
+@pytest.mark.parametrize(("op", "fault"), [p for p in _matrix() if p.values[1] != "hang"])
+def test_a_call_with_no_time_bound_fails_over_on_every_fault(
+    flavour: Flavour, comet: FakeProvider, backup: FakeProvider, op: str, fault: str, form: str
+) -> None:
+    # No budget: the healthy path's plain calls, which build what a call needs only when
+    # the answer is not a parsed one. A fault met while reading the answer (a raw
+    # response's bad body, parsed inside the attempt) is the provider's there too.
+    scenario, expected = OPS[op]
+    hold_fault(comet, fault)
+    providers = (provider(comet), provider(backup))
+    run = through_proxy if form == "proxy" else _decorated
+    assert run(flavour, providers, scenario) == expected
+    assert comet.requests, "the primary was tried first"
+
+
 def test_async_models_list_can_be_awaited(comet: FakeProvider, backup: FakeProvider) -> None:
     comet.fail(500)
     providers = (provider(comet), provider(backup))
