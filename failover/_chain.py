@@ -84,11 +84,12 @@ class Chain:
     def lean(self, build: Callable[[Endpoint], Any]) -> Any:
         """The client (from ``build``, handed out) of a call's first attempt when it may
         run at once on ``head``, with no :class:`Run` (the healthy path): the chain is
-        ``direct``, nothing traces, the head's breaker is closed and its client builds. None:
-        the call takes the full path. A failure there continues in ``Run.resumed``.
+        ``direct``, nothing traces, the head's breaker is closed and its client builds.
+        None: the call takes the full path. When this first attempt fails, the call goes
+        on in a :class:`Run` (``Run.resumed``, from the drivers' ``_resumed``).
 
         The healthy path runs with caches cold (the client's own work evicts failover's
-        code between two calls), where every function called costs ~1 µs: so it is
+        code between two calls), where each function called costs several µs: so it is
         written flat, here, in the drivers, :meth:`served` and ``TrackedMethod``.
         """
         if not self.direct or ("opentelemetry" in sys.modules and tracing()):
@@ -109,15 +110,15 @@ class Chain:
         return self.handed_out(client, self.head_scope)
 
     def served(
-        self, endpoint: Endpoint, after_failover: bool = False, observer: Observer | None = None
+        self, endpoint: Endpoint, *, after_failover: bool = False, observer: Observer | None = None
     ) -> None:
         """``endpoint`` answered a call (``after_failover``: after another provider failed)."""
         breaker = self.settings.breaker
         if breaker is not None:
             store = self.settings.store or STORES[0]
-            h = store.peek(endpoint.key)
+            h = None if after_failover else store.peek(endpoint.key)
             # A clean record (see ``clean``): the success changes nothing but counts.
-            if h.state is State.CLOSED and not h.consecutive_failures and not after_failover:
+            if h is not None and h.state is State.CLOSED and not h.consecutive_failures:
                 store.count(endpoint.key, endpoint.name, breaker)  # no new record
             else:
                 self._recovered(endpoint, store, breaker, after_failover, observer)

@@ -255,15 +255,18 @@ class Run:
             a.provider != endpoint.name and not isinstance(a.error, ProviderBound)
             for a in self.attempts
         )
-        self._chain.served(endpoint, after_failover, self.observer)
+        self._chain.served(endpoint, after_failover=after_failover, observer=self.observer)
         # Only a call that had to try again is logged: a healthy call's line would be
-        # one per call, which is what the metrics are for.
-        if self.attempts and logger.isEnabledFor(logging.DEBUG):
+        # one per call, which is what the metrics are for (skips are logged as such).
+        failed = [
+            a for a in self.attempts if not a.skipped and not isinstance(a.error, ProviderBound)
+        ]
+        if failed and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "failover: %s served in %.3fs, after %d failed attempt(s)",
                 endpoint.name,
                 elapsed,
-                len(self.attempts),
+                len(failed),
             )
         if self._settings.on_attempt is not None:
             self._emit(endpoint, Outcome.SUCCESS, None, elapsed)

@@ -115,6 +115,8 @@ class _Call:
         call = cls.__new__(cls)
         call.args, call.kwargs, call.scope, call.request = args, kwargs, scope, None
         call.stream = kwargs.get("stream") is True or name == "stream"
+        # Read only by bounds, which a plain scope has none of (so when it is set, once the
+        # call returned, is of no consequence: it is no latency).
         call.started, call.body_read = time.monotonic(), KEEP
         return call
 

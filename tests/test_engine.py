@@ -682,3 +682,31 @@ def test_hedge_on_the_sync_client_or_the_block_form_is_refused(
         pass
     with pytest.raises(TypeError, match="block form"):
         iter(clients)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_debug_logs_a_success_only_after_a_failed_attempt(
+    comet: FakeProvider,
+    chain: tuple[Provider, Provider],
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A healthy call logs nothing (a line per call is what metrics are for); neither does
+    # one that skips an open primary (the skip has its own INFO line).
+    caplog.set_level(logging.DEBUG, logger="failover")
+    breaker = Breaker(failures=1, cooldown=60, max_cooldown=60, failure_rate=None)
+
+    def served() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "served in" in r.getMessage()]
+
+    assert call(chain, how, breaker=breaker, retry=None) == "[comet] hello"
+    assert served() == []
+    comet.fail(500)
+    assert call(chain, how, breaker=breaker, retry=None) == "[backup] hello"
+    [line] = served()
+    assert line.startswith("failover: backup served in ")
+    assert line.endswith(", after 1 failed attempt(s)")
+    caplog.clear()
+    assert call(chain, how, breaker=breaker, retry=None) == "[backup] hello"
+    assert any("skipping comet" in r.getMessage() for r in caplog.records)
+    assert served() == []
