@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import cProfile
 import gc
+import os
+import pstats
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import MESSAGES, NO_BREAKER, achat_text, chat_text, provider
 
-from failover import StreamInterrupted, _engine, fallback_clients, health, with_fallback
+from failover import StreamInterrupted, _engine, _telemetry, fallback_clients, health, with_fallback
 from failover._scope import Scope, current_provider
 from failover.testing import FakeProvider
 
@@ -405,3 +408,68 @@ def test_a_healthy_call_builds_no_run_and_a_failing_one_carries_on_from_its_atte
     assert len(runs) == 1  # built when the first attempt failed, carrying it on
     assert health()["comet"]["consecutive_failures"] == 1
     assert health()["backup"]["failovers_served"] == 1
+
+
+# -- the healthy path stays flat ----------------------------------------------------
+
+# Around a real call every function failover runs is a cache miss of several µs (see
+# README, Performance): so how many distinct ones a healthy call runs is held here, as
+# a budget. Counted, not timed. Raise a budget only for a function the healthy path must
+# run. Not counted: tracing()'s check, which runs once some module imported opentelemetry.
+FRAMES = {"decorator-sync": 12, "decorator-async": 15, "proxy-sync": 13, "proxy-async": 18}
+
+
+def _ours(stats: pstats.Stats) -> list[str]:
+    return sorted(
+        f"{os.path.basename(file)}:{name}"
+        for file, _, name in stats.stats  # type: ignore[attr-defined]
+        if (f"{os.sep}failover{os.sep}" in file or f"{os.sep}wrapt{os.sep}" in file)
+        and not file.endswith("_telemetry.py")
+    )
+
+
+@pytest.mark.parametrize("how", list(FRAMES))
+def test_a_healthy_call_runs_few_functions_of_failover(
+    comet: FakeProvider, backup: FakeProvider, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a process that never traced: once anything traced, calls look for spans (a
+    # latch that the telemetry tests, in the same worker, may have set).
+    monkeypatch.setattr(_telemetry, "LIVE", False)
+    form, mode = how.split("-")
+    chain = (provider(comet), provider(backup))
+    profile = cProfile.Profile()
+
+    def ask(client: Any = None) -> str:
+        return chat_text(client)
+
+    async def aask(client: Any = None) -> str:
+        return await achat_text(client)
+
+    def measured(call: Any) -> None:
+        assert call() == "[comet] hello"  # warm: clients built, methods resolved
+        profile.enable()
+        call()
+        profile.disable()
+
+    async def ameasured(call: Any) -> None:
+        assert await call() == "[comet] hello"
+        profile.enable()
+        await call()
+        profile.disable()
+
+    if mode == "sync" and form == "decorator":
+        measured(with_fallback(*chain)(ask))
+    elif mode == "sync":
+        with fallback_clients(*chain) as client:
+            measured(lambda: ask(client))
+    elif form == "decorator":
+        asyncio.run(ameasured(with_fallback(*chain)(aask)))
+    else:
+
+        async def main() -> None:
+            async with fallback_clients(*chain) as client:
+                await ameasured(lambda: aask(client))
+
+        asyncio.run(main())
+    ours = _ours(pstats.Stats(profile))
+    assert len(ours) <= FRAMES[how], " ".join(ours)
