@@ -393,7 +393,11 @@ class Endpoint:
     def async_client(self) -> Any:
         """The tracked async client of the running event loop."""
         given = self._given_async  # the user's own: the same on every loop
-        return given if given is not None else self._async.get(self._async_client)
+        if given is not None:
+            return given
+        # PerLoop.get's lookup, inlined: it runs on every async call's healthy path.
+        built = self._async._values.get(asyncio.get_running_loop())
+        return built if built is not None else self._async.get(self._async_client)
 
     def _forget_built(self) -> None:
         # In a forked child: the parent's connections are not this process's to use.
