@@ -206,6 +206,17 @@ def fold(h: Health, start: float | None, calls: int) -> Health:
     return h._replace(calls=h.calls + calls, window=_added(h.window, start, calls, 0, None))
 
 
+#: Clean successes per window bucket start (None: the breaker has no window).
+Counts = dict[float | None, int]
+
+
+def folded(h: Health, counts: Counts) -> Health:
+    """``h`` with ``counts`` counted in (see :func:`fold`)."""
+    for start, calls in counts.items():
+        h = fold(h, start, calls)
+    return h
+
+
 def released(h: Health) -> Health:
     """A probe that ended without news (the caller's bug, a cancellation): free the slot."""
     state = State.OPEN if h.state is State.HALF_OPEN else h.state
@@ -371,8 +382,7 @@ class MemoryStore:
         tally = self._tallies.get(key)
         if not tally:
             return record
-        for start, calls in tally.drain().items():
-            record = fold(record, start, calls)
+        record = folded(record, tally.drain())
         self._records[key] = (entry[0] if entry is not None else tally.name, record)
         return record
 

@@ -18,10 +18,7 @@ import re
 from typing import Any, NamedTuple
 
 from ._activity import Tally
-from ._health import BUCKETS, FRESH, Health, Reason, State, fold
-
-#: Successes not yet written, per window bucket start (None: the breaker has no window).
-Counts = dict[float | None, int]
+from ._health import BUCKETS, FRESH, Counts, Health, Reason, State
 
 
 def gather(tallies: dict[str, Tally], counts: dict[str, Counts]) -> None:
@@ -31,13 +28,6 @@ def gather(tallies: dict[str, Tally], counts: dict[str, Counts]) -> None:
             mine = counts.setdefault(key, {})
             for start, calls in tally.drain().items():
                 mine[start] = mine.get(start, 0) + calls
-
-
-def folded(h: Health, counts: Counts) -> Health:
-    """``h`` with ``counts`` counted in."""
-    for start, calls in counts.items():
-        h = fold(h, start, calls)
-    return h
 
 
 #: Compare-and-set on the record's version, the only server-side logic (the breaker's

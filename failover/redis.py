@@ -46,11 +46,11 @@ from typing import Any, TypeVar
 from redis.exceptions import ResponseError
 
 from ._activity import GATHER_AT, Tally
-from ._health import FRESH, Breaker, Change, Clock, Health, bucket_start
+from ._health import FRESH, Breaker, Change, Clock, Counts, Health, bucket_start, folded
 from ._redis_clients import ERRORS, from_client, from_url
 from ._redis_link import Link, on_loop
 from ._redis_owners import SharedOwners
-from ._redis_records import Counts, Keys, Stored, decode, encode, folded, gather
+from ._redis_records import Keys, Stored, decode, encode, gather
 from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
