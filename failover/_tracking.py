@@ -314,16 +314,17 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
         self._self_scope = scope
         self._self_sent = sent
         # Whether its calls may be plain (see ``_Call.plain``): decided once, as far as
-        # the method and its attempt tell; by its arguments and the registry, per call.
-        ownership = scope.ownership if scope is not None else None
-        self._self_made = creation(owner, name) if ownership is not None else None
-        made = self._self_made
+        # the method and its attempt tell; by the registry, and for a method that creates
+        # only with store=True (see ``makes``) by that argument, per call.
+        tracks = scope is not None and scope.ownership is not None
+        made = creation(owner, name) if tracks else None
         self._self_plain = (
             scope is not None
             and scope.plain
             and sent is None
-            and (made is None or made.stores is not None)
+            and (made is None or made.stores is False)
         )
+        self._self_if_stored = made is not None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the
@@ -336,14 +337,11 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
             except BaseException as exc:
                 mark_if_transport(exc)
                 raise
-        made = self._self_made
         if (
             self._self_plain
             and not _telemetry.LIVE
-            # Creates nothing (``makes``; written out for its common case, a method that
-            # creates only with store=True: the healthy path calls as few functions as
-            # it can, see Chain.lean), and names no id anyone knows.
-            and (made is None or (not made.stores and kwargs.get("store") is not True))
+            # Creates nothing, and names no id anyone knows.
+            and (not self._self_if_stored or kwargs.get("store") is not True)
             and (scope.ownership is None or scope.ownership.quiet())
         ):
             call = None

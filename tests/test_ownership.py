@@ -340,6 +340,39 @@ def test_only_stored_resources_are_remembered(comet: FakeProvider, chain: Chain)
     assert MEMORY.may_know()
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_a_chat_completion_stored_on_request_is_remembered(
+    form: str, comet: FakeProvider, chain: Chain
+) -> None:
+    # chat.completions.create stores only with store=True: without it, the healthy path's
+    # plain call; with it, the call whose answer is remembered as the provider's.
+    messages = [{"role": "user", "content": "hi"}]
+
+    def chat(client: Any, **kwargs: Any) -> Any:
+        return client.chat.completions.create(model="m", messages=messages, **kwargs)
+
+    call(form, chain, chat)
+    assert not MEMORY.may_know()
+    made = call(form, chain, lambda c: chat(c, store=True))
+    assert MEMORY.known([made.id])[0] is not None
+
+
+@pytest.mark.parametrize("form", FORMS)
+@in_a_loop
+async def test_a_chat_completion_stored_on_request_is_remembered_async(
+    form: str, comet: FakeProvider, chain: Chain
+) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def chat(client: Any, **kwargs: Any) -> Any:
+        return await client.chat.completions.create(model="m", messages=messages, **kwargs)
+
+    await acall(form, chain, chat)
+    assert not MEMORY.may_know()
+    made = await acall(form, chain, lambda c: chat(c, store=True))
+    assert MEMORY.known([made.id])[0] is not None
+
+
 def test_the_creating_calls_are_read_from_the_client() -> None:
     client = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
     makers = [
