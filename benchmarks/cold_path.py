@@ -8,9 +8,10 @@ CPU's caches; around a real call, the client's own work (openai, httpx, pydantic
 evicts it between two calls, and every piece runs cold. Here
 ``chat.completions.create`` is stubbed out (no I/O), and in the cold runs each timed
 call follows a real openai call over a mock transport: what is left is failover's code,
-as cold as in production. A contender's cost is its median less the bare stubbed
-call's, the contenders taking turns. Then, for ``@with_fallback`` (sync), the cold cost
-with one piece knocked out at a time: what that piece costs cold.
+as cold as in production. A contender's cost is the median of its per-round
+differences to the bare stubbed call, the contenders taking turns. Then, for
+``@with_fallback`` (sync), the cold cost with one piece knocked out at a time: what that
+piece costs cold.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ def _clients(is_async: bool) -> tuple[Any, Any]:
 
 
 def _extra(stats: dict[str, Stats]) -> dict[str, float]:
-    base = stats["bare"].median
-    return {name: s.median - base for name, s in stats.items() if name != "bare"}
+    return {name: s.cost_over(stats["bare"]) for name, s in stats.items() if name != "bare"}
 
 
 def measure_sync(calls: int, cold: bool = True) -> dict[str, float]:
