@@ -50,7 +50,7 @@ from failover._activity import ACTIVITY, Activity
 from failover._attempts import AttemptContext, call_async, call_sync
 from failover._chain import Chain
 from failover._engine import Run
-from failover._health import MemoryStore, clean, default_store
+from failover._health import FRESH, MemoryStore, clean, default_store
 from failover._ownership import Ownership
 from failover._providers import Endpoint
 from failover._proxy import Failover, _sent
@@ -122,11 +122,13 @@ async def _anothing() -> None:
 
 
 def _direct(decorated: Any) -> Any:
-    """A ``with_fallback`` function whose driver is a plain call of the body: what the
-    wrapper itself costs (wrapt's FunctionWrapper, the wrapper, its body closure)."""
+    """A ``with_fallback`` function whose driver is a plain call of the function: what
+    the wrapper itself costs (wrapt's FunctionWrapper and the wrapper)."""
     wrapper = decorated._self_wrapper
     cells = dict(zip(wrapper.__code__.co_freevars, wrapper.__closure__, strict=True))
-    cells["driver"].cell_contents = lambda chain, body, name: body(None)
+    cells["driver"].cell_contents = lambda chain, fn, name, injected: fn(
+        *injected[1], **injected[2]
+    )
     return cells["chain"].cell_contents
 
 
@@ -221,20 +223,25 @@ def items(t: Items) -> None:
     def hop(client: Any) -> Callable[[], object]:
         return lambda: client.chat.completions.create
 
-    t.add("@with_fallback: FunctionWrapper, wrapper, closure", decorated, user, key="wrapper")
+    t.add("@with_fallback: FunctionWrapper, wrapper", decorated, user, key="wrapper")
     t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
-    t.add("  Chain.lean(): flag, peek, client", lambda: chain.lean(Endpoint.sync_client))
+    t.add("  Chain.lean(): flag, view, client", lambda: chain.lean(Endpoint.sync_client))
     t.add("    tracing() (only once opentelemetry is imported)", tracing)
-    t.add("    store().peek(key)", lambda: (chain.settings.store or default_store()).peek(e.key))
+    t.add(
+        "    the store's view", lambda: (chain.settings.store or default_store()).views.get(e.key)
+    )
     t.add("    Endpoint.sync_client()", e.sync_client)
     t.add("  SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
     t.add("  time.monotonic() (1 per call)", time.monotonic)
     t.add("  Chain.served(endpoint)", lambda: chain.served(e))
-    t.add("    store.peek + clean()", lambda: clean(store.peek(e.key)))
-    t.add("    MemoryStore.count()", lambda: store.count(e.key, e.name, breaker))
+    t.add("    the store's view + clean()", lambda: clean(store.views.get(e.key) or FRESH))
+    t.add(
+        "    MemoryStore.count() (inlined: only for a new or long tally)",
+        lambda: store.count(e.key, e.name, breaker),
+    )
     t.add("      lock acquire + release (not on the healthy path)", locked)
-    t.add("      breaker clock, time.time()", time.time)
-    t.add("    ACTIVITY.served()", lambda: ACTIVITY.served(e.key, e.name))
+    t.add("      breaker clock, time.time() (x2: the activity's too)", time.time)
+    t.add("    ACTIVITY.served() (inlined, as count)", lambda: ACTIVITY.served(e.key, e.name))
     t.add("Tracked hops .chat.completions.create (slots)", hop(p.handed), hop(p.client), "hops")
     tracked = p.handed.chat.completions.create
     t.add("= TrackedMethod.__call__", lambda: tracked(**kw), lambda: owner.create(**kw), "method")

@@ -105,7 +105,9 @@ class Activity:
         self.clock = clock  # seconds; tests inject their own
         self._lock = threading.Lock()
         self._providers: dict[str, _Rolling] = {}
-        self._served: dict[str, Tally] = {}  # calls served, not yet in the buckets
+        # Calls served, not yet in the buckets: appended to by ``served``, and by the
+        # healthy path itself once ``served`` has made the key's tally (``Chain.served``).
+        self.tallies: dict[str, Tally] = {}
         self._unserved = _Rolling("")  # calls no provider served, in its _CALLS column
         self.alerting = Alerting()
 
@@ -118,10 +120,10 @@ class Activity:
     def served(self, key: str, name: str) -> None:
         """An attempt served its call (the healthy path: one append, no lock)."""
         now = self.clock()
-        tally = self._served.get(key)
+        tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
-                tally = self._served.setdefault(key, Tally(name))
+                tally = self.tallies.setdefault(key, Tally(name))
         tally.append(now - now % STEP)
         if len(tally) > GATHER_AT:
             with self._lock:
@@ -129,7 +131,7 @@ class Activity:
 
     def _gather(self) -> None:
         """Count the served calls in (under the lock)."""
-        for key, tally in self._served.items():
+        for key, tally in self.tallies.items():
             if tally:
                 rolling = self._rolling(key, tally.name)
                 for start, calls in tally.drain().items():
@@ -209,7 +211,7 @@ class Activity:
     def clear(self) -> None:
         with self._lock:
             self._providers.clear()
-            self._served.clear()
+            self.tallies.clear()
             self._unserved = _Rolling("")
 
 

@@ -231,8 +231,31 @@ class Attempts:
 # ``operation`` names the call in traces: a function's qualified name, or a drop-in
 # call's path (see ``_telemetry.Traced``).
 
+#: A decorated function's call (the parameter to inject the client as, its arguments and
+#: its own keyword dict): the drivers call it with no closure of its own on the healthy
+#: path, and through :func:`as_body` on every other.
+Injection = tuple[str, tuple[Any, ...], dict[str, Any]]
 
-def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
+
+def as_body(fn: Callable[..., T], injected: Injection | None) -> Callable[[Any], T]:
+    """``fn`` as a function of the client (``fn`` itself when nothing is injected)."""
+    if injected is None:
+        return fn
+    inject, args, kwargs = injected
+
+    def body(client: Any) -> T:
+        kwargs[inject] = client  # this call's own dict: each attempt sets its client
+        return fn(*args, **kwargs)
+
+    return body
+
+
+def call_sync(
+    chain: Chain,
+    fn: Callable[..., T],
+    operation: object = "call",
+    injected: Injection | None = None,
+) -> T:
     client = chain.lean(Endpoint.sync_client)
     if client is None:
         attempts = Attempts(chain, operation)
@@ -240,7 +263,12 @@ def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") 
         token = SCOPE.set(chain.head_scope)
         started = time.monotonic()
         try:
-            result = fn(client)
+            if injected is None:
+                result = fn(client)
+            else:
+                inject, args, kwargs = injected
+                kwargs[inject] = client  # (see as_body)
+                result = fn(*args, **kwargs)
         except BaseException as exc:
             SCOPE.reset(token)  # a plain call: it ends in the context it started in
             if (resumed := _resumed(chain, operation, started, exc)) is None:
@@ -250,21 +278,23 @@ def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") 
             SCOPE.reset(token)
             chain.served(chain.head)
             return result
+    body = as_body(fn, injected)
     while True:  # ends by the return, or by FailoverError from attempt()
         attempt = attempts.attempt(Endpoint.sync_client)
         with attempt as client:
-            return attempt.answered(fn(client))
+            return attempt.answered(body(client))
 
 
 async def call_async(
     chain: Chain,
-    fn: Callable[[Any], Awaitable[T]],
+    fn: Callable[..., Awaitable[T]],
     operation: object = "call",
+    injected: Injection | None = None,
     *,
     hedge: bool = True,
 ) -> T:
     if hedge and chain.settings.hedge is not None:
-        return await call_hedged(chain, fn, chain.settings.hedge, operation)
+        return await call_hedged(chain, as_body(fn, injected), chain.settings.hedge, operation)
     client = chain.lean(Endpoint.async_client)
     if client is None:
         attempts = Attempts(chain, operation)
@@ -272,7 +302,12 @@ async def call_async(
         token = SCOPE.set(chain.head_scope)
         started = time.monotonic()
         try:
-            result = await fn(client)
+            if injected is None:
+                result = await fn(client)
+            else:
+                inject, args, kwargs = injected
+                kwargs[inject] = client  # (see as_body)
+                result = await fn(*args, **kwargs)
         except BaseException as exc:
             SCOPE.reset(token)
             if (resumed := _resumed(chain, operation, started, exc)) is None:
@@ -282,10 +317,11 @@ async def call_async(
             SCOPE.reset(token)
             chain.served(chain.head)
             return result
+    body = as_body(fn, injected)
     while True:
         attempt = await attempts.attempt_async(Endpoint.async_client)
         with attempt as client:
-            return attempt.answered(await fn(client))
+            return attempt.answered(await body(client))
 
 
 def _resumed(
@@ -388,9 +424,13 @@ class _Reruns:
 
 
 def iterate_sync(
-    chain: Chain, fn: Callable[[Any], Iterator[T]], operation: object = "call"
+    chain: Chain,
+    fn: Callable[..., Iterator[T]],
+    operation: object = "call",
+    injected: Injection | None = None,
 ) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
+    fn = as_body(fn, injected)
     for run in _Reruns(chain, operation):  # FailoverError when no provider is left
         with run as attempt:
             with attempt.scoped() as client:
@@ -405,9 +445,13 @@ def iterate_sync(
 
 
 async def iterate_async(
-    chain: Chain, fn: Callable[[Any], AsyncIterator[T]], operation: object = "call"
+    chain: Chain,
+    fn: Callable[..., AsyncIterator[T]],
+    operation: object = "call",
+    injected: Injection | None = None,
 ) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
+    fn = as_body(fn, injected)
     async for run in _Reruns(chain, operation):
         async with run as attempt:
             with attempt.scoped() as client:

@@ -8,7 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import wrapt
 
-from ._attempts import call_async, call_sync, iterate_async, iterate_sync
+from ._attempts import Injection, call_async, call_sync, iterate_async, iterate_sync
 from ._chain import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
@@ -64,7 +64,7 @@ def with_fallback(
         target = getattr(func, "__func__", func)
         # Decided once, here: the driver that fits what the function is.
         if inspect.isasyncgenfunction(target):
-            driver: Callable[[Chain, Callable[[Any], Any], str], Any] = iterate_async
+            driver: Callable[[Chain, Callable[..., Any], str, Injection], Any] = iterate_async
         elif inspect.isgeneratorfunction(target):
             driver = iterate_sync
         elif inspect.iscoroutinefunction(target):
@@ -88,12 +88,7 @@ def with_fallback(
         ) -> Any:
             if inject in kwargs:
                 return wrapped(*args, **kwargs)
-
-            def body(client: Any) -> Any:
-                kwargs[inject] = client  # this call's own dict: each attempt sets its client
-                return wrapped(*args, **kwargs)
-
-            return driver(chain, body, name)
+            return driver(chain, wrapped, name, (inject, args, kwargs))
 
         decorated: Callable[P, R] = wrapper(func)
         return decorated

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
 
 from ._activity import ACTIVITY, GATHER_AT, Tally
@@ -63,6 +63,9 @@ class Breaker:
     min_calls: int = 20
     window: float = 30.0
     clock: Callable[[], float] = time.time
+    #: The width of a failure-rate window bucket (None: no rate rule), for the healthy
+    #: path, which computes a success's bucket start inline (see :func:`bucket_start`).
+    bucket_width: float | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.failures >= 1 and 0 <= self.cooldown <= self.max_cooldown):
@@ -70,6 +73,7 @@ class Breaker:
         rate = self.failure_rate
         if rate is not None and not (0 < rate <= 1 and self.min_calls >= 1 and self.window > 0):
             raise ValueError("Breaker needs 0 < failure_rate <= 1, min_calls >= 1 and window > 0")
+        object.__setattr__(self, "bucket_width", None if rate is None else self.window / BUCKETS)
 
 
 #: The failure-rate window is this many time buckets of ``window / BUCKETS`` seconds,
@@ -193,10 +197,8 @@ def clean(h: Health) -> bool:
 
 def bucket_start(b: Breaker, now: float) -> float | None:
     """The start of the window bucket that ``now`` falls in (None: no rate rule)."""
-    if b.failure_rate is None:
-        return None
-    width = b.window / BUCKETS
-    return now - now % width
+    width = b.bucket_width
+    return None if width is None else now - now % width
 
 
 def fold(h: Health, start: float | None, calls: int) -> Health:
@@ -284,11 +286,24 @@ class HealthStore(Protocol):
 
     ``now`` comes from the store (a shared store uses one clock for every host);
     ``clock`` is the breaker's, for stores that have none of their own. A healthy
-    call touches only :meth:`peek` and :meth:`count`, which do no I/O and take no
-    lock held across I/O; :meth:`update` runs only when something may change.
+    call reads :attr:`views` and appends to :attr:`tallies`, with no call, else asks
+    :meth:`peek` and :meth:`count`: none of these does I/O or takes a lock held
+    across I/O. :meth:`update` runs only when something may change.
     """
 
     source: str
+    @property
+    def views(self) -> Mapping[str, Health]:
+        """What :meth:`peek` answers for the keys this process knows (for a missing one,
+        ask :meth:`peek`). Written by the store alone; the healthy path reads it."""
+        ...
+
+    @property
+    def tallies(self) -> Mapping[str, Tally]:
+        """Each key's :class:`Tally` of clean successes, that :meth:`count` makes and
+        appends to. The healthy path appends a success's bucket start to it itself
+        (see ``Chain.served``), and calls :meth:`count` when there is none or it is long."""
+        ...
 
     def peek(self, key: str) -> Health:
         """The record as this process knows it now (FRESH when unknown): no I/O, no lock.
@@ -332,18 +347,21 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: dict[str, tuple[str, Health]] = {}
-        self._tallies: dict[str, Tally] = {}
+        self.views: dict[str, Health] = {}
+        self._names: dict[str, str] = {}
+        self.tallies: dict[str, Tally] = {}
 
     def peek(self, key: str) -> Health:
-        entry = self._records.get(key)
-        return entry[1] if entry is not None else FRESH
+        return self.views.get(key, FRESH)
 
     def count(self, key: str, name: str, breaker: Breaker) -> None:
-        tally = self._tallies.get(key)
+        tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
-                tally = self._tallies.setdefault(key, Tally(name))
+                tally = self.tallies.setdefault(key, Tally(name))
+                # Known from now on: a healthy call reads its view with no call.
+                self.views.setdefault(key, FRESH)
+                self._names.setdefault(key, name)
         tally.append(bucket_start(breaker, breaker.clock()))
         if len(tally) > GATHER_AT:
             with self._lock:
@@ -354,7 +372,8 @@ class MemoryStore:
             current = self._fold(key)
             new, result = change(current, clock())
             if new is not current:
-                self._records[key] = (name, new)
+                self.views[key] = new
+                self._names[key] = name
         return result
 
     async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
@@ -366,24 +385,24 @@ class MemoryStore:
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
         with self._lock:
-            for key in list(self._tallies):
+            for key in list(self.tallies):
                 self._fold(key)
-            return dict(self._records)
+            return {key: (self._names[key], h) for key, h in self.views.items()}
 
     def clear(self) -> None:
         with self._lock:
-            self._records.clear()
-            self._tallies.clear()
+            self.views.clear()
+            self._names.clear()
+            self.tallies.clear()
 
     def _fold(self, key: str) -> Health:
         """The record of ``key`` with its tallied successes counted in (under the lock)."""
-        entry = self._records.get(key)
-        record = entry[1] if entry is not None else FRESH
-        tally = self._tallies.get(key)
+        record = self.views.get(key, FRESH)
+        tally = self.tallies.get(key)
         if not tally:
             return record
-        record = folded(record, tally.drain())
-        self._records[key] = (entry[0] if entry is not None else tally.name, record)
+        record = self.views[key] = folded(record, tally.drain())
+        self._names.setdefault(key, tally.name)
         return record
 
 

@@ -152,13 +152,24 @@ class _Call:
             self.scope.ownership.failed(self.args, self.kwargs, exc, self.scope.endpoint)
 
 
-async def _tracked_await(awaitable: Any, scope: Scope | None, call: _Call | None) -> Any:
+async def _tracked_await(
+    awaitable: Any,
+    scope: Scope | None,
+    call: _Call | None,
+    plain: tuple[str, Any, dict[str, Any]] | None = None,
+) -> Any:
+    """``awaitable``'s answer, tracked as the answer of ``call``: or, for a ``plain``
+    call (its name, arguments and scope), of a ``_Call.plain`` made only when needed."""
     try:
         result = await awaitable
         # A parsed answer with nothing to remember (the common case) is as track() gives it.
         if not isinstance(result, pydantic.BaseModel) or (call is not None and call.request):
+            if plain is not None and scope is not None:
+                call = _Call.plain(*plain, scope)
             result = track(result, scope, call)
     except BaseException as exc:
+        if plain is not None and scope is not None:
+            call = _Call.plain(*plain, scope)
         if call is None:
             mark_if_transport(exc)
         else:
@@ -349,9 +360,9 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 result = method(*args, **kwargs)
                 if isinstance(result, pydantic.BaseModel):
                     return result  # a parsed answer: nothing more to do
-                call = _Call.plain(name, args, kwargs, scope)
                 if type(result) is types.CoroutineType:  # an async call's answer, to await
-                    return _tracked_await(result, scope, call)
+                    return _tracked_await(result, scope, None, (name, args, kwargs))
+                call = _Call.plain(name, args, kwargs, scope)
                 return track(result, scope, call)
             except BaseException as exc:
                 (call or _Call.plain(name, args, kwargs, scope)).failed(exc)

@@ -126,8 +126,8 @@ class RedisHealth(Link):
         self._entries: dict[str, _Entry] = getattr(self, "_entries", {})
         for entry in self._entries.values():
             entry.writes = []
-        self._views: dict[str, Health] = getattr(self, "_views", {})  # what peek answers
-        self._tallies: dict[str, Tally] = {}  # successes counted, not yet gathered
+        self.views: dict[str, Health] = getattr(self, "views", {})  # what peek answers
+        self.tallies: dict[str, Tally] = {}  # successes counted, not yet gathered
         self._counts: dict[str, Counts] = {}  # gathered, to flush
         self._flushed: dict[str, float] = {}
         self._wanted: set[str] = set()  # to load in the background
@@ -149,19 +149,19 @@ class RedisHealth(Link):
     # -- HealthStore -------------------------------------------------------------
 
     def peek(self, key: str) -> Health:
-        view = self._views.get(key)
+        view = self.views.get(key)
         return view if view is not None else self._first_use(key)
 
     def count(self, key: str, name: str, breaker: Breaker) -> None:
-        tally = self._tallies.get(key)
+        tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
                 self._entry(key, name)
-                tally = self._tallies.setdefault(key, Tally(name))
+                tally = self.tallies.setdefault(key, Tally(name))
         tally.append(bucket_start(breaker, breaker.clock()))
         if len(tally) > GATHER_AT:
             with self._lock:
-                gather(self._tallies, self._counts)
+                gather(self.tallies, self._counts)
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         loop = on_loop()
@@ -193,7 +193,7 @@ class RedisHealth(Link):
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
         views = [self.peek(key) for key in keys]
         with self._lock:
-            gather(self._tallies, self._counts)
+            gather(self.tallies, self._counts)
             records = [folded(v, self._counts.get(k, {})) for k, v in zip(keys, views, strict=True)]
         return records, self._now()
 
@@ -204,12 +204,12 @@ class RedisHealth(Link):
         else:
             self._try(self._scan)
         with self._lock:
-            gather(self._tallies, self._counts)
+            gather(self.tallies, self._counts)
             return {
-                key: (entry.name, folded(self._views.get(key, FRESH), self._counts.get(key, {})))
+                key: (entry.name, folded(self.views.get(key, FRESH), self._counts.get(key, {})))
                 for key, entry in self._entries.items()
                 if entry.name is not None
-                and (self._views.get(key, FRESH) != FRESH or key in self._counts)
+                and (self.views.get(key, FRESH) != FRESH or key in self._counts)
             }
 
     def close(self) -> None:
@@ -290,11 +290,11 @@ class RedisHealth(Link):
         with self._lock:
             entry = self._entry(key, name)
             now = self._now()
-            new, result = change(folded(self._views.get(key, entry.record.health), counts), now)
+            new, result = change(folded(self.views.get(key, entry.record.health), counts), now)
             write = _Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
             entry.writes.append(write)
             entry.known = True
-            self._views[key] = new
+            self.views[key] = new
         self._behind(loop.create_task(self._land(key, name, write)), key)
         return result
 
@@ -363,7 +363,7 @@ class RedisHealth(Link):
         h = entry.record.health
         for write in entry.writes:
             h = write.apply(h)
-        self._views[key] = h
+        self.views[key] = h
 
     def _learn(self, key: str, raw: object, reply: bool) -> Stored:
         """Take in a value of ``key`` read from Redis (``reply``: as it is now, from a
@@ -397,7 +397,7 @@ class RedisHealth(Link):
         """A key this process has not read yet: one GET, or in the background from a loop."""
         self._start()
         if not on_loop() and self._try(lambda: self._refresh([key])) is not None:
-            return self._views.get(key, FRESH)
+            return self.views.get(key, FRESH)
         with self._lock:
             self._wanted.add(key)
         self._watcher.wake()
@@ -413,7 +413,7 @@ class RedisHealth(Link):
 
     def _take(self, key: str) -> Counts:
         with self._lock:
-            gather(self._tallies, self._counts)
+            gather(self.tallies, self._counts)
             return self._counts.pop(key, {})
 
     def _give_back(self, key: str, counts: Counts) -> None:
@@ -450,7 +450,7 @@ class RedisHealth(Link):
             if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
                 self._keep(key, name, write.change, write.counts, write)
         with self._lock:
-            gather(self._tallies, self._counts)
+            gather(self.tallies, self._counts)
             counted = list(self._counts)
         for key in [k for k in counted if due(k)]:
             self._flushed[key] = time.monotonic()

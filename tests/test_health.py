@@ -22,10 +22,13 @@ from failover import (
     Provider,
     ProviderSkipped,
     State,
+    _activity,
+    _chain,
+    _health,
     fallback_clients,
     with_fallback,
 )
-from failover._activity import GATHER_AT, Activity
+from failover._activity import ACTIVITY, GATHER_AT, Activity
 from failover._health import (
     FRESH,
     STORE,
@@ -819,6 +822,25 @@ class _Spy(MemoryStore):
     def count(self, key: str, name: str, breaker: Breaker) -> None:
         self.used.append("count")
         super().count(key, name, breaker)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_healthy_calls_are_all_counted_through_long_tallies(
+    comet: FakeProvider, backup: FakeProvider, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The healthy path appends to the store's and the activity's tallies itself, and
+    # leaves a missing or long one to count() / served(), which gather it: whichever
+    # does, every success counts once, in the record, its window and the last minute.
+    for module in (_chain, _health, _activity):
+        monkeypatch.setattr(module, "GATHER_AT", 2)
+    chain = (provider(comet), provider(backup))
+    rate = Breaker(failure_rate=0.5, min_calls=100)
+    for _ in range(7):
+        assert ask(chain, how, breaker=rate) == "[comet] hello"
+    seen, key = failover.health()["comet"], endpoint_for(chain[0]).key
+    assert (seen["calls"], seen["last_minute"]["calls"]) == (7, 7)
+    assert sum(calls for _, calls, _ in STORE.peek(key).window) == 7
+    assert max(len(STORE.tallies.get(key, ())), len(ACTIVITY.tallies.get(key, ()))) <= 3
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -2,7 +2,9 @@
 event loop, a Redis Cluster, and Valkey when it is installed.
 
 Each store is driven as the engine drives it: a closed provider's admission is a
-``peek``, a clean success a ``count``, anything else an ``update`` (from an event loop:
+read of its ``views`` (a ``peek`` when it has none), a clean success an append to its
+key's tally (a ``count`` when there is none, or it is long: ``Chain.served``), anything
+else an ``update`` (from an event loop:
 written behind) or, for the admission of a provider that is not closed, an awaited
 ``aupdate`` on async drivers. Where the store is shared, what the test checks is also
 checked from another store on the same namespace, as another process would see it.
@@ -32,6 +34,7 @@ from redis_servers import (  # noqa: F401 (fixtures)
 
 import failover
 from failover import Breaker, Retry, State, fallback_clients, with_fallback
+from failover._activity import GATHER_AT
 from failover._health import (
     Change,
     Health,
@@ -40,6 +43,7 @@ from failover._health import (
     Reason,
     Verdict,
     admit,
+    bucket_start,
     clean,
     count_skip,
     failed,
@@ -77,7 +81,14 @@ class Driver:
         return self.update(change, key)
 
     def count(self, breaker: Breaker = BREAKER) -> None:
-        self.store.count(KEY, NAME, breaker)
+        tally = self.store.tallies.get(KEY)
+        if tally is None or len(tally) >= GATHER_AT:
+            self.store.count(KEY, NAME, breaker)
+        else:
+            tally.append(bucket_start(breaker, breaker.clock()))
+
+    def peek(self, key: str = KEY) -> Health:
+        return self.store.views.get(key) or self.store.peek(key)
 
     def settle(self) -> None:
         """Let every write and count of this store reach Redis."""
@@ -170,7 +181,7 @@ def driver(request: pytest.FixtureRequest, ns: str) -> Iterator[Driver]:
 def admit_now(d: Driver, breaker: Breaker = BREAKER, key: str = KEY) -> Verdict:
     """As the engine admits: a closed provider from ``peek``; else the store decides,
     and a skip is counted once it is sure to skip."""
-    if d.store.peek(key).state is State.CLOSED:
+    if d.peek(key).state is State.CLOSED:
         return Verdict.TRY
 
     verdict = d.claim(lambda h, now: admit(h, breaker, now, False), key)
@@ -191,7 +202,7 @@ def fail_now(
 
 
 def succeed_now(d: Driver, breaker: Breaker = BREAKER) -> None:
-    if clean(d.store.peek(KEY)):
+    if clean(d.peek()):
         d.count(breaker)
     else:
         d.update(lambda h, now: (succeeded(h, breaker, now, False), None))
@@ -229,6 +240,19 @@ def wait_cooldown(d: Driver) -> None:
 
 
 # -- the contract ------------------------------------------------------------------------
+
+
+def test_the_views_answer_as_peek_does(driver: Driver) -> None:
+    # The healthy path reads a key's view with no call: it must be what peek answers.
+    succeed_now(driver, RATE)
+    fail_now(driver, breaker=RATE)
+    succeed_now(driver, RATE)
+    assert driver.store.views[KEY] == driver.store.peek(KEY)
+    assert driver.store.views[KEY].consecutive_failures == 0
+    for _ in range(GATHER_AT + 2):  # past a long tally: count gathers it
+        succeed_now(driver, RATE)
+    assert len(driver.store.tallies[KEY]) <= GATHER_AT
+    assert record(driver.store)[0].calls == GATHER_AT + 5  # the failure is a call too
 
 
 def test_unknown_provider_reads_as_a_fresh_closed_record(driver: Driver) -> None:
