@@ -292,6 +292,7 @@ class HealthStore(Protocol):
     """
 
     source: str
+
     @property
     def views(self) -> Mapping[str, Health]:
         """What :meth:`peek` answers for the keys this process knows (for a missing one,

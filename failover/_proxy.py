@@ -14,7 +14,7 @@ import inspect
 import operator
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
 from . import _attempts, _ownership
@@ -171,11 +171,12 @@ class FailoverMethod(Failover):
         return probe
 
 
-async def _sent(
+def _sent(
     chain: Chain, step: Path, hedge: bool = True, reach: Callable[[Any], Any] | None = None
-) -> Any:
-    """The coroutine of an async API call that fails over: ``reach`` finds its method on
-    a client, when its path is names only; ``hedge`` is whether it may be hedged."""
+) -> Coroutine[Any, Any, Any]:
+    """The coroutine of an async API call that fails over (the driver's own: one layer
+    less to await): ``reach`` finds its method on a client, when its path is names only;
+    ``hedge`` is whether it may be hedged."""
     call: _Call = step[-1]
     reach = reach if not call.swaps else None
 
@@ -188,7 +189,7 @@ async def _sent(
         return result
 
     streaming = call.kwargs.get("stream") is True  # hedging is for whole answers only
-    return await _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
+    return _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
 
 
 class FailoverAwaitable:
