@@ -1,7 +1,7 @@
 """The one timing helper of the benchmarks: interleaved per-call times and their statistics.
 
-Contenders take turns call by call (the order rotating), so that the slow drifts of a
-shared machine hit them alike; costs are medians of per-round differences.
+Contenders take turns call by call (in a new shuffled order each turn), so that the
+slow drifts of a shared machine hit them alike; costs are medians of per-round differences.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,10 +35,14 @@ class Stats:
         return statistics.median(a - b for a, b in zip(self.samples, base.samples, strict=True))
 
 
-def rotations(names: list[str], n: int) -> Iterator[list[str]]:
-    for i in range(n):
-        k = i % len(names)
-        yield names[k:] + names[:k]
+def shuffles(names: list[str], n: int, seed: int = 16) -> Iterator[list[str]]:
+    """``n`` orders of ``names``, each a seeded shuffle: no contender always follows the
+    same one (what runs just before a call, and what it left in the caches, varies)."""
+    rng = random.Random(seed)
+    order = list(names)
+    for _ in range(n):
+        rng.shuffle(order)
+        yield list(order)
 
 
 def interleave(
@@ -55,7 +60,7 @@ def interleave(
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     gc.collect()
     clock = time.perf_counter_ns
-    for order in rotations(list(contenders), n):
+    for order in shuffles(list(contenders), n):
         for name in order:
             fn = contenders[name]
             if before is not None:
@@ -81,7 +86,7 @@ async def ainterleave(
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     gc.collect()
     clock = time.perf_counter_ns
-    for order in rotations(list(contenders), n):
+    for order in shuffles(list(contenders), n):
         for name in order:
             fn = contenders[name]
             if before is not None:
@@ -116,7 +121,7 @@ def sequential_totals(
 ) -> dict[str, list[float]]:
     """Each contender's per-call times (s) over ``calls[name]`` calls, interleaved."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for i, order in enumerate(rotations(list(contenders), max(calls.values()))):
+    for i, order in enumerate(shuffles(list(contenders), max(calls.values()))):
         for name in order:
             if i < calls[name]:
                 t0 = time.perf_counter()

@@ -1,8 +1,11 @@
 """1. The healthy path over loopback: what each form adds to a bare call that succeeds.
 
 Beside failover's forms: the loop a user writes by hand over two clients, and tenacity
-and stamina driving the same fallback. Each cost is the median of per-round paired
-differences to the bare call, over ``sizes.rounds`` rounds (their range in the note).
+and stamina driving the same fallback. Every contender calls the same two clients
+(failover's forms are given them, as a user passes their own), so that the wrapper is
+all that differs, not a connection or a client's state. Each cost is the median of
+per-round paired differences to the bare call, over ``sizes.rounds`` rounds (their
+range in the note).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from _fixtures import (
     tenacity_fallback,
 )
 from _report import Report, Row
-from _timing import Cost, Stats, ainterleave, burst, interleave, rotations
+from _timing import Cost, Stats, ainterleave, burst, interleave, shuffles
 
 from failover._health import STORE
 
@@ -69,7 +72,7 @@ def run(ctx: Context) -> None:
     label = f"(server: {ctx.server})"
     STORE.clear()
     bare, spare = comet.client(), backup.client()
-    forms, close = forms_sync(provider(comet), provider(backup))
+    forms, close = forms_sync(bare, spare)  # the same clients: the wrapper is the difference
     contenders: dict[str, Callable[[], object]] = {
         BARE: lambda: chat(bare),
         "naive loop": naive(bare, spare),
@@ -86,7 +89,7 @@ def run(ctx: Context) -> None:
     async def run_async() -> list[dict[str, Stats]]:
         STORE.clear()
         bare, spare = comet.async_client(), backup.async_client()
-        forms, close = await forms_async(provider(comet), provider(backup))
+        forms, close = await forms_async(bare, spare)
         contenders = {
             BARE: lambda: chat(bare),
             "naive loop": anaive(bare, spare),
@@ -111,21 +114,22 @@ def throughput(ctx: Context) -> None:
 
     async def main() -> tuple[dict[str, list[float]], set[str]]:
         STORE.clear()
-        bare = comet.async_client()
-        forms, close = await forms_async(provider(comet), provider(backup))
+        bare, spare = comet.async_client(), backup.async_client()
+        forms, close = await forms_async(bare, spare)
         del forms["block form"]
         contenders: dict[str, Callable[[], Any]] = {BARE: lambda: chat(bare), **forms}
         for fn in contenders.values():
             await burst(fn, BURST)  # warm: each pool opens its connections
         walls: dict[str, list[float]] = {name: [] for name in contenders}
         errors: set[str] = set()
-        for order in rotations(list(contenders), rounds):
+        for order in shuffles(list(contenders), rounds):
             for name in order:
                 wall, _, results = await burst(contenders[name], BURST)
                 walls[name].append(wall)
                 errors.update(type(r).__name__ for r in results if isinstance(r, BaseException))
         await close()
         await bare.close()
+        await spare.close()
         return walls, errors
 
     walls, errors = asyncio.run(main())

@@ -9,7 +9,7 @@
 Every scenario runs against ``failover.testing.FakeProvider`` over real HTTP on
 127.0.0.1, in this process (``--server thread``, the default) or in a child process
 (``--server process``: the client's timings then carry no GIL hand-off from the
-server). Contenders are interleaved call by call (the order rotating), so that noise
+server). Contenders are interleaved call by call (in a shuffled order), so that noise
 hits them alike; results are medians, p99 and ratios to each scenario's baseline.
 """
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _fixtures import MESSAGES, MODEL, Context, provider
-from _timing import Stats, rotations
+from _timing import Stats, shuffles
 
 from failover import fallback_clients
 from failover._health import STORE
@@ -37,7 +37,7 @@ def run(ctx: Context) -> None:
         "fallback_clients() proxy": _first_token_sync(proxy),
     }
     samples: dict[str, list[float]] = {name: [] for name in runs}
-    for order in rotations(list(runs), n + 5):
+    for order in shuffles(list(runs), n + 5):
         for name in order:
             samples[name].append(runs[name]())
     clients.__exit__(None, None, None)
