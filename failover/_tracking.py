@@ -156,7 +156,7 @@ async def _tracked_await(
     awaitable: Any,
     scope: Scope | None,
     call: _Call | None,
-    plain: tuple[str, Any, dict[str, Any]] | None = None,
+    plain: tuple[str, Any, dict[str, Any], Scope] | None = None,
 ) -> Any:
     """``awaitable``'s answer, tracked as the answer of ``call``: or, for a ``plain``
     call (its name, arguments and scope), of a ``_Call.plain`` made only when needed."""
@@ -164,12 +164,12 @@ async def _tracked_await(
         result = await awaitable
         # A parsed answer with nothing to remember (the common case) is as track() gives it.
         if not isinstance(result, pydantic.BaseModel) or (call is not None and call.request):
-            if plain is not None and scope is not None:
-                call = _Call.plain(*plain, scope)
+            if plain is not None:
+                call = _Call.plain(*plain)
             result = track(result, scope, call)
     except BaseException as exc:
-        if plain is not None and scope is not None:
-            call = _Call.plain(*plain, scope)
+        if plain is not None:
+            call = _Call.plain(*plain)
         if call is None:
             mark_if_transport(exc)
         else:
@@ -361,7 +361,7 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 if isinstance(result, pydantic.BaseModel):
                     return result  # a parsed answer: nothing more to do
                 if type(result) is types.CoroutineType:  # an async call's answer, to await
-                    return _tracked_await(result, scope, None, (name, args, kwargs))
+                    return _tracked_await(result, scope, None, (name, args, kwargs, scope))
                 call = _Call.plain(name, args, kwargs, scope)
                 return track(result, scope, call)
             except BaseException as exc:
