@@ -74,6 +74,11 @@ class _Write:
         return self.change(folded(h, self.counts), self.now)[0]
 
 
+def _unchanged(h: Health, now: float) -> tuple[Health, None]:
+    """The change of a write that only carries counted successes."""
+    return h, None
+
+
 class _Entry:
     """What this process knows of one provider's record."""
 
@@ -165,29 +170,29 @@ class RedisHealth(Link):
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         loop = on_loop()
-        counts = self._take(key)
         if self._down():
-            return self._keep(key, name, change, counts)
+            return self._keep(key, name, change, self._take(key))
         if loop is not None:
-            return self._write_behind(loop, key, name, change, counts)
+            return self._write_behind(loop, key, name, change, self._take(key))
+        write = self._carry(key, name)
         try:
-            return self._drive(key, self._steps(key, name, change, counts))
+            return self._drive(key, self._steps(key, name, change, write.counts, write))
         except ERRORS as exc:
             self._failed(exc)
-            return self._keep(key, name, change, counts)
+            return self._keep(key, name, change, write.counts, write)
 
     async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         await self._landed_here(key)
-        counts = self._take(key)
         if self._down():
-            return self._keep(key, name, change, counts)
+            return self._keep(key, name, change, self._take(key))
+        write = self._carry(key, name)
         try:
-            return await self._adrive(key, self._steps(key, name, change, counts))
+            return await self._adrive(key, self._steps(key, name, change, write.counts, write))
         except ERRORS as exc:
             self._failed(exc)
-            return self._keep(key, name, change, counts)
+            return self._keep(key, name, change, write.counts, write)
         except asyncio.CancelledError:
-            self._give_back(key, counts)
+            self._give_back(key, write)
             raise
 
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
@@ -237,8 +242,11 @@ class RedisHealth(Link):
         while True:
             current = folded(stored.health, counts)
             new, result = change(current, self._now())
-            if new is current and not counts:
-                return result  # nothing changes: nothing to write
+            if new is current and not counts:  # nothing changes: nothing to write
+                if write is not None:
+                    with self._lock:
+                        self._drop(key, write)
+                return result
             writer = write.id if write is not None else ""
             args = [
                 stored.version,
@@ -336,8 +344,8 @@ class RedisHealth(Link):
         """Apply a change here only (Redis is unreachable): in-process state meanwhile."""
         with self._lock:
             entry = self._entry(key, name)
-            if write is not None and write in entry.writes:
-                entry.writes.remove(write)
+            if write is not None:
+                self._drop(key, write)
             new, result = change(folded(entry.record.health, counts), self._now())
             entry.record = entry.record._replace(health=new, name=name)
             entry.known = True
@@ -354,6 +362,13 @@ class RedisHealth(Link):
         if name is not None and entry.name is None:
             entry.name = name
         return entry
+
+    def _drop(self, key: str, write: _Write) -> None:
+        """``write`` leaves the cache without landing (under the lock)."""
+        writes = self._entry(key).writes
+        if write in writes:
+            writes.remove(write)
+            self._view(key)
 
     def _view(self, key: str) -> None:
         """What peek answers for ``key``: its record with the writes in flight (under the lock)."""
@@ -416,10 +431,23 @@ class RedisHealth(Link):
             gather(self.tallies, self._counts)
             return self._counts.pop(key, {})
 
-    def _give_back(self, key: str, counts: Counts) -> None:
+    def _carry(self, key: str, name: str) -> _Write:
+        """Take ``key``'s counted successes to write them: they show in its view (as a
+        write in flight) until they land or are given back, so no read misses them."""
         with self._lock:
+            gather(self.tallies, self._counts)
+            counts = self._counts.pop(key, {})
+            write = _Write(_unchanged, counts, 0.0, f"{self._token}:{next(self._written_ids)}")
+            self._entry(key, name).writes.append(write)
+            self._view(key)
+        return write
+
+    def _give_back(self, key: str, write: _Write) -> None:
+        """A write that did not land: its successes are counted here again."""
+        with self._lock:
+            self._drop(key, write)
             mine = self._counts.setdefault(key, {})
-            for start, calls in counts.items():
+            for start, calls in write.counts.items():
                 mine[start] = mine.get(start, 0) + calls
 
     # -- background work (the watcher's thread, and close) ----------------------------
@@ -454,17 +482,14 @@ class RedisHealth(Link):
             counted = list(self._counts)
         for key in [k for k in counted if due(k)]:
             self._flushed[key] = time.monotonic()
-            counts = self._take(key)
             with self._lock:
                 name = self._entry(key).name or key
-            if counts and not self._written(key, self._flush(key, name, counts)):
-                self._give_back(key, counts)
+            write = self._carry(key, name)
+            if not self._written(key, self._steps(key, name, _unchanged, write.counts, write)):
+                self._give_back(key, write)
 
     def _written(self, key: str, steps: Step[Any]) -> bool:
         return self._try(lambda: (self._drive(key, steps), True)[1]) is not None
-
-    def _flush(self, key: str, name: str, counts: Counts) -> Step[None]:
-        return self._steps(key, name, lambda h, now: (h, None), counts)
 
     def _refresh(self, keys: list[str]) -> bool:
         """Read ``keys`` from Redis, one round trip (and the server's clock, once)."""

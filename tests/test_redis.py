@@ -33,7 +33,7 @@ from test_store_contract import aask_through, ask_through
 
 import failover
 from failover import Breaker, State
-from failover._health import HealthStore
+from failover._health import Health, HealthStore
 from failover._providers import endpoint_for
 from failover.redis import RedisHealth
 from failover.testing import FakeProvider
@@ -425,6 +425,58 @@ def test_aclose_writes_the_counts_without_blocking_the_loop(
     reader = shared(own_server.url, ns)
     assert reader.read([key], time.time)[0][0].calls == 3
     reader.close()
+
+
+def test_counts_on_their_way_to_redis_are_never_missed_by_a_read(
+    redis_server: RedisServer, ns: str, chain: Chain
+) -> None:
+    # The flush takes the counted successes to write them: until the write lands, a read
+    # (the CLI's, a health report's) still sees them, in the view they will land in.
+    store = shared(redis_server.url, ns)
+    key = endpoint_for(chain[0]).key
+    store.peek(key)
+    for _ in range(10):
+        store.count(key, "comet", OPEN_AT_ONCE)
+    seen: list[int] = []
+    drive = store._drive
+
+    def watched(key: str, steps: Any) -> Any:
+        seen.append(store.read([key], time.time)[0][0].calls)
+        return drive(key, steps)
+
+    store._drive = watched  # type: ignore[method-assign]
+    store._write_pending(lambda key: True)
+    assert seen
+    assert set(seen) == {10}
+    assert store.read([key], time.time)[0][0].calls == 10
+    assert store._entries[key].writes == []
+    store.close()
+
+
+def test_a_write_behind_that_changes_nothing_leaves_the_cache(
+    redis_server: RedisServer, ns: str, chain: Chain
+) -> None:
+    # Written behind on a loop, a change that finds nothing to change writes nothing:
+    # it must leave the cache then, not be applied again to whatever Redis says next.
+    store, other = shared(redis_server.url, ns), shared(redis_server.url, ns)
+    key = endpoint_for(chain[0]).key
+    store.peek(key)
+
+    def reset(h: Health, now: float) -> tuple[Health, None]:
+        return (h._replace(consecutive_failures=0) if h.consecutive_failures else h), None
+
+    async def main() -> None:
+        store.update(key, "comet", reset, time.time)
+        while store._tasks:
+            await asyncio.gather(*list(store._tasks))
+
+    asyncio.run(main())
+    assert store._entries[key].writes == []
+    failed = lambda h, now: (h._replace(consecutive_failures=3), None)  # noqa: E731
+    other.update(key, "comet", failed, time.time)
+    wait_for(lambda: store.peek(key).consecutive_failures == 3, "the other process's write")
+    store.close()
+    other.close()
 
 
 # -- the subscription --------------------------------------------------------------------------
