@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._activity import Tally
-from ._health import BUCKETS, FRESH, Counts, Health, Reason, State
+from ._health import BUCKETS, FRESH, Change, Counts, Health, Reason, State, folded
 
 
 def gather(tallies: dict[str, Tally], counts: dict[str, Counts]) -> None:
@@ -167,3 +168,50 @@ def _validate(data: Any) -> tuple[str, Health]:
         **fields,
     )
     return name, health
+
+
+# -- what a store keeps of its records -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Write:
+    """A change (or counted successes) on its way to Redis, shown in the cache until it
+    lands."""
+
+    change: Change[Any]
+    counts: Counts  # the successes it carries to Redis
+    now: float
+    id: str  # in the record it writes: news of that record is news that it landed
+
+    def apply(self, h: Health) -> Health:
+        return self.change(folded(h, self.counts), self.now)[0]
+
+
+def unchanged(h: Health, now: float) -> tuple[Health, None]:
+    """The change of a write that only carries counted successes."""
+    return h, None
+
+
+class Entry:
+    """What a process knows of one provider's record."""
+
+    __slots__ = ("known", "name", "record", "writes")
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.record: Stored = Stored("", -1, None, FRESH)  # as Redis last told
+        self.known = False  # read from Redis (or written) at least once
+        self.writes: list[Write] = []  # on their way, not landed yet
+
+    def shown(self, h: Health) -> Health:
+        """``h`` with the writes on their way applied, in order."""
+        for write in self.writes:
+            h = write.apply(h)
+        return h
+
+    def drop(self, write: Write) -> bool:
+        """``write`` leaves without landing; False when it is gone: it landed."""
+        if write not in self.writes:
+            return False
+        self.writes.remove(write)
+        return True

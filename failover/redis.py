@@ -40,7 +40,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
@@ -50,7 +49,7 @@ from ._health import FRESH, Breaker, Change, Clock, Counts, Health, bucket_start
 from ._redis_clients import ERRORS, from_client, from_url
 from ._redis_link import Link, on_loop
 from ._redis_owners import SharedOwners
-from ._redis_records import Keys, Stored, decode, encode, gather
+from ._redis_records import Entry, Keys, Stored, Write, decode, encode, gather, unchanged
 from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
@@ -59,36 +58,6 @@ R = TypeVar("R")
 logger = logging.getLogger("failover")
 #: What one compare-and-set step sends (the script's args) and gets back (its reply).
 Step = Generator[list[Any], Any, R]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Write:
-    """A change made on an event loop, shown in the cache until its write lands."""
-
-    change: Change[Any]
-    counts: Counts  # the successes it carries to Redis
-    now: float
-    id: str  # in the record it writes: news of that record is news that it landed
-
-    def apply(self, h: Health) -> Health:
-        return self.change(folded(h, self.counts), self.now)[0]
-
-
-def _unchanged(h: Health, now: float) -> tuple[Health, None]:
-    """The change of a write that only carries counted successes."""
-    return h, None
-
-
-class _Entry:
-    """What this process knows of one provider's record."""
-
-    __slots__ = ("known", "name", "record", "stored", "writes")
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.record: Stored = Stored("", -1, None, FRESH)  # as Redis last told
-        self.known = False  # read from Redis (or written) at least once
-        self.writes: list[_Write] = []  # written behind, not landed yet
 
 
 class RedisHealth(Link):
@@ -128,7 +97,7 @@ class RedisHealth(Link):
         """The state no forked child may inherit: locks, and what is pending here."""
         self._lock = threading.Lock()
         self._reset_link()
-        self._entries: dict[str, _Entry] = getattr(self, "_entries", {})
+        self._entries: dict[str, Entry] = getattr(self, "_entries", {})
         for entry in self._entries.values():
             entry.writes = []
         self.views: dict[str, Health] = getattr(self, "views", {})  # what peek answers
@@ -138,7 +107,7 @@ class RedisHealth(Link):
         self._wanted: set[str] = set()  # to load in the background
         self._scan_wanted = False  # the whole namespace, asked for from a loop
         self._polled_at = 0.0
-        self._handed: list[tuple[str, str, _Write]] = []  # cancelled writes, to finish
+        self._handed: list[tuple[str, str, Write]] = []  # cancelled writes, to finish
         self._junk: set[str] = set()
         self._token = os.urandom(6).hex()  # this process's, in the ids of its writes
         self._written_ids = itertools.count()
@@ -180,6 +149,9 @@ class RedisHealth(Link):
         except ERRORS as exc:
             self._failed(exc)
             return self._keep(key, name, change, write.counts, write)
+        except BaseException:
+            self._give_back(key, write)
+            raise
 
     async def aupdate(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         await self._landed_here(key)
@@ -191,15 +163,17 @@ class RedisHealth(Link):
         except ERRORS as exc:
             self._failed(exc)
             return self._keep(key, name, change, write.counts, write)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or interrupted: counted here again
             self._give_back(key, write)
             raise
 
     def read(self, keys: Sequence[str], clock: Clock) -> tuple[list[Health], float]:
-        views = [self.peek(key) for key in keys]
-        with self._lock:
+        for key in keys:
+            if key not in self.views:
+                self._first_use(key)
+        with self._lock:  # the views and the counts at one instant: no count is in neither
             gather(self.tallies, self._counts)
-            records = [folded(v, self._counts.get(k, {})) for k, v in zip(keys, views, strict=True)]
+            records = [folded(self._shown(k), self._counts.get(k, {})) for k in keys]
         return records, self._now()
 
     def snapshot(self) -> dict[str, tuple[str, Health]]:
@@ -210,11 +184,11 @@ class RedisHealth(Link):
             self._try(self._scan)
         with self._lock:
             gather(self.tallies, self._counts)
+            shown = {key: self._shown(key) for key, e in self._entries.items() if e.name}
             return {
-                key: (entry.name, folded(self.views.get(key, FRESH), self._counts.get(key, {})))
-                for key, entry in self._entries.items()
-                if entry.name is not None
-                and (self.views.get(key, FRESH) != FRESH or key in self._counts)
+                key: (self._entries[key].name or key, folded(h, self._counts.get(key, {})))
+                for key, h in shown.items()
+                if h != FRESH or key in self._counts
             }
 
     def close(self) -> None:
@@ -232,7 +206,7 @@ class RedisHealth(Link):
     # -- writes --------------------------------------------------------------------
 
     def _steps(
-        self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
+        self, key: str, name: str, change: Change[R], counts: Counts, write: Write | None = None
     ) -> Step[R]:
         """The compare-and-set of one change, without I/O (the sync and async drivers
         send what it yields): recomputed on the record a lost race returns. ``write``:
@@ -299,7 +273,7 @@ class RedisHealth(Link):
             entry = self._entry(key, name)
             now = self._now()
             new, result = change(folded(self.views.get(key, entry.record.health), counts), now)
-            write = _Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
+            write = Write(change, counts, now, f"{self._token}:{next(self._written_ids)}")
             entry.writes.append(write)
             entry.known = True
             self.views[key] = new
@@ -321,7 +295,7 @@ class RedisHealth(Link):
                 return
             await asyncio.wait(earlier)
 
-    async def _land(self, key: str, name: str, write: _Write) -> None:
+    async def _land(self, key: str, name: str, write: Write) -> None:
         try:
             await self._landed_here(key)
             if self._down():  # an earlier write found Redis unreachable
@@ -339,14 +313,14 @@ class RedisHealth(Link):
             raise
 
     def _keep(
-        self, key: str, name: str, change: Change[R], counts: Counts, write: _Write | None = None
+        self, key: str, name: str, change: Change[R], counts: Counts, write: Write | None = None
     ) -> R:
         """Apply a change here only (Redis is unreachable): in-process state meanwhile."""
         with self._lock:
             entry = self._entry(key, name)
-            if write is not None:
-                self._drop(key, write)
             new, result = change(folded(entry.record.health, counts), self._now())
+            if write is not None and not self._drop(key, write):
+                return result  # it landed (news of it came, its reply did not): it is in
             entry.record = entry.record._replace(health=new, name=name)
             entry.known = True
             self._view(key)
@@ -354,31 +328,37 @@ class RedisHealth(Link):
 
     # -- the cache -------------------------------------------------------------------
 
-    def _entry(self, key: str, name: str | None = None) -> _Entry:
+    def _entry(self, key: str, name: str | None = None) -> Entry:
         """The entry of ``key`` (under the lock)."""
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry()
+            entry = self._entries[key] = Entry()
         if name is not None and entry.name is None:
             entry.name = name
         return entry
 
-    def _drop(self, key: str, write: _Write) -> None:
-        """``write`` leaves the cache without landing (under the lock)."""
-        writes = self._entry(key).writes
-        if write in writes:
-            writes.remove(write)
-            self._view(key)
+    def _drop(self, key: str, write: Write) -> bool:
+        """``write`` leaves the cache without landing (under the lock); False when it is
+        not there: it landed (the news of the record it wrote took it out)."""
+        if not self._entry(key).drop(write):
+            return False
+        self._view(key)
+        return True
+
+    def _shown(self, key: str) -> Health:
+        """What peek answers for ``key``, or for a record not read yet, a fresh one with
+        this process's writes in flight (under the lock)."""
+        view = self.views.get(key)
+        if view is not None:
+            return view
+        entry = self._entries.get(key)
+        return FRESH if entry is None else entry.shown(FRESH)
 
     def _view(self, key: str) -> None:
         """What peek answers for ``key``: its record with the writes in flight (under the lock)."""
         entry = self._entries[key]
-        if not entry.known:
-            return
-        h = entry.record.health
-        for write in entry.writes:
-            h = write.apply(h)
-        self.views[key] = h
+        if entry.known:
+            self.views[key] = entry.shown(entry.record.health)
 
     def _learn(self, key: str, raw: object, reply: bool) -> Stored:
         """Take in a value of ``key`` read from Redis (``reply``: as it is now, from a
@@ -431,21 +411,22 @@ class RedisHealth(Link):
             gather(self.tallies, self._counts)
             return self._counts.pop(key, {})
 
-    def _carry(self, key: str, name: str) -> _Write:
+    def _carry(self, key: str, name: str) -> Write:
         """Take ``key``'s counted successes to write them: they show in its view (as a
         write in flight) until they land or are given back, so no read misses them."""
         with self._lock:
             gather(self.tallies, self._counts)
             counts = self._counts.pop(key, {})
-            write = _Write(_unchanged, counts, 0.0, f"{self._token}:{next(self._written_ids)}")
+            write = Write(unchanged, counts, 0.0, f"{self._token}:{next(self._written_ids)}")
             self._entry(key, name).writes.append(write)
             self._view(key)
         return write
 
-    def _give_back(self, key: str, write: _Write) -> None:
+    def _give_back(self, key: str, write: Write) -> None:
         """A write that did not land: its successes are counted here again."""
         with self._lock:
-            self._drop(key, write)
+            if not self._drop(key, write):
+                return  # it did land
             mine = self._counts.setdefault(key, {})
             for start, calls in write.counts.items():
                 mine[start] = mine.get(start, 0) + calls
@@ -475,7 +456,11 @@ class RedisHealth(Link):
         with self._lock:
             handed, self._handed = self._handed, []
         for key, name, write in handed:
-            if not self._written(key, self._steps(key, name, write.change, write.counts, write)):
+            with self._lock:
+                landed = write not in self._entry(key).writes  # before its task was cancelled
+            if not landed and not self._written(
+                key, self._steps(key, name, write.change, write.counts, write)
+            ):
                 self._keep(key, name, write.change, write.counts, write)
         with self._lock:
             gather(self.tallies, self._counts)
@@ -484,9 +469,12 @@ class RedisHealth(Link):
             self._flushed[key] = time.monotonic()
             with self._lock:
                 name = self._entry(key).name or key
-            write = self._carry(key, name)
-            if not self._written(key, self._steps(key, name, _unchanged, write.counts, write)):
-                self._give_back(key, write)
+            write, landed = self._carry(key, name), False
+            try:
+                landed = self._written(key, self._steps(key, name, unchanged, write.counts, write))
+            finally:
+                if not landed:
+                    self._give_back(key, write)
 
     def _written(self, key: str, steps: Step[Any]) -> bool:
         return self._try(lambda: (self._drive(key, steps), True)[1]) is not None

@@ -8,6 +8,7 @@ tests/test_redis_processes.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -427,16 +428,23 @@ def test_aclose_writes_the_counts_without_blocking_the_loop(
     reader.close()
 
 
+def counted(url: str, ns: str, chain: Chain) -> tuple[RedisHealth, str]:
+    """A store with 10 successes counted, that only the test flushes."""
+    store = shared(url, ns)
+    key = endpoint_for(chain[0]).key
+    store.peek(key)
+    store._flushed[key] = math.inf  # never due for the background flush
+    for _ in range(10):
+        store.count(key, "comet", OPEN_AT_ONCE)
+    return store, key
+
+
 def test_counts_on_their_way_to_redis_are_never_missed_by_a_read(
     redis_server: RedisServer, ns: str, chain: Chain
 ) -> None:
     # The flush takes the counted successes to write them: until the write lands, a read
     # (the CLI's, a health report's) still sees them, in the view they will land in.
-    store = shared(redis_server.url, ns)
-    key = endpoint_for(chain[0]).key
-    store.peek(key)
-    for _ in range(10):
-        store.count(key, "comet", OPEN_AT_ONCE)
+    store, key = counted(redis_server.url, ns, chain)
     seen: list[int] = []
     drive = store._drive
 
@@ -451,6 +459,32 @@ def test_counts_on_their_way_to_redis_are_never_missed_by_a_read(
     assert store.read([key], time.time)[0][0].calls == 10
     assert store._entries[key].writes == []
     store.close()
+
+
+def test_counts_whose_write_fails_are_counted_again_once(
+    redis_server: RedisServer, ns: str, chain: Chain
+) -> None:
+    store, key = counted(redis_server.url, ns, chain)
+    drive = store._drive
+
+    def broken(key: str, steps: Any) -> Any:
+        raise RuntimeError("not Redis's")  # a bug, not Redis: it goes on, the counts stay
+
+    def landed_unheard(key: str, steps: Any) -> Any:
+        drive(key, steps)
+        raise redis.TimeoutError("the reply was lost")  # it landed: not counted again
+
+    for drive_as in (broken, landed_unheard):
+        store._drive = drive_as  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError) if drive_as is broken else contextlib.nullcontext():
+            store._write_pending(lambda key: True)
+        assert store._entries[key].writes == []
+        assert store.read([key], time.time)[0][0].calls == 10
+    store._drive = drive  # type: ignore[method-assign]
+    store.close()
+    reader = shared(redis_server.url, ns)
+    assert reader.read([key], time.time)[0][0].calls == 10
+    reader.close()
 
 
 def test_a_write_behind_that_changes_nothing_leaves_the_cache(
