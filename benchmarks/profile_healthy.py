@@ -58,7 +58,7 @@ from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
 from failover._streaming import _Watched
 from failover._telemetry import tracing
-from failover._tracking import Navigable, TrackedMethod, _Call, _tracked_await
+from failover._tracking import Navigable, _Call, _tracked_await, tracked_method
 
 # The forms of _fixtures that the healthy-path targets are about (not the block form).
 FORMS = {
@@ -121,15 +121,11 @@ async def _anothing() -> None:
     pass
 
 
-def _direct(decorated: Any) -> Any:
-    """A ``with_fallback`` function whose driver is a plain call of the function: what
-    the wrapper itself costs (wrapt's FunctionWrapper and the wrapper)."""
-    wrapper = decorated._self_wrapper
-    cells = dict(zip(wrapper.__code__.co_freevars, wrapper.__closure__, strict=True))
-    cells["driver"].cell_contents = lambda chain, fn, name, injected: fn(
-        *injected[1], **injected[2]
-    )
-    return cells["chain"].cell_contents
+def _chain_of(decorated: Any) -> Chain:
+    """A ``with_fallback`` function's chain (its wrapper's closure holds it)."""
+    cells = dict(zip(decorated.__code__.co_freevars, decorated.__closure__, strict=True))
+    chain: Chain = cells["chain"].cell_contents
+    return chain
 
 
 class Parts:
@@ -200,7 +196,7 @@ def items(t: Items) -> None:
         return client
 
     decorated = with_fallback(*_invalid())(user)
-    chain = _direct(decorated)
+    chain = _chain_of(decorated)
     opened = fallback_clients(*_invalid())
     p = Parts(chain, chain.endpoints[0].sync_client(), opened.__enter__())
     chat(p.proxy)  # its first call builds the drop-in's Tracked clients
@@ -223,7 +219,9 @@ def items(t: Items) -> None:
     def hop(client: Any) -> Callable[[], object]:
         return lambda: client.chat.completions.create
 
-    t.add("@with_fallback: FunctionWrapper, wrapper", decorated, user, key="wrapper")
+    inner = ("client", (), {})  # what the wrapper hands call_sync(), less its own call
+    direct = lambda: call_sync(chain, user, "user", inner)  # noqa: E731
+    t.add("@with_fallback: its wrapper (a plain function)", decorated, direct, key="wrapper")
     t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
     t.add("  Chain.lean(): flag, view, client", lambda: chain.lean(Endpoint.sync_client))
     t.add("    tracing() (only once opentelemetry is imported)", tracing)
@@ -244,7 +242,7 @@ def items(t: Items) -> None:
     t.add("    ACTIVITY.served() (inlined, as count)", lambda: ACTIVITY.served(e.key, e.name))
     t.add("Tracked hops .chat.completions.create (slots)", hop(p.handed), hop(p.client), "hops")
     tracked = p.handed.chat.completions.create
-    t.add("= TrackedMethod.__call__", lambda: tracked(**kw), lambda: owner.create(**kw), "method")
+    t.add("= the tracked method", lambda: tracked(**kw), lambda: owner.create(**kw), "method")
     ownership = scope.ownership
     assert ownership is not None
     t.add("  Ownership.quiet() (the plain call's one question)", ownership.quiet)
@@ -275,7 +273,7 @@ async def aitems(t: Items) -> None:
     async def user(client: Any = None) -> Any:
         return client
 
-    chain = _direct(with_fallback(*_invalid())(user))
+    chain = _chain_of(with_fallback(*_invalid())(user))
     opened = fallback_clients(*_invalid())
     p = Parts(chain, chain.endpoints[0].async_client(), await opened.__aenter__())
     await chat(p.proxy)  # its first call remembers what the method returns
@@ -289,7 +287,7 @@ async def aitems(t: Items) -> None:
     t.add("  Endpoint.async_client(): PerLoop.get", p.endpoint.async_client)
     tracked, owner, kw = p.handed.chat.completions.create, p.owner, p.kwargs
     fn, base = (lambda: tracked(**kw)), (lambda: owner.create(**kw))
-    await t.awaited("= TrackedMethod.__call__ + _tracked_await", fn, base, "amethod")
+    await t.awaited("= the tracked method (async) + _tracked_await", fn, base, "amethod")
     t.add(
         "drop-in: the call's coroutine (made, closed)",
         lambda: method._self_deferred(chain, step).close(),
@@ -301,14 +299,15 @@ async def aitems(t: Items) -> None:
 
 # What each form's stubbed call runs, as item keys (one per time it runs); the rest is
 # not isolated. Async, the bare call is the stubbed coroutine alone: the user's function
-# is a layer, and so are the drop-in's coroutine (_sent) and its attempt.
+# is a layer, and so are the decorator's wrapper, the drop-in's coroutine (_sent) and its
+# attempt.
 _DROP_IN = " step call_sync reach method"
 _ADROP_IN = " step deferred layer layer call_async reach amethod"
 RECIPES = {
     "@with_fallback sync": "wrapper call_sync hops method",
     "fallback_clients() proxy sync": "proxy_hops" + _DROP_IN,
     "failover.OpenAI sync": "ohops" + _DROP_IN,
-    "@with_fallback async": "wrapper call_async layer hops amethod",
+    "@with_fallback async": "wrapper layer call_async layer hops amethod",
     "fallback_clients() proxy async": "proxy_hops" + _ADROP_IN,
     "failover.AsyncOpenAI async": "ohops" + _ADROP_IN,
 }
@@ -344,7 +343,7 @@ Logger = logging.Logger
 # What view 3 counts; calls of shared functions (logging, clocks, context variables)
 # from failover's frames only.
 _COUNTED: dict[str, tuple[Key, ...]] = {
-    "wrapt proxies built (Navigable, TrackedMethod)": _keys(Navigable, TrackedMethod),
+    "proxies and methods built (Navigable, tracked_method)": _keys(Navigable, tracked_method),
     "attribute hops that miss the slots (__getattr__)": _keys(
         Navigable.__getattr__, Failover.__getattr__
     ),

@@ -90,7 +90,7 @@ class Chain:
 
         The healthy path runs with caches cold (the client's own work evicts failover's
         code between two calls), where each function called costs several µs: so it is
-        written flat, here, in the drivers, :meth:`served` and ``TrackedMethod``.
+        written flat, here, in the drivers, :meth:`served` and ``tracked_method``.
         """
         if not self.direct or ("opentelemetry" in sys.modules and tracing()):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -60,37 +61,58 @@ def with_fallback(
     chain = Chain(endpoints(providers), settings)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if isinstance(func, (classmethod, staticmethod)):
+            # Decorated inside, bound as it was: the function it holds gets the client.
+            return type(func)(decorate(func.__func__))
         _check_injectable(func, inject)
-        target = getattr(func, "__func__", func)
         # Decided once, here: the driver that fits what the function is.
-        if inspect.isasyncgenfunction(target):
+        if inspect.isasyncgenfunction(func):
             driver: Callable[[Chain, Callable[..., Any], str, Injection], Any] = iterate_async
-        elif inspect.isgeneratorfunction(target):
+        elif inspect.isgeneratorfunction(func):
             driver = iterate_sync
-        elif inspect.iscoroutinefunction(target):
+        elif inspect.iscoroutinefunction(func):
             driver = call_async
         else:
             driver = call_sync
-        name = getattr(target, "__qualname__", "call")  # the call's name in traces
+        name = getattr(func, "__qualname__", "call")  # the call's name in traces
         check_flavour(chain.endpoints, is_async=driver in (call_async, iterate_async))
         if hedge is not None and driver is not call_async:
             raise TypeError(
                 "hedge= starts attempts side by side, which only async functions can do: "
-                f"{getattr(target, '__qualname__', target)!r} is not an async def function"
+                f"{name!r} is not an async def function"
             )
+        # A plain call's wrapper is a plain function, not a wrapt proxy: it is on every
+        # healthy call's path, where a proxy's call costs µs (methods bind as functions do).
+        if driver is call_async:
 
+            @functools.wraps(func)
+            async def awaited(*args: Any, **kwargs: Any) -> Any:
+                if inject in kwargs:
+                    return await func(*args, **kwargs)  # type: ignore[misc]
+                return await call_async(chain, func, name, (inject, args, kwargs))  # type: ignore[arg-type]
+
+            return awaited  # type: ignore[return-value]
+
+        if driver is call_sync:
+
+            @functools.wraps(func)
+            def called(*args: Any, **kwargs: Any) -> Any:
+                if inject in kwargs:
+                    return func(*args, **kwargs)
+                return call_sync(chain, func, name, (inject, args, kwargs))
+
+            return called
+
+        # A generator's wrapper is a proxy: what its call returns is the driver's own
+        # generator, so the caller's send, throw and close reach it (a wrapping generator
+        # would relay them, which ``async for`` cannot).
         @wrapt.decorator
-        def wrapper(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
+        def proxied(wrapped: Callable[..., Any], _: Any, args: Any, kwargs: Any) -> Any:
             if inject in kwargs:
                 return wrapped(*args, **kwargs)
             return driver(chain, wrapped, name, (inject, args, kwargs))
 
-        decorated: Callable[P, R] = wrapper(func)
+        decorated: Callable[P, R] = proxied(func)
         return decorated
 
     return decorate

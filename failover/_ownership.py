@@ -366,7 +366,7 @@ class Ownership:
     def quiet(self) -> bool:
         """Whether no call can name an id the registry knows: it knows no owner and no
         miss, and is not shared (a plain call skips ``request`` then; see
-        ``TrackedMethod``). ``may_know()``, inlined for the healthy path: a subclass
+        ``tracked_method``). ``may_know()``, inlined for the healthy path: a subclass
         says it may know any id with ``shared``, not by overriding ``may_know``."""
         store = self._store or STORES[0]
         if store is not self._registry[0]:

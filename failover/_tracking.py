@@ -309,39 +309,32 @@ class Tracked(Navigable):
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
         if method:
-            return TrackedMethod(value, self.__wrapped__, name, self._self_scope, self._self_sent)
+            return tracked_method(value, self.__wrapped__, name, self._self_scope, self._self_sent)
         return Tracked(value, self._self_scope)
 
 
-class TrackedMethod(wrapt.ObjectProxy[Any]):
-    """A method of a tracked client, looked up on its owner at each call."""
+def tracked_method(
+    method: Any, owner: Any, name: str, scope: Scope | None, sent: _Call | None = None
+) -> Any:
+    """``method`` (``owner.name``) as a method of a tracked client: a call of the attempt
+    ``scope`` (on the response of the call ``sent``, if any), ``owner.name`` looked up at
+    each call (instrumentation may replace it later).
 
-    def __init__(
-        self, method: Any, owner: Any, name: str, scope: Scope | None, sent: _Call | None = None
-    ) -> None:
-        super().__init__(method)
-        self._self_owner = owner
-        self._self_name = name
-        self._self_scope = scope
-        self._self_sent = sent
-        # Whether its calls may be plain (see ``_Call.plain``): decided once, as far as
-        # the method and its attempt tell; by the registry, and for a method that creates
-        # only with store=True (see ``makes``) by that argument, per call.
-        tracks = scope is not None and scope.ownership is not None
-        made = creation(owner, name) if tracks else None
-        self._self_plain = (
-            scope is not None
-            and scope.plain
-            and sent is None
-            and (made is None or made.stores is False)
-        )
-        self._self_if_stored = made is not None
+    A plain function, not a proxy (its state in its closure: on the healthy path a
+    proxy's call and attribute reads cost µs), with the method's name, signature and
+    ``__wrapped__``; for a coroutine method, a coroutine function (frameworks ask).
+    """
+    # Whether its calls may be plain (see ``_Call.plain``): decided once, as far as the
+    # method and its attempt tell; by the registry, and for a method that creates only
+    # with store=True (see ``makes``) by that argument, per call.
+    ownership = scope.ownership if scope is not None else None
+    made = creation(owner, name) if ownership is not None else None
+    stores = made is None or made.stores is False
+    quick = scope is not None and scope.plain and sent is None and stores
+    if_stored = made is not None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """``owner.name(*args, **kwargs)`` as a call of the attempt ``scope`` (on the
-        response of the call ``sent``, if any)."""
-        owner, name, scope = self._self_owner, self._self_name, self._self_scope
-        method = getattr(owner, name)  # looked up now: instrumentation may have replaced it
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        method = getattr(owner, name)
         if scope is None:
             try:
                 return track(method(*args, **kwargs), None)
@@ -349,11 +342,11 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 mark_if_transport(exc)
                 raise
         if (
-            self._self_plain
+            quick
             and not _telemetry.LIVE
             # Creates nothing, and names no id anyone knows.
-            and (not self._self_if_stored or kwargs.get("store") is not True)
-            and (scope.ownership is None or scope.ownership.quiet())
+            and (not if_stored or kwargs.get("store") is not True)
+            and (ownership is None or ownership.quiet())
         ):
             call = None
             try:
@@ -368,9 +361,9 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
                 (call or _Call.plain(name, args, kwargs, scope)).failed(exc)
                 raise
         try:
-            call = _Call(owner, name, method, args, kwargs, scope, self._self_sent)
+            call = _Call(owner, name, method, args, kwargs, scope, sent)
         except Unseen as unseen:
-            return _looked_up(unseen, functools.partial(self, *args, **kwargs))
+            return _looked_up(unseen, functools.partial(tracked, *args, **kwargs))
         try:
             result = track(method(*args, **call.kwargs), scope, call)
         except BaseException as exc:
@@ -380,6 +373,14 @@ class TrackedMethod(wrapt.ObjectProxy[Any]):
             span.requested(type(owner).__module__, call.kwargs.get("model"))
             _answered(result)
         return result
+
+    if not inspect.iscoroutinefunction(method):
+        return functools.update_wrapper(tracked, method, updated=())
+
+    async def atracked(*args: Any, **kwargs: Any) -> Any:
+        return await tracked(*args, **kwargs)
+
+    return functools.update_wrapper(atracked, method, updated=())
 
 
 async def _looked_up(unseen: Unseen, again: Callable[[], Any]) -> Any:

@@ -7,6 +7,7 @@ marked ``xfail(strict=True)``, so that lifting one is noticed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from typing import Any
 
@@ -302,6 +303,57 @@ def test_proxy_attribute_reads_and_isinstance(
         assert [m.owned_by for m in client.copy().models.list()] == ["comet"]
 
     proxied(chain, body)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("form", ["decorator", "drop-in"])
+def test_methods_handed_out_look_like_the_clients_own(
+    comet: FakeProvider, chain: tuple[Provider, Provider], mode: str, form: str
+) -> None:
+    # Frameworks read them: instructor asks iscoroutinefunction and wraps with wraps().
+    real = (comet.client() if mode == "sync" else comet.async_client()).chat.completions
+    seen: list[Any] = []
+
+    def check(client: Any) -> Any:
+        method = client.chat.completions.create
+        assert method.__name__ == "create"
+        assert method.__doc__ == real.create.__doc__
+        assert inspect.signature(method) == inspect.signature(real.create)
+        # As the client's own (openai's async chat create is a plain function that returns
+        # a coroutine, through a decorator of its own; models.retrieve is a coroutine one).
+        assert inspect.iscoroutinefunction(method) is inspect.iscoroutinefunction(real.create)
+        assert inspect.iscoroutinefunction(client.models.retrieve) is (mode == "async")
+        seen.append(method)
+        return method(model=MODEL, messages=MESSAGES)
+
+    if mode == "sync":
+
+        @failover.with_fallback(*chain)
+        def ask(client: Any = None) -> Any:
+            return check(client)
+
+        def run_form() -> Any:
+            if form == "decorator":
+                return ask()
+            with failover.fallback_clients(*chain) as client:
+                return check(client)
+
+        reply = run_form()
+    else:
+
+        @failover.with_fallback(*chain)
+        async def aask(client: Any = None) -> Any:
+            return await check(client)
+
+        async def arun_form() -> Any:
+            if form == "decorator":
+                return await aask()
+            async with failover.fallback_clients(*chain) as client:
+                return await check(client)
+
+        reply = asyncio.run(arun_form())
+    assert reply.choices[0].message.content == "[comet] hello"
+    assert seen
 
 
 # -- client-level raw forms (issue 9 item 7) -----------------------------------------
