@@ -31,7 +31,7 @@ import threading
 import time
 import timeit
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from unittest.mock import patch
 
@@ -113,18 +113,28 @@ def _create(self: Any, **kwargs: Any) -> ChatCompletion:
     return REPLY
 
 
-async def _acreate(self: Any, **kwargs: Any) -> ChatCompletion:
+async def _reply() -> ChatCompletion:
     return REPLY
+
+
+def _acreate(self: Any, **kwargs: Any) -> Coroutine[Any, Any, ChatCompletion]:
+    # As openai's own: a plain function (its required_args decorator) returning a coroutine.
+    return _reply()
 
 
 async def _anothing() -> None:
     pass
 
 
+def _cell(function: Any, name: str) -> Any:
+    """What ``name`` is in ``function``'s closure (a wrapper's, a method's state)."""
+    cells = dict(zip(function.__code__.co_freevars, function.__closure__, strict=True))
+    return cells[name].cell_contents
+
+
 def _chain_of(decorated: Any) -> Chain:
-    """A ``with_fallback`` function's chain (its wrapper's closure holds it)."""
-    cells = dict(zip(decorated.__code__.co_freevars, decorated.__closure__, strict=True))
-    chain: Chain = cells["chain"].cell_contents
+    """A ``with_fallback`` function's chain."""
+    chain: Chain = _cell(decorated, "chain")
     return chain
 
 
@@ -210,7 +220,7 @@ def items(t: Items) -> None:
     breaker, lock, create = chain.settings.breaker, threading.Lock(), owner.create
     assert isinstance(store, MemoryStore)
     assert breaker is not None
-    reach, path, own = p.method._self_reach, p.method._self_path, p.method._self_own
+    reach, path, own = (_cell(p.method, name) for name in ("reach", "path", "own"))
 
     def locked() -> None:
         with lock:
@@ -277,7 +287,10 @@ async def aitems(t: Items) -> None:
     opened = fallback_clients(*_invalid())
     p = Parts(chain, chain.endpoints[0].async_client(), await opened.__aenter__())
     await chat(p.proxy)  # its first call remembers what the method returns
-    method, step = p.method, (*p.method._self_path, ProxyCall.of((), p.kwargs, {}))
+    deferred, step = (
+        _cell(p.method, "deferred"),
+        (*_cell(p.method, "path"), ProxyCall.of((), p.kwargs, {})),
+    )
 
     async def layer() -> None:
         return await _anothing()
@@ -290,7 +303,7 @@ async def aitems(t: Items) -> None:
     await t.awaited("= the tracked method (async) + _tracked_await", fn, base, "amethod")
     t.add(
         "drop-in: the call's coroutine (made, closed)",
-        lambda: method._self_deferred(chain, step).close(),
+        lambda: deferred(chain, step).close(),
         key="deferred",
     )
     await t.awaited("one coroutine layer (create, await, return)", layer, key="layer")

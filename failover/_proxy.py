@@ -94,7 +94,7 @@ class Failover(Navigable):
         return f"<failover {type(self.__wrapped__).__name__} [{names}]>"
 
     def _child(self, value: Any, name: str, method: bool) -> Any:
-        kind = FailoverMethod if method else Failover
+        kind = failover_method if method else Failover
         path = (*self._self_path, name)
         return kind(value, self._self_chain, path, self._self_async, self._self_own)
 
@@ -106,48 +106,45 @@ _NAVIGATION = frozenset({"with_options", "copy"})
 _DEFERRED = frozenset({"with_streaming_response", "stream"})
 
 
-class FailoverMethod(Failover):
-    _self_deferred: Callable[[Chain, Path], Any] | None = None
+def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own: Own) -> Any:
+    """The method ``template`` at ``path`` of a drop-in client: each call fails over.
 
-    def __init__(
-        self, template: Any, chain: Chain, path: Path, is_async: bool, own: Own | None = None
-    ) -> None:
-        super().__init__(template, chain, path, is_async, own)
-        # Decided once per method, from its path: what a call of it does.
-        names = [step for step in path if isinstance(step, str)]
-        self._self_navigates = path[-1] in _NAVIGATION
-        self._self_defers = any(name in _DEFERRED for name in names)
-        # The whole path as one C-level lookup, when it is names only (no call on the way).
-        self._self_reach = operator.attrgetter(".".join(names)) if len(names) == len(path) else None
+    A plain function, as a tracked client's methods are (see ``tracked_method``): its
+    state in its closure, with the template's name, signature and ``__wrapped__``.
+    """
+    # Decided once per method, from its path: what a call of it does.
+    names = [step for step in path if isinstance(step, str)]
+    navigates = path[-1] in _NAVIGATION
+    defers = any(name in _DEFERRED for name in names)
+    # The whole path as one C-level lookup, when it is names only (no call on the way).
+    reach = operator.attrgetter(".".join(names)) if len(names) == len(path) else None
+    # Async: what a call returns when it sends later (known from the first call).
+    deferred: Callable[[Chain, Path], Any] | None = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call = _Call.of(args, kwargs, self._self_own)
-        step = (*self._self_path, call)
-        if self._self_async:
-            return self._call_async(step, args, kwargs)
-        chain = self._self_chain
-        if self._self_navigates:
-            template = self.__wrapped__(*args, **kwargs)
-            return Failover(template, chain, step, False, self._self_own)
-        if self._self_defers:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        step = (*path, _Call.of(args, kwargs, own))
+        if is_async:
+            if deferred is not None:
+                return deferred(chain, step)
+            return first_async(step, args, kwargs)
+        if navigates:
+            return Failover(template(*args, **kwargs), chain, step, False, own)
+        if defers:
             return FailoverContext(chain, step)
         # The method in one lookup, when its path is names only and the call swaps nothing.
-        reach = self._self_reach if not call.swaps else None
+        method = reach if not step[-1].swaps else None
 
         def attempt(client: Any) -> Any:
-            result = reach(client)(*args, **kwargs) if reach else _resolve(client, step)
+            result = method(client)(*args, **kwargs) if method else _resolve(client, step)
             return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
         return _attempts.call_sync(chain, attempt, step)
 
-    def _call_async(self, step: Path, args: Any, kwargs: Any) -> Any:
-        chain = self._self_chain
-        deferred = self._self_deferred  # what this method returned before, if it sends later
-        if deferred is not None:
-            return deferred(chain, step)
+    def first_async(step: Path, args: Any, kwargs: Any) -> Any:
+        nonlocal deferred
         # An async API method does no I/O until awaited (or entered), so calling it on
         # the template tells what kind of call this is at no cost; it never changes.
-        probe = self.__wrapped__(*args, **kwargs)
+        probe = template(*args, **kwargs)
         if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
             # A coroutine method's call is a coroutine here too (``create_task`` takes
             # nothing else); a page, an awaitable that can be iterated.
@@ -156,19 +153,26 @@ class FailoverMethod(Failover):
                 kind = _sent
                 probe.close()
             # A call that must not run twice is never hedged either.
-            hedged = not _ownership.once(self.__wrapped__)
-            reach = self._self_reach
-            self._self_deferred = functools.partial(kind, hedge=hedged, reach=reach)
-            return self._self_deferred(chain, step)
+            hedged = not _ownership.once(template)
+            deferred = functools.partial(kind, hedge=hedged, reach=reach)
+            return deferred(chain, step)
         if hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
                 unsent.close()
-            self._self_deferred = FailoverAsyncContext
+            deferred = FailoverAsyncContext
             return FailoverAsyncContext(chain, step)
         if is_navigation(probe):
-            return Failover(probe, chain, step, True, self._self_own)
+            return Failover(probe, chain, step, True, own)
         return probe
+
+    if not inspect.iscoroutinefunction(template):
+        return functools.update_wrapper(call, template, updated=())
+
+    async def acall(*args: Any, **kwargs: Any) -> Any:
+        return await call(*args, **kwargs)
+
+    return functools.update_wrapper(acall, template, updated=())
 
 
 def _sent(
