@@ -106,13 +106,20 @@ def with_fallback(
         # A generator's wrapper is a proxy: what its call returns is the driver's own
         # generator, so the caller's send, throw and close reach it (a wrapping generator
         # would relay them, which ``async for`` cannot).
-        @wrapt.decorator
         def proxied(wrapped: Callable[..., Any], _: Any, args: Any, kwargs: Any) -> Any:
             if inject in kwargs:
                 return wrapped(*args, **kwargs)
             return driver(chain, wrapped, name, (inject, args, kwargs))
 
-        decorated: Callable[P, R] = proxied(func)
+        decorated: Callable[P, R] = _Generator(func, proxied)
         return decorated
 
     return decorate
+
+
+class _Generator(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A decorated generator function, pickled as a function is: by module and name
+    (process pools pickle what they run), where a proxy would refuse."""
+
+    def __reduce_ex__(self, protocol: object) -> str:
+        return self.__qualname__

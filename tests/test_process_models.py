@@ -1,4 +1,5 @@
-"""Process models: forked workers, and an event loop per call (``asyncio.run``).
+"""Process models: forked workers, process pools, and an event loop per call
+(``asyncio.run``).
 
 Every test runs the real ``openai`` client against fake providers on 127.0.0.1; the
 fork tests fork this process (its fake servers keep serving the child from here).
@@ -10,10 +11,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import multiprocessing
 import os
+import pickle
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import httpx2
@@ -158,6 +163,57 @@ def test_a_forked_child_drops_the_parents_event_loop_clients(comet: FakeProvider
         loop.run_until_complete(endpoint.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+# -- process pools: a decorated function is sent to its workers by reference ---------------
+
+
+def pooled(client: Any = None) -> str:
+    """Decorated in place by the test: a worker finds it by its module and name."""
+    return text(client.chat.completions.create(model="m", messages=MESSAGES))
+
+
+async def apooled(client: Any = None) -> str:
+    return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+
+def gpooled(client: Any = None) -> Iterator[str]:
+    yield text(client.chat.completions.create(model="m", messages=MESSAGES))
+
+
+async def agpooled(client: Any = None) -> AsyncIterator[str]:
+    yield text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+
+def run_in_worker(fn: Callable[[], Awaitable[str]]) -> str:
+    return asyncio.run(fn())  # type: ignore[arg-type]
+
+
+def drain_in_worker(fn: Callable[[], Iterator[str]]) -> str:
+    return "".join(fn())
+
+
+@needs_fork
+def test_a_decorated_function_runs_in_a_process_pool(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ProcessPoolExecutor and multiprocessing.Pool pickle what they run: a function is
+    # pickled by its module and name, which holds for the decorated one as for the one
+    # it wraps (a proxy object cannot be pickled).
+    module = sys.modules[__name__]
+    chain = (provider(comet), provider(backup))
+    for name in ("pooled", "apooled", "gpooled", "agpooled"):
+        decorated = with_fallback(*chain, **NO_BREAKER)(getattr(module, name))
+        monkeypatch.setattr(module, name, decorated)
+        assert pickle.loads(pickle.dumps(decorated)) is decorated
+    comet.fail(500, times=3)  # the workers fail over, each in its own process
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork) as pool:
+        assert pool.submit(module.pooled).result(timeout=30) == "[backup] hello"
+        assert pool.submit(run_in_worker, module.apooled).result(timeout=30) == "[backup] hello"
+        assert pool.submit(drain_in_worker, module.gpooled).result(timeout=30) == "[backup] hello"
+    assert len(comet.requests) == 3
+    assert len(backup.requests) == 3
 
 
 # -- asyncio.run() per call --------------------------------------------------------------
