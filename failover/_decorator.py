@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -55,7 +56,8 @@ def with_fallback(
     transient fault that ``retry`` covers, with the same provider's, after a pause).
 
     With no providers: CometAPI, then OpenAI, from the environment. A caller that
-    passes ``inject`` itself gets exactly that client, once, with no failover.
+    passes a client as ``inject`` itself gets exactly that client, once, with no
+    failover (None is no client: one is injected, as when nothing is passed).
     """
     settings = Settings.from_options(locals())
     chain = Chain(endpoints(providers), settings)
@@ -81,45 +83,61 @@ def with_fallback(
                 "hedge= starts attempts side by side, which only async functions can do: "
                 f"{name!r} is not an async def function"
             )
-        # A plain call's wrapper is a plain function, not a wrapt proxy: it is on every
-        # healthy call's path, where a proxy's call costs µs (methods bind as functions do).
-        if driver is call_async:
+        if type(func) is types.FunctionType and driver in (call_sync, call_async):
+            return _plain(func, chain, name, inject, driver is call_async)
 
-            @functools.wraps(func)
-            async def awaited(*args: Any, **kwargs: Any) -> Any:
-                if inject in kwargs:
-                    return await func(*args, **kwargs)  # type: ignore[misc]
-                return await call_async(chain, func, name, (inject, args, kwargs))  # type: ignore[arg-type]
-
-            return awaited  # type: ignore[return-value]
-
-        if driver is call_sync:
-
-            @functools.wraps(func)
-            def called(*args: Any, **kwargs: Any) -> Any:
-                if inject in kwargs:
-                    return func(*args, **kwargs)
-                return call_sync(chain, func, name, (inject, args, kwargs))
-
-            return called
-
-        # A generator's wrapper is a proxy: what its call returns is the driver's own
-        # generator, so the caller's send, throw and close reach it (a wrapping generator
-        # would relay them, which ``async for`` cannot).
+        # Anything else (a generator, a descriptor such as another wrapt decorator, a
+        # callable object, an lru_cache) gets a proxy: it binds through what it wraps,
+        # shows its attributes, and a generator's call returns the driver's own
+        # generator, so the caller's send, throw and close reach it (a wrapping
+        # generator would relay them, which ``async for`` cannot).
         def proxied(wrapped: Callable[..., Any], _: Any, args: Any, kwargs: Any) -> Any:
-            if inject in kwargs:
+            if kwargs.get(inject) is not None:
                 return wrapped(*args, **kwargs)
             return driver(chain, wrapped, name, (inject, args, kwargs))
 
-        decorated: Callable[P, R] = _Generator(func, proxied)
+        decorated: Callable[P, R] = _Proxy(func, proxied)
         return decorated
 
     return decorate
 
 
-class _Generator(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A decorated generator function, pickled as a function is: by module and name
-    (process pools pickle what they run), where a proxy would refuse."""
+def _plain(
+    func: types.FunctionType, chain: Chain, name: str, inject: str, is_async: bool
+) -> Callable[..., Any]:
+    """The wrapper of a plain function: a plain function too, not a wrapt proxy (it is
+    on every healthy call's path, where a proxy's call costs µs). It binds as methods
+    do, and has the function's globals, so that a framework that evaluates string
+    annotations in ``__globals__`` finds the user's names: so it reads no global.
+    """
+    run_sync, run_async = call_sync, call_async
+
+    async def awaited(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get(inject) is not None:  # the caller's own client: no failover
+            return await func(*args, **kwargs)
+        return await run_async(chain, func, name, (inject, args, kwargs))
+
+    def called(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get(inject) is not None:
+            return func(*args, **kwargs)
+        return run_sync(chain, func, name, (inject, args, kwargs))
+
+    wrapper = awaited if is_async else called
+    code = wrapper.__code__
+    rebuilt = types.FunctionType(code, func.__globals__, code.co_name, None, wrapper.__closure__)
+    return functools.update_wrapper(rebuilt, func)
+
+
+class _Proxy(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A decorated function that is not a plain one (see ``decorate``): pickled and
+    copied as a function is (by module and name: process pools pickle what they run),
+    where a proxy would refuse."""
 
     def __reduce_ex__(self, protocol: object) -> str:
         return self.__qualname__
+
+    def __copy__(self) -> _Proxy:
+        return self
+
+    def __deepcopy__(self, memo: object) -> _Proxy:
+        return self

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
 import logging
 import sys
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
+import pydantic
 import pytest
+import wrapt
 from conftest import MESSAGES, NO_BREAKER, provider
 
 import failover
@@ -445,6 +449,112 @@ def test_explicit_client_failing_is_not_failed_over(
     assert len(calls) == 1
     assert len(comet.requests) == 1
     assert backup.requests == []
+
+
+def test_an_explicit_none_client_is_injected(
+    mode: str, chain: Any, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # What a framework passes that fills in every parameter (pydantic's validate_call,
+    # a web framework's handler): None is no client of the caller's, so one is injected.
+    comet.fail(500)
+    ask, calls = make_ask(mode, *chain, **NO_BREAKER)
+    assert run(mode, ask, "hi", client=None) == "[backup] hi"
+    assert len(calls) == 2
+
+
+def test_validate_call_above_the_decorator_fails_over(chain: Any, comet: FakeProvider) -> None:
+    comet.fail(500)
+
+    @pydantic.validate_call(config={"arbitrary_types_allowed": True})
+    @with_fallback(*chain, **NO_BREAKER)
+    def ask(question: str, client: Any = None) -> str:
+        return _complete(client, question, False)
+
+    assert ask("hi") == "[backup] hi"
+
+
+# -- what the decorated function is ------------------------------------------------------
+
+
+class Item:
+    """A name that only this module's globals know."""
+
+
+def test_string_annotations_resolve_in_the_functions_globals(mode: str, chain: Any) -> None:
+    # With ``from __future__ import annotations`` (as here), frameworks evaluate the
+    # annotations' strings in ``__globals__`` (FastAPI before it unwrapped, django-ninja).
+    def ask(item: Item, client: Any = None) -> Item:
+        return item
+
+    async def aask(item: Item, client: Any = None) -> Item:
+        return item
+
+    decorated = with_fallback(*chain)(ask if mode == "sync" else aask)
+    assert decorated.__globals__ is globals()  # type: ignore[attr-defined]
+    annotation = inspect.signature(decorated).parameters["item"].annotation
+    assert eval(annotation, decorated.__globals__) is Item  # type: ignore[attr-defined]
+    assert typing.get_type_hints(decorated)["item"] is Item
+
+
+def test_what_binds_on_its_own_binds_as_it_did(chain: Any, comet: FakeProvider) -> None:
+    # A descriptor below the decorator (another wrapt decorator) gets the instance; a
+    # callable object or a partial kept on a class gets no ``self`` of the class's.
+    seen: list[Any] = []
+
+    @wrapt.decorator
+    def below(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(instance)
+        return wrapped(*args, **kwargs)
+
+    class Handler:
+        def __call__(self, question: str, client: Any = None) -> str:
+            return _complete(client, question, False)
+
+    def answer(prefix: str, question: str, client: Any = None) -> str:
+        return prefix + _complete(client, question, False)
+
+    class Service:
+        @with_fallback(*chain)
+        @below
+        def ask(self, question: str, client: Any = None) -> str:
+            return _complete(client, question, False)
+
+        handle = with_fallback(*chain)(Handler())
+        partial = with_fallback(*chain)(functools.partial(answer, "> "))
+
+    service = Service()
+    assert service.ask("a") == "[comet] a"
+    assert seen == [service]
+    assert service.handle("b") == "[comet] b"
+    assert service.partial("c") == "> [comet] c"
+
+
+def test_what_it_wraps_shows_through(chain: Any) -> None:
+    @with_fallback(*chain)
+    @functools.lru_cache(maxsize=8)
+    def cached(question: str, client: Any = None) -> str:
+        return question
+
+    assert cached.cache_info().maxsize == 8  # type: ignore[attr-defined]
+
+    @with_fallback(*chain)
+    class Asker:
+        def __init__(self, client: Any = None) -> None:
+            self.client = client
+
+    assert isinstance(Asker(), Asker)
+
+
+def test_copies_of_a_decorated_function_are_itself(chain: Any) -> None:
+    def ask(client: Any = None) -> str:
+        return "hi"
+
+    def items(client: Any = None) -> Iterator[str]:
+        yield "hi"
+
+    for decorated in (with_fallback(*chain)(ask), with_fallback(*chain)(items)):
+        assert copy.copy(decorated) is decorated
+        assert copy.deepcopy({"f": decorated})["f"] is decorated
 
 
 # -- on= -------------------------------------------------------------------------------
