@@ -7,6 +7,7 @@ import re
 import sys
 import textwrap
 
+import httpx2
 import openai
 import pytest
 from conftest import MESSAGES
@@ -187,11 +188,16 @@ def test_missing_api_key_is_an_openai_error_naming_the_variable() -> None:
     assert "cometapi" in str(exc)
 
 
+# A request as openai's errors hold one (from openai 3.60 on, they must: they strip its
+# credentials).
+REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+
 @pytest.mark.parametrize(
     ("exc", "parts"),
     [
         (StreamTruncated("comet", 3), ("comet", "3")),
-        (StreamInterrupted("comet", 4, openai.APIConnectionError(request=None)), ("comet", "4")),  # type: ignore[arg-type]
+        (StreamInterrupted("comet", 4, openai.APIConnectionError(request=REQUEST)), ("comet", "4")),
         (ProviderSkipped("comet", "circuit open", 1.5), ("comet", "circuit open", "1.50")),
     ],
     ids=["truncated", "interrupted", "skipped"],
@@ -203,5 +209,5 @@ def test_messages_name_provider_and_counts(exc: Exception, parts: tuple[str, ...
 
 
 def test_stream_interrupted_describes_its_cause() -> None:
-    cause = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    cause = openai.APIConnectionError(request=REQUEST)
     assert "APIConnectionError" in str(StreamInterrupted("comet", 2, cause))
