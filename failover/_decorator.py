@@ -106,26 +106,26 @@ def _plain(
     func: types.FunctionType, chain: Chain, name: str, inject: str, is_async: bool
 ) -> Callable[..., Any]:
     """The wrapper of a plain function: a plain function too, not a wrapt proxy (it is
-    on every healthy call's path, where a proxy's call costs µs). It binds as methods
-    do, and has the function's globals, so that a framework that evaluates string
-    annotations in ``__globals__`` finds the user's names: so it reads no global.
-    """
-    run_sync, run_async = call_sync, call_async
+    on every healthy call's path, where a proxy's call costs µs); it binds as methods do.
 
-    async def awaited(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get(inject) is not None:  # the caller's own client: no failover
-            return await func(*args, **kwargs)
-        return await run_async(chain, func, name, (inject, args, kwargs))
+    Its globals are failover's, so that tracebacks, debuggers and coverage see it as
+    failover's frame: frameworks that read annotations follow ``__wrapped__``.
+    """
+    if is_async:
+
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get(inject) is not None:  # the caller's own client: no failover
+                return await func(*args, **kwargs)
+            return await call_async(chain, func, name, (inject, args, kwargs))
+
+        return functools.update_wrapper(awaited, func)
 
     def called(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get(inject) is not None:
             return func(*args, **kwargs)
-        return run_sync(chain, func, name, (inject, args, kwargs))
+        return call_sync(chain, func, name, (inject, args, kwargs))
 
-    wrapper = awaited if is_async else called
-    code = wrapper.__code__
-    rebuilt = types.FunctionType(code, func.__globals__, code.co_name, None, wrapper.__closure__)
-    return functools.update_wrapper(rebuilt, func)
+    return functools.update_wrapper(called, func)
 
 
 class _Proxy(wrapt.FunctionWrapper):  # type: ignore[type-arg]
