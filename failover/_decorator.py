@@ -129,12 +129,16 @@ def _plain(
 
 
 class _Proxy(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A decorated function that is not a plain one (see ``decorate``): pickled and
+    """A decorated callable that is not a plain function (see ``decorate``): pickled and
     copied as a function is (by module and name: process pools pickle what they run),
     where a proxy would refuse."""
 
     def __reduce_ex__(self, protocol: object) -> str:
-        return self.__qualname__
+        name = getattr(self.__wrapped__, "__qualname__", None)
+        if name is None:  # a callable object or a partial: it has no name to be found by
+            kind = type(self.__wrapped__).__name__
+            raise TypeError(f"cannot pickle a decorated {kind!r} object: it has no name")
+        return name  # type: ignore[no-any-return]
 
     def __copy__(self) -> _Proxy:
         return self

@@ -7,6 +7,7 @@ import copy
 import functools
 import inspect
 import logging
+import pickle
 import sys
 import time
 import typing
@@ -555,6 +556,15 @@ def test_copies_of_a_decorated_function_are_itself(chain: Any) -> None:
     for decorated in (with_fallback(*chain)(ask), with_fallback(*chain)(items)):
         assert copy.copy(decorated) is decorated
         assert copy.deepcopy({"f": decorated})["f"] is decorated
+
+
+def test_a_decorated_callable_object_refuses_to_pickle_saying_why(chain: Any) -> None:
+    class Tool:
+        def __call__(self, client: Any = None) -> str:
+            return "hi"
+
+    with pytest.raises(TypeError, match="cannot pickle a decorated 'Tool' object"):
+        pickle.dumps(with_fallback(*chain)(Tool()))
 
 
 # -- on= -------------------------------------------------------------------------------

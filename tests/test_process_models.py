@@ -17,7 +17,7 @@ import pickle
 import sys
 import threading
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -185,8 +185,8 @@ async def agpooled(client: Any = None) -> AsyncIterator[str]:
     yield text(await client.chat.completions.create(model="m", messages=MESSAGES))
 
 
-def run_in_worker(fn: Callable[[], Awaitable[str]]) -> str:
-    return asyncio.run(fn())  # type: ignore[arg-type]
+def run_in_worker(fn: Callable[[], Coroutine[Any, Any, str]]) -> str:
+    return asyncio.run(fn())
 
 
 def drain_in_worker(fn: Callable[[], Iterator[str]]) -> str:
