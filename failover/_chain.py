@@ -16,7 +16,7 @@ from typing import Any
 from ._activity import ACTIVITY, GATHER_AT, STEP
 from ._health import STORES, Breaker, Health, HealthStore, State, Verdict, admit, succeeded
 from ._ownership import Ownership
-from ._providers import Endpoint
+from ._providers import Endpoint, Provider, endpoints
 from ._scope import Scope
 from ._settings import Settings
 from ._telemetry import Observer, tracing
@@ -80,6 +80,26 @@ class Chain:
         s = settings
         direct = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
         object.__setattr__(self, "direct", direct)
+
+    def __reduce__(self) -> tuple[Callable[..., Chain], tuple[Any, ...]]:
+        """A chain pickles as what it is made of, its providers and settings, and is built
+        anew where it is unpickled: cloudpickle sends a decorated function of ``__main__``
+        (or of a notebook) by value, chain included, to the workers of joblib, Ray or Dask,
+        each of which has its own clients and breakers."""
+        for endpoint in self.endpoints:
+            if endpoint.spec is None:
+                raise TypeError(
+                    f"cannot pickle failover's chain: its provider {endpoint.name!r} is a "
+                    "client object, which holds connections (pass a failover.Provider, "
+                    "which builds its clients where it is used)"
+                )
+        if self.settings.store is not None:
+            raise TypeError(
+                "cannot pickle failover's chain: its health store holds connections and "
+                "locks (configure one in each process with failover.configure(health=...))"
+            )
+        specs = tuple(e.spec for e in self.endpoints)
+        return _built, (specs, self.settings)
 
     def lean(self, build: Callable[[Endpoint], Any]) -> Any:
         """The client (from ``build``, handed out) of a call's first attempt when it may
@@ -169,3 +189,8 @@ class Chain:
         if entry is None or entry[0] is not client:
             entry = self.handed[id(scope)] = (client, Tracked(client, scope))
         return entry[1]
+
+
+def _built(specs: tuple[Provider, ...], settings: Settings) -> Chain:
+    """The chain of ``specs`` (an unpickled chain: see ``Chain.__reduce__``)."""
+    return Chain(endpoints(specs), settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import types
@@ -128,10 +129,26 @@ def _plain(
     return functools.update_wrapper(called, func)
 
 
+class _BoundProxy(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """A :class:`_Proxy` bound to an instance: pickled and copied as a bound method is
+    (its instance, and the name to find it by), where a proxy would refuse."""
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        return getattr, (self.__self__, self.__name__)
+
+    def __copy__(self) -> _BoundProxy:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return getattr(copy.deepcopy(self.__self__, memo), self.__name__)
+
+
 class _Proxy(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A decorated callable that is not a plain function (see ``decorate``): pickled and
     copied as a function is (by module and name: process pools pickle what they run),
     where a proxy would refuse."""
+
+    __bound_function_wrapper__ = _BoundProxy
 
     def __reduce_ex__(self, protocol: object) -> str:
         name = getattr(self.__wrapped__, "__qualname__", None)

@@ -10,7 +10,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any, Generic, TypeVar, Union
 from urllib.parse import urlsplit
 
@@ -47,6 +47,11 @@ class Provider:
     client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
     # The clients built for this provider, shared by every chain that names it.
     _failover_endpoint: Endpoint | None = field(default=None, init=False, repr=False)
+
+    def __getstate__(self) -> list[Any]:
+        # Pickled as how to reach the provider, without the clients built for it (they
+        # hold connections): where it is unpickled, it builds its own.
+        return [None if f.name == _ENDPOINT else getattr(self, f.name) for f in fields(self)]
 
 
 _ENV = ("COMETAPI_BASE_URL", "COMETAPI_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")

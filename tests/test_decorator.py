@@ -19,7 +19,7 @@ import openai
 import pydantic
 import pytest
 import wrapt
-from conftest import MESSAGES, NO_BREAKER, provider
+from conftest import MESSAGES, NO_BREAKER, chat_text, provider
 
 import failover
 from failover import FailoverError, with_fallback
@@ -33,6 +33,22 @@ MODEL = "fake-model"
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+class _Bot:
+    """A class found by its name (pickled methods are), given methods by a test."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+
+# Its methods, named as they are set on it (a bound method is pickled by its name).
+def lines(self: _Bot, client: Any = None) -> Iterator[str]:
+    yield f"{self.tag}: {chat_text(client, 'hi')}"
+
+
+def locked(self: _Bot, client: Any = None) -> str:
+    return f"{self.tag}: {chat_text(client, 'hi')}"
 
 
 def _messages(question: str) -> list[dict[str, str]]:
@@ -556,6 +572,33 @@ def test_copies_of_a_decorated_function_are_itself(chain: Any) -> None:
     for decorated in (with_fallback(*chain)(ask), with_fallback(*chain)(items)):
         assert copy.copy(decorated) is decorated
         assert copy.deepcopy({"f": decorated})["f"] is decorated
+
+
+def test_a_bound_proxied_method_pickles_and_copies_as_a_bound_method(chain: Any) -> None:
+    # The methods whose wrapper is a proxy (generators, another wrapt decorator below):
+    # bound, they pickle and copy as a bound method does, by instance and name.
+    class_body = {
+        "lines": with_fallback(*chain)(lines),
+        "locked": with_fallback(*chain)(wrapt.synchronized(locked)),
+    }
+    for name, decorated in class_body.items():
+        setattr(_Bot, name, decorated)
+    try:
+        bot = _Bot("b")
+        for name in class_body:
+            method = getattr(bot, name)
+            again = pickle.loads(pickle.dumps(method))
+            assert again.__self__.tag == "b"
+            assert again.__name__ == method.__name__
+            assert copy.copy(method) is method
+            deep = copy.deepcopy(method)
+            assert deep.__self__ is not bot
+            assert deep.__self__.tag == "b"
+        assert list(pickle.loads(pickle.dumps(bot.lines))()) == ["b: [comet] hi"]
+        assert copy.deepcopy(bot.locked)() == "b: [comet] hi"
+    finally:
+        for name in class_body:
+            delattr(_Bot, name)
 
 
 def test_a_decorated_callable_object_refuses_to_pickle_saying_why(chain: Any) -> None:

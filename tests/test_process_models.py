@@ -21,11 +21,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import cloudpickle
 import httpx2
+import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
 from failover import Provider, fallback_clients, with_fallback
+from failover._health import MemoryStore
 from failover._providers import _WATCHES, PerLoop, endpoint_for
 from failover.testing import FakeProvider
 
@@ -214,6 +217,58 @@ def test_a_decorated_function_runs_in_a_process_pool(
         assert pool.submit(drain_in_worker, module.gpooled).result(timeout=30) == "[backup] hello"
     assert len(comet.requests) == 3
     assert len(backup.requests) == 3
+
+
+def run_pickled(data: bytes) -> str:
+    """A worker of joblib, Ray or Dask: it unpickles what it was sent, and runs it."""
+    fn = pickle.loads(data)
+    result = fn()
+    return result if isinstance(result, str) else asyncio.run(result)
+
+
+@needs_fork
+def test_a_decorated_function_sent_by_value_fails_over_in_its_worker(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # cloudpickle sends a function of __main__ or a notebook (here: a local one) by
+    # value, with its closure: the chain goes as its providers, and each worker builds
+    # its own clients and breakers.
+    chain = (provider(comet), provider(backup))
+
+    @with_fallback(*chain, **NO_BREAKER)
+    def ask(client: Any = None) -> str:
+        return text(client.chat.completions.create(model="m", messages=MESSAGES))
+
+    @with_fallback(*chain, **NO_BREAKER)
+    async def aask(client: Any = None) -> str:
+        return text(await client.chat.completions.create(model="m", messages=MESSAGES))
+
+    comet.fail(500, times=2)
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork) as pool:
+        for fn in (ask, aask):
+            data = cloudpickle.dumps(fn)
+            assert pool.submit(run_pickled, data).result(timeout=30) == "[backup] hello"
+    assert len(comet.requests) == 2
+    assert len(backup.requests) == 2
+    assert ask() == "[comet] hello"  # the chain pickled is this process's still
+
+
+def test_a_chain_that_cannot_be_sent_says_why(comet: FakeProvider) -> None:
+    def ask(client: Any = None) -> str:
+        return "hi"
+
+    client = openai.OpenAI(base_url=comet.base_url, api_key="sk-test")
+    cases = {
+        "its provider '127.0.0.1:.*' is a client object": with_fallback(client)(ask),
+        "its health store holds connections": with_fallback(provider(comet), health=MemoryStore())(
+            ask
+        ),
+    }
+    for message, decorated in cases.items():
+        with pytest.raises(TypeError, match=message):
+            cloudpickle.dumps(decorated)
+    client.close()
 
 
 # -- asyncio.run() per call --------------------------------------------------------------

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import pickle
 import shutil
 import socket
 import subprocess
@@ -488,3 +489,15 @@ def test_block_form_reuses_clients_of_same_named_providers(comet: FakeProvider) 
         raise AssertionError("no attempt")
 
     assert second_client() is second_client()
+
+
+def test_a_provider_pickles_without_the_clients_built_for_it(comet: FakeProvider) -> None:
+    spec = provider(comet, models={"m": "fake-model"})
+    endpoint = endpoint_for(spec)
+    assert chat(endpoint.sync_client()) == "[comet] hello"
+    again = pickle.loads(pickle.dumps(spec))
+    same = ("name", "base_url", "api_key", "models", "max_retries")
+    assert [getattr(again, n) for n in same] == [getattr(spec, n) for n in same]
+    assert endpoint_for(again) is not endpoint  # built anew where it is unpickled
+    assert chat(endpoint_for(again).sync_client()) == "[comet] hello"
+    endpoint_for(again).close()
