@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import re
 import sys
 import textwrap
@@ -18,6 +20,7 @@ from failover import (
     FailoverError,
     MissingAPIKey,
     Provider,
+    ProviderBound,
     ProviderSkipped,
     StreamInterrupted,
     StreamTruncated,
@@ -28,6 +31,9 @@ from failover.testing import FakeProvider
 if sys.version_info < (3, 11):  # pragma: no cover - the backport, as failover uses it
     from exceptiongroup import ExceptionGroup
 
+# A request as openai's errors hold one (from openai 3.60 on, they must: they strip its
+# credentials).
+REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
 NOTE = re.compile(r"^failover: provider '(?P<name>[^']+)', attempt (?P<n>\d+), \d+\.\d+s$")
 
 
@@ -87,6 +93,57 @@ def test_each_error_has_a_note_naming_its_provider_and_attempt(error: FailoverEr
         assert match, notes[0]
         assert match["name"] == attempt.provider
         assert int(match["n"]) == number
+
+
+def test_a_failover_error_pickles_with_its_errors_and_without_credentials(
+    error: FailoverError, comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # A process pool sends a worker's error to the parent by pickle: openai's errors
+    # alone refuse to unpickle (their __init__ wants the response), and before openai
+    # 3.60 they hold the request with its Authorization header.
+    data = pickle.dumps(error)
+    assert comet.api_key.encode() not in data
+    assert backup.api_key.encode() not in data
+    again = pickle.loads(data)
+    assert type(again) is FailoverError
+    assert str(again) == str(error)
+    assert [type(e) for e in again.exceptions] == [type(e) for e in error.exceptions]
+    status = again.exceptions[0]
+    assert status.status_code == 500
+    assert status.response.status_code == 500
+    assert "authorization" not in status.request.headers
+    assert status.request.url == error.exceptions[0].request.url
+    assert status.body == error.exceptions[0].body
+    for attempt, exc, original in zip(
+        again.attempts, again.exceptions, error.exceptions, strict=True
+    ):
+        assert attempt.error is exc
+        assert exc.__notes__ == original.__notes__
+    assert [a.provider for a in again.attempts] == ["comet", "backup"]
+    assert copy.deepcopy(error).exceptions[1].request.url == error.exceptions[1].request.url
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        StreamTruncated("comet", 3),
+        StreamInterrupted("comet", 4, openai.APIConnectionError(request=REQUEST)),
+        ProviderSkipped("comet", "circuit open", 1.5),
+        ProviderBound("backup", "comet", "resp_1"),
+        DeadlineExceeded(2.5),
+        MissingAPIKey("cometapi", "COMETAPI_KEY"),
+    ],
+    ids=type,
+)
+def test_failover_exceptions_pickle(exc: Exception) -> None:
+    exc.add_note("a note")
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is type(exc)
+    assert str(again) == str(exc)
+    assert again.__notes__ == ["a note"]
+    shown = {k: v for k, v in vars(exc).items() if not isinstance(v, BaseException)}
+    assert {k: v for k, v in vars(again).items() if k in shown} == shown
+    assert pickle.loads(pickle.dumps(Attempt("comet", exc, 0.5))).error.args == exc.args
 
 
 def test_message_lists_each_provider_with_class_and_status(error: FailoverError) -> None:
@@ -186,11 +243,6 @@ def test_missing_api_key_is_an_openai_error_naming_the_variable() -> None:
     assert exc.variable == "COMETAPI_KEY"
     assert "COMETAPI_KEY" in str(exc)
     assert "cometapi" in str(exc)
-
-
-# A request as openai's errors hold one (from openai 3.60 on, they must: they strip its
-# credentials).
-REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import openai
 import pytest
 from conftest import MESSAGES, NO_BREAKER, provider
 
-from failover import Provider, fallback_clients, with_fallback
+from failover import FailoverError, Provider, fallback_clients, with_fallback
 from failover._health import MemoryStore
 from failover._providers import _WATCHES, PerLoop, endpoint_for
 from failover.testing import FakeProvider
@@ -252,6 +252,30 @@ def test_a_decorated_function_sent_by_value_fails_over_in_its_worker(
     assert len(comet.requests) == 2
     assert len(backup.requests) == 2
     assert ask() == "[comet] hello"  # the chain pickled is this process's still
+
+
+@needs_fork
+def test_a_worker_whose_providers_all_fail_sends_its_failover_error_back(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool pickles the worker's error to the parent: before, openai's errors in it
+    # failed to unpickle there, and the whole pool broke (BrokenProcessPool).
+    module = sys.modules[__name__]
+    decorated = with_fallback(provider(comet), provider(backup), **NO_BREAKER)(pooled)
+    monkeypatch.setattr(module, "pooled", decorated)
+    comet.fail(500, times=1)
+    backup.fail(429, times=1)
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork) as pool:
+        with pytest.raises(FailoverError) as info:
+            pool.submit(module.pooled).result(timeout=30)
+        assert pool.submit(module.pooled).result(timeout=30) == "[comet] hello"  # still up
+    assert [type(e) for e in info.value.exceptions] == [
+        openai.InternalServerError,
+        openai.RateLimitError,
+    ]
+    assert [a.provider for a in info.value.attempts] == ["comet", "backup"]
+    assert info.value.exceptions[1].status_code == 429
 
 
 def test_a_chain_that_cannot_be_sent_says_why(comet: FakeProvider) -> None:
