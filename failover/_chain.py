@@ -87,11 +87,13 @@ class Chain:
         (or of a notebook) by value, chain included, to the workers of joblib, Ray or Dask,
         each of which has its own clients and breakers."""
         for endpoint in self.endpoints:
-            if endpoint.spec is None:
+            spec = endpoint.spec
+            if spec is None or "http_client" in spec.client_options:
+                what = "is a client object" if spec is None else "has its own http_client"
                 raise TypeError(
-                    f"cannot pickle failover's chain: its provider {endpoint.name!r} is a "
-                    "client object, which holds connections (pass a failover.Provider, "
-                    "which builds its clients where it is used)"
+                    f"cannot pickle failover's chain: its provider {endpoint.name!r} {what}, "
+                    "which holds connections (pass a failover.Provider without one: it "
+                    "builds its clients where it is used)"
                 )
         if self.settings.store is not None:
             raise TypeError(

@@ -134,12 +134,16 @@ class _BoundProxy(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     (its instance, and the name to find it by), where a proxy would refuse."""
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
-        return getattr, (self.__self__, self.__name__)
+        # Read from the class (``Bot.lines``), it has no instance: found on the class.
+        owner = self._self_owner if self._self_instance is None else self.__self__
+        return getattr, (owner, self.__name__)
 
     def __copy__(self) -> _BoundProxy:
         return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        if self._self_instance is None:
+            return self
         return getattr(copy.deepcopy(self.__self__, memo), self.__name__)
 
 

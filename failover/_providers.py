@@ -48,6 +48,9 @@ class Provider:
     # The clients built for this provider, shared by every chain that names it.
     _failover_endpoint: Endpoint | None = field(default=None, init=False, repr=False)
 
+    def __copy__(self) -> Provider:
+        return self  # frozen: a copy is the same provider, with the same clients
+
     def __getstate__(self) -> list[Any]:
         # Pickled as how to reach the provider, without the clients built for it (they
         # hold connections): where it is unpickled, it builds its own.

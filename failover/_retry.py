@@ -27,6 +27,12 @@ _TIMEOUTS = (TimeoutError, openai.APITimeoutError, httpx2.TimeoutException)
 _REFUSED = (ConnectionRefusedError, httpx2.ConnectError)
 
 
+def _jitter() -> float:
+    # The process's own generator, read at each call: a Retry pickled to a worker (with a
+    # decorated function sent by value) draws there, not a copy of this one's state.
+    return _random.random()
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Extra tries on the same provider for transient faults, before the next provider.
@@ -41,7 +47,7 @@ class Retry:
     attempts: int = 1
     max_wait: float = 2.0
     backoff: float = 0.2
-    random: Callable[[], float] = _random.random
+    random: Callable[[], float] = _jitter
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):

@@ -594,6 +594,12 @@ def test_a_bound_proxied_method_pickles_and_copies_as_a_bound_method(chain: Any)
             deep = copy.deepcopy(method)
             assert deep.__self__ is not bot
             assert deep.__self__.tag == "b"
+        for name in class_body:  # read from the class: found on it again
+            unbound = getattr(_Bot, name)
+            again = pickle.loads(pickle.dumps(unbound))
+            assert type(again) is type(unbound)
+            assert again.__qualname__ == unbound.__qualname__
+            assert copy.deepcopy(unbound) is unbound
         assert list(pickle.loads(pickle.dumps(bot.lines))()) == ["b: [comet] hi"]
         assert copy.deepcopy(bot.locked)() == "b: [comet] hi"
     finally:

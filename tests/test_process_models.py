@@ -283,8 +283,12 @@ def test_a_chain_that_cannot_be_sent_says_why(comet: FakeProvider) -> None:
         return "hi"
 
     client = openai.OpenAI(base_url=comet.base_url, api_key="sk-test")
+    http = httpx2.Client()
     cases = {
         "its provider '127.0.0.1:.*' is a client object": with_fallback(client)(ask),
+        "its provider 'comet' has its own http_client": with_fallback(
+            provider(comet, client_options={"http_client": http})
+        )(ask),
         "its health store holds connections": with_fallback(provider(comet), health=MemoryStore())(
             ask
         ),
@@ -293,6 +297,7 @@ def test_a_chain_that_cannot_be_sent_says_why(comet: FakeProvider) -> None:
         with pytest.raises(TypeError, match=message):
             cloudpickle.dumps(decorated)
     client.close()
+    http.close()
 
 
 # -- asyncio.run() per call --------------------------------------------------------------

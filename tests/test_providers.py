@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -499,5 +500,6 @@ def test_a_provider_pickles_without_the_clients_built_for_it(comet: FakeProvider
     same = ("name", "base_url", "api_key", "models", "max_retries")
     assert [getattr(again, n) for n in same] == [getattr(spec, n) for n in same]
     assert endpoint_for(again) is not endpoint  # built anew where it is unpickled
+    assert copy.copy(spec) is spec  # frozen: a copy is the provider, clients and all
     assert chat(endpoint_for(again).sync_client()) == "[comet] hello"
     endpoint_for(again).close()

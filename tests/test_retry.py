@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -470,3 +471,10 @@ async def test_cancelling_a_call_during_its_retry_pause_is_not_swallowed(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(comet.requests) == 1
+
+
+def test_a_retry_sent_to_workers_draws_its_own_jitter() -> None:
+    # Pickled with a decorated function sent by value: each worker must not replay a
+    # copy of this process's random state (their backoffs would all be the same).
+    data = pickle.dumps(Retry())
+    assert len({pickle.loads(data).random() for _ in range(8)}) == 8
