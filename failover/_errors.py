@@ -28,8 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
 import openai
+
+from ._portable import Sent, by_state
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on old Pythons only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -56,7 +57,10 @@ class Attempt:
     skipped: bool = False
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Attempt, (self.provider, _Sent(self.error), self.elapsed, self.skipped)
+        return Attempt, (self.provider, Sent(self.error), self.elapsed, self.skipped)
+
+    def __copy__(self) -> Attempt:
+        return self  # frozen (copy.copy would otherwise run __reduce__, Sent and all)
 
 
 def add_note(exc: BaseException, note: str) -> None:
@@ -64,75 +68,6 @@ def add_note(exc: BaseException, note: str) -> None:
     notes: list[str] = getattr(exc, "__notes__", [])
     notes.append(note)
     setattr(exc, "__notes__", notes)  # noqa: B010 - unknown to type checkers before 3.11
-
-
-#: The request headers that carry a credential (OpenAI's, Azure's).
-AUTH_HEADERS = frozenset({"authorization", "api-key"})
-
-
-def _restored(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
-    """An exception unpickled from its arguments and attributes, not by its ``__init__``
-    (failover's and openai's take what made the message, not the message)."""
-    exc = cls.__new__(cls)
-    exc.args = args
-    exc.__dict__.update(state)
-    return exc
-
-
-def _by_state(self: BaseException) -> tuple[Any, ...]:
-    # The __reduce__ of failover's exceptions: a process pool sends a worker's to the parent.
-    state = {k: _Sent(v) if isinstance(v, BaseException) else v for k, v in vars(self).items()}
-    return _restored, (type(self), self.args, state)
-
-
-def _scrubbed(request: httpx2.Request) -> httpx2.Request:
-    """``request`` without its credentials (openai's errors before 3.60 hold them)."""
-    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in AUTH_HEADERS]
-    try:
-        content = request.content
-    except httpx2.RequestNotRead:  # a streamed upload: its body is gone
-        content = b""
-    return httpx2.Request(request.method, request.url, headers=headers, content=content)
-
-
-class _Sent:
-    """An error of a :class:`FailoverError`, as it pickles: openai's errors would unpickle
-    by calling ``__init__`` with the message alone, which they refuse, and would carry the
-    request's credentials along; any other error pickles as it does anyway."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        error = self.error
-        if not isinstance(error, openai.APIError):
-            return _same, (error,)
-        state = dict(error.__dict__)
-        request = state.get("request")
-        if isinstance(request, httpx2.Request):
-            state["request"] = request = _scrubbed(request)
-        response = state.get("response")
-        if isinstance(response, httpx2.Response):  # it holds the request too: a clean one
-            state["response"] = httpx2.Response(
-                response.status_code,
-                headers=response.headers,
-                content=_body(response),
-                request=request if isinstance(request, httpx2.Request) else None,
-            )
-        return _restored, (type(error), error.args, state)
-
-
-def _body(response: httpx2.Response) -> bytes:
-    try:
-        return response.content
-    except httpx2.ResponseNotRead:  # a stream's error, raised before its body was read
-        return b""
-
-
-def _same(error: BaseException) -> BaseException:
-    return error
 
 
 def describe(exc: BaseException) -> str:
@@ -167,15 +102,20 @@ class FailoverError(ExceptionGroup[Exception]):
         return cls(f"all providers failed ({lines})", errors, attempts)  # type: ignore[arg-type]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled with its errors as they can travel (see _Sent), each one once: an
+        # Pickled with its errors as they can travel (see _portable), each one once: an
         # attempt's error is still the very one in .exceptions where it is unpickled.
         sent: dict[int, Any] = {}
         for error in (*self.exceptions, *(a.error for a in self.attempts)):
-            sent.setdefault(id(error), _Sent(error))
+            sent.setdefault(id(error), Sent(error))
         attempts = [dataclasses.replace(a, error=sent[id(a.error)]) for a in self.attempts]
         state = {k: v for k, v in self.__dict__.items() if k != "attempts"}
         errors = [sent[id(e)] for e in self.exceptions]
         return FailoverError, (self.message, errors, attempts), state
+
+    def __copy__(self) -> FailoverError:
+        copied = FailoverError(self.message, self.exceptions, self.attempts)
+        copied.__dict__.update(self.__dict__)
+        return copied
 
     def derive(self, excs: Sequence[Exception]) -> FailoverError:  # type: ignore[override]
         # except* splits the group: keep the attempts whose errors remain in the part
@@ -202,7 +142,7 @@ def _within(part: BaseException, whole: BaseException) -> bool:
 class MissingAPIKey(openai.OpenAIError):
     """A provider's API key variable is unset, so no request was sent to it."""
 
-    __reduce__ = _by_state
+    __reduce__ = by_state
 
     def __init__(self, provider: str, variable: str) -> None:
         super().__init__(f"{provider}: no API key, set the {variable} environment variable")
@@ -212,7 +152,7 @@ class MissingAPIKey(openai.OpenAIError):
 class ProviderSkipped(Exception):
     """The breaker held this provider open, so the call went to the next one."""
 
-    __reduce__ = _by_state
+    __reduce__ = by_state
 
     def __init__(self, provider: str, reason: str, until: float) -> None:
         super().__init__(f"{provider} skipped: {reason} (open for {until:.2f}s more)")
@@ -254,7 +194,7 @@ def bound_in(exc: BaseException) -> ProviderBound | None:
 class DeadlineExceeded(TimeoutError):
     """The whole call's ``deadline`` ran out before any provider succeeded."""
 
-    __reduce__ = _by_state
+    __reduce__ = by_state
 
     def __init__(self, deadline: float) -> None:
         super().__init__(f"deadline of {deadline:g}s exceeded")
@@ -265,7 +205,7 @@ class StreamTruncated(Exception):
     """A stream ended cleanly but without its terminal event (a chat or completions
     ``finish_reason``, a Responses ``response.completed``): a silent cut."""
 
-    __reduce__ = _by_state
+    __reduce__ = by_state
 
     def __init__(self, provider: str, chunks: int) -> None:
         super().__init__(
@@ -279,7 +219,7 @@ class StreamTruncated(Exception):
 class StreamInterrupted(Exception):
     """A proxied stream failed after chunks had reached the caller; it cannot fail over."""
 
-    __reduce__ = _by_state
+    __reduce__ = by_state
 
     def __init__(self, provider: str, chunks: int, cause: BaseException) -> None:
         super().__init__(

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import openai
 
 from ._clients import WARM_UP, build_client, check_http_client, check_rebuildable, rebuild
-from ._errors import AUTH_HEADERS, MissingAPIKey
+from ._errors import MissingAPIKey
 
 COMETAPI_BASE_URL = "https://api.cometapi.com/v1"
 
@@ -85,6 +85,7 @@ def _host_name(base_url: object) -> str:
 # A fixed key: the digest must be the same in every process sharing Redis, and API keys
 # are long random strings, so the digest cannot be searched back to one.
 _FINGERPRINT_KEY = b"failover: breaker identity of a credential"
+_AUTH_HEADERS = frozenset({"authorization", "api-key"})
 
 
 def fingerprint(*credentials: object) -> str:
@@ -108,7 +109,7 @@ def fingerprint(*credentials: object) -> str:
 def _auth_values(headers: object) -> list[object]:
     if not isinstance(headers, Mapping):
         return []
-    return [value for name, value in headers.items() if str(name).lower() in AUTH_HEADERS]
+    return [value for name, value in headers.items() if str(name).lower() in _AUTH_HEADERS]
 
 
 # -- one value per event loop ------------------------------------------------------------

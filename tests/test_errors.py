@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gzip
 import pickle
 import re
 import sys
@@ -121,6 +122,65 @@ def test_a_failover_error_pickles_with_its_errors_and_without_credentials(
         assert exc.__notes__ == original.__notes__
     assert [a.provider for a in again.attempts] == ["comet", "backup"]
     assert copy.deepcopy(error).exceptions[1].request.url == error.exceptions[1].request.url
+
+
+SECRET = "sk-secret-never-sent"
+
+
+def sent_request(url: str = "http://127.0.0.1/v1/chat/completions?key=" + SECRET) -> httpx2.Request:
+    headers = {"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET, "api-key": SECRET}
+    return httpx2.Request("POST", url, headers=headers, content=b'{"model": "m"}')
+
+
+def gzipped_error() -> openai.InternalServerError:
+    """A 503 as real APIs send it: gzipped, its request carrying the key three ways."""
+    response = httpx2.Response(
+        503,
+        headers={"content-encoding": "gzip", "content-type": "application/json"},
+        content=gzip.compress(b'{"error": {"message": "overloaded"}}'),
+        request=sent_request(),
+    )
+    response.read()
+    return openai.InternalServerError("overloaded", response=response, body=response.json())
+
+
+def test_errors_of_every_kind_pickle_without_credentials() -> None:
+    status = gzipped_error()
+    http = httpx2.HTTPStatusError("503", request=sent_request(), response=status.response)
+    nested = ExceptionGroup(
+        "hedged", [gzipped_error(), openai.APIConnectionError(request=sent_request())]
+    )
+    attempts = [Attempt("comet", e, 0.1) for e in (status, http, nested)]
+    error = FailoverError.from_attempts(attempts)
+    data = pickle.dumps(error)
+    assert SECRET.encode() not in data
+    again = pickle.loads(data)
+    assert [a.error for a in again.attempts] == list(again.exceptions)
+    status, http, nested = again.exceptions
+    assert status.response.json() == {"error": {"message": "overloaded"}}
+    for request in (
+        status.request,
+        status.response.request,
+        http.request,
+        nested.exceptions[1].request,
+    ):
+        assert not {"authorization", "x-api-key", "api-key"} & set(request.headers)
+        assert request.url.params["key"] == "[redacted]"
+        assert request.content == b'{"model": "m"}'
+    assert type(http) is httpx2.HTTPStatusError
+    assert http.response.status_code == 503
+    assert [type(e) for e in nested.exceptions] == [
+        openai.InternalServerError,
+        openai.APIConnectionError,
+    ]
+
+
+def test_copies_of_a_failover_error_hold_its_errors(error: FailoverError) -> None:
+    copied = copy.copy(error)
+    assert type(copied) is FailoverError
+    assert copied.exceptions == error.exceptions
+    assert [a.error for a in copied.attempts] == list(error.exceptions)
+    assert copy.copy(error.attempts[0]).error is error.exceptions[0]
 
 
 @pytest.mark.parametrize(
