@@ -22,7 +22,6 @@ as raised, each with a PEP 678 note naming its provider, so ``except*`` works on
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,10 +106,10 @@ class FailoverError(ExceptionGroup[Exception]):
         sent: dict[int, Any] = {}
         for error in (*self.exceptions, *(a.error for a in self.attempts)):
             sent.setdefault(id(error), Sent(error))
-        attempts = [dataclasses.replace(a, error=sent[id(a.error)]) for a in self.attempts]
-        state = {k: v for k, v in self.__dict__.items() if k != "attempts"}
         errors = [sent[id(e)] for e in self.exceptions]
-        return FailoverError, (self.message, errors, attempts), state
+        attempts = [(a.provider, sent[id(a.error)], a.elapsed, a.skipped) for a in self.attempts]
+        state = {k: v for k, v in self.__dict__.items() if k != "attempts"}
+        return _unpickled, (self.message, errors, attempts), state
 
     def __copy__(self) -> FailoverError:
         copied = FailoverError(self.message, self.exceptions, self.attempts)
@@ -122,6 +121,12 @@ class FailoverError(ExceptionGroup[Exception]):
         # (a nested group comes back as a new, smaller group of the same leaves).
         kept = [a for a in self.attempts if any(_within(e, a.error) for e in excs)]
         return FailoverError(self.message, excs, kept)
+
+
+def _unpickled(
+    message: str, errors: Sequence[Exception], attempts: Sequence[tuple[Any, ...]]
+) -> FailoverError:
+    return FailoverError(message, errors, [Attempt(*a) for a in attempts])
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -17,9 +17,10 @@ import openai
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on old Pythons only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-#: The request headers that carry a credential (OpenAI's, Azure's, Anthropic-style).
-AUTH_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
-#: Query parameters that carry one (``?key=``, as some gateways take it).
+# The request headers that carry a credential (OpenAI's, Azure's, Anthropic-style): more
+# than the breaker's fingerprint reads (_providers), whose keys must not change.
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
+# Query parameters that carry one (``?key=``, as some gateways take it).
 _AUTH_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token"})
 # What described the body as sent: the rebuilt response holds it decoded.
 _ENCODING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
@@ -36,7 +37,11 @@ def restored(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, A
 
 def by_state(self: BaseException) -> tuple[Any, ...]:
     """The ``__reduce__`` of failover's exceptions (and of the errors ``Sent`` rebuilds)."""
-    return restored, (type(self), self.args, {k: _portable(v) for k, v in vars(self).items()})
+    return restored, (type(self), self.args, _state(self))
+
+
+def _state(exc: BaseException) -> dict[str, Any]:
+    return {k: _portable(v) for k, v in vars(exc).items()}
 
 
 def _portable(value: Any) -> Any:
@@ -58,7 +63,7 @@ def _portable(value: Any) -> Any:
 
 def _scrubbed(request: httpx2.Request) -> httpx2.Request:
     """``request`` without its credentials: headers and key-like query parameters."""
-    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in AUTH_HEADERS]
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _AUTH_HEADERS]
     url = request.url
     for name in url.params:
         if name.lower() in _AUTH_PARAMS:
@@ -77,6 +82,9 @@ def _body(response: httpx2.Response) -> bytes:
         return b""
 
 
+_GROUPS = (BaseExceptionGroup, ExceptionGroup)  # plain groups: a subclass may differ
+
+
 class Sent:
     """An error as it pickles (see the module): any other error pickles as it does anyway."""
 
@@ -88,17 +96,11 @@ class Sent:
     def __reduce__(self) -> tuple[Any, ...]:
         error = self.error
         if isinstance(error, BaseExceptionGroup) and type(error) in _GROUPS:
-            return restored, (
-                type(error),
-                (error.message, [Sent(e) for e in error.exceptions]),
-                {k: _portable(v) for k, v in vars(error).items()},
-            )
+            args = (error.message, [Sent(e) for e in error.exceptions])
+            return restored, (type(error), args, _state(error))
         if isinstance(error, (openai.APIError, httpx2.HTTPError)):
             return by_state(error)
         return _same, (error,)
-
-
-_GROUPS = (BaseExceptionGroup, ExceptionGroup)  # plain groups: a subclass may differ
 
 
 def _same(error: BaseException) -> BaseException:
