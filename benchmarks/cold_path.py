@@ -41,6 +41,7 @@ from _timing import Stats, ainterleave, interleave
 from openai.types.chat import ChatCompletion
 
 import failover._attempts
+import failover._chain
 from failover import Provider, fallback_clients, with_fallback
 from failover._chain import Chain
 from failover._providers import endpoints
@@ -141,12 +142,21 @@ def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
         setattr(owner, name, old)
 
 
-def _handed(chain: Chain, build: Callable[[Any], Any]) -> Any:
-    return chain.handed_out(build(chain.head), chain.head_scope)
+def _handed(chain: Chain) -> Callable[[Any], Any]:
+    """A ``Chain.ready`` that checks and counts nothing: it hands out the tracked client."""
+    key = chain.head.key
+    return lambda current: (
+        chain.handed_out(chain.head.sync_client(), chain.head_scope),
+        None,
+        key,
+        None,
+    )
 
 
-def _raw(chain: Chain, build: Callable[[Any], Any]) -> Any:
-    return build(chain.head)
+def _raw(chain: Chain) -> Callable[[Any], Any]:
+    """A ``Chain.ready`` that hands out the client itself, untracked."""
+    key = chain.head.key
+    return lambda current: (chain.head.sync_client(), None, key, None)
 
 
 # What each knock-out removes from @with_fallback's healthy path (the call stays valid:
@@ -154,9 +164,10 @@ def _raw(chain: Chain, build: Callable[[Any], Any]) -> Any:
 KNOCKOUTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "nothing": contextlib.nullcontext,
     "the scope's context variable": lambda: _replaced(failover._attempts, "SCOPE", _NoScope()),
-    "counting the success (Chain.served)": lambda: _replaced(Chain, "served", lambda *a: None),
-    "the admission (Chain.lean's checks)": lambda: _replaced(Chain, "lean", _handed),
-    "the admission and the tracked client": lambda: _replaced(Chain, "lean", _raw),
+    "the admission and its counts (Chain.ready)": lambda: _replaced(
+        failover._chain, "_readiness", _handed
+    ),
+    "the admission and the tracked client": lambda: _replaced(failover._chain, "_readiness", _raw),
 }
 
 

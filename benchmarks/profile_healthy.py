@@ -50,9 +50,8 @@ from failover._activity import ACTIVITY, Activity
 from failover._attempts import AttemptContext, call_async, call_sync
 from failover._chain import Chain
 from failover._engine import Run
-from failover._health import FRESH, MemoryStore, clean, default_store
+from failover._health import MemoryStore, default_store
 from failover._ownership import Ownership
-from failover._providers import Endpoint
 from failover._proxy import Failover, _sent
 from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
@@ -221,6 +220,7 @@ def items(t: Items) -> None:
     assert isinstance(store, MemoryStore)
     assert breaker is not None
     reach, path, own = (_cell(p.method, name) for name in ("reach", "path", "own"))
+    seen = store.views.get(e.key)
 
     def locked() -> None:
         with lock:
@@ -233,16 +233,11 @@ def items(t: Items) -> None:
     direct = lambda: call_sync(chain, user, "user", inner)  # noqa: E731
     t.add("@with_fallback: its wrapper (a plain function)", decorated, direct, key="wrapper")
     t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
-    t.add("  Chain.lean(): flag, view, client", lambda: chain.lean(Endpoint.sync_client))
+    t.add("  Chain.ready(): flag, client, view, counts", lambda: chain.ready(e._sync))
     t.add("    tracing() (only once opentelemetry is imported)", tracing)
     t.add(
         "    the store's view", lambda: (chain.settings.store or default_store()).views.get(e.key)
     )
-    t.add("    Endpoint.sync_client()", e.sync_client)
-    t.add("  SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
-    t.add("  time.monotonic() (1 per call)", time.monotonic)
-    t.add("  Chain.served(endpoint)", lambda: chain.served(e))
-    t.add("    the store's view + clean()", lambda: clean(store.views.get(e.key) or FRESH))
     t.add(
         "    MemoryStore.count() (inlined: only for a new or long tally)",
         lambda: store.count(e.key, e.name, breaker),
@@ -250,6 +245,9 @@ def items(t: Items) -> None:
     t.add("      lock acquire + release (not on the healthy path)", locked)
     t.add("      breaker clock, time.time() (x2: the activity's too)", time.time)
     t.add("    ACTIVITY.served() (inlined, as count)", lambda: ACTIVITY.served(e.key, e.name))
+    t.add("  SCOPE.set + SCOPE.reset", lambda: SCOPE.reset(SCOPE.set(scope)))
+    t.add("  time.monotonic() (1 per call)", time.monotonic)
+    t.add("  after the call: the record was not replaced", lambda: store.views.get(e.key) is seen)
     t.add("Tracked hops .chat.completions.create (slots)", hop(p.handed), hop(p.client), "hops")
     tracked = p.handed.chat.completions.create
     t.add("= the tracked method", lambda: tracked(**kw), lambda: owner.create(**kw), "method")

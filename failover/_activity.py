@@ -155,15 +155,19 @@ class Activity:
             bucket[_SKIPS] += 1
             bucket[_MOVED] += 1
 
-    def ended(self, key: str, name: str, *, failed: bool, moved: bool) -> None:
+    def ended(
+        self, key: str, name: str, *, failed: bool, moved: bool, counted: bool = False
+    ) -> None:
         """An attempt that did not serve: ``failed`` (a provider fault), and whether the
-        call then ``moved`` on to another provider. Raises the alarm when it is due."""
+        call then ``moved`` on to another provider; ``counted``: it was counted as served
+        when it started (``Chain.lean``), a count taken back. Raises the alarm when due."""
         now = self.clock()
         with self._lock:
             self._gather()  # the alarm's rates count the calls served too
             rolling = self._rolling(key, name)
             bucket = rolling.bucket(now)
-            bucket[_CALLS] += 1
+            bucket[_CALLS] += not counted  # a counted one is an attempt already
+            bucket[_SERVED] -= counted
             bucket[_FAILURES] += failed
             bucket[_MOVED] += moved
             alarm = self._alarm(rolling, now) if failed else None

@@ -256,10 +256,11 @@ def call_sync(
     operation: object = "call",
     injected: Injection | None = None,
 ) -> T:
-    client = chain.lean(Endpoint.sync_client)
-    if client is None:
+    lean = chain.ready(chain.head._sync) or chain.lean(Endpoint.sync_client)
+    if lean is None:
         attempts = Attempts(chain, operation)
-    else:  # the healthy path, flat (see Chain.lean): the twin of call_async's
+    else:  # the healthy path, flat (see Chain.ready): the twin of call_async's
+        client, views, key, seen = lean
         token = SCOPE.set(chain.head_scope)
         started = time.monotonic()
         try:
@@ -276,7 +277,8 @@ def call_sync(
             attempts = resumed
         else:
             SCOPE.reset(token)
-            chain.served(chain.head)
+            if views is not None and views.get(key) is not seen:  # (see Lean)
+                chain.settle()
             return result
     body = as_body(fn, injected)
     while True:  # ends by the return, or by FailoverError from attempt()
@@ -295,10 +297,13 @@ async def call_async(
 ) -> T:
     if hedge and chain.settings.hedge is not None:
         return await call_hedged(chain, as_body(fn, injected), chain.settings.hedge, operation)
-    client = chain.lean(Endpoint.async_client)
-    if client is None:
+    head = chain.head  # (the client as Endpoint.async_client() finds it, inlined)
+    current = head._given_async or head._async._values.get(asyncio.get_running_loop())
+    lean = chain.ready(current) or chain.lean(Endpoint.async_client)
+    if lean is None:
         attempts = Attempts(chain, operation)
     else:
+        client, views, key, seen = lean
         token = SCOPE.set(chain.head_scope)
         started = time.monotonic()
         try:
@@ -315,7 +320,8 @@ async def call_async(
             attempts = resumed
         else:
             SCOPE.reset(token)
-            chain.served(chain.head)
+            if views is not None and views.get(key) is not seen:  # (see Lean)
+                chain.settle()
             return result
     body = as_body(fn, injected)
     while True:

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._activity import ACTIVITY, GATHER_AT, STEP
-from ._health import STORES, Breaker, Health, HealthStore, State, Verdict, admit, succeeded
+from ._health import (
+    STORES,
+    Breaker,
+    Health,
+    State,
+    Verdict,
+    admit,
+    clean,
+    succeeded,
+)
 from ._ownership import Ownership
 from ._providers import Endpoint, Provider, endpoints
 from ._scope import Scope
@@ -22,6 +31,12 @@ from ._settings import Settings
 from ._telemetry import Observer, tracing
 from ._tracking import Tracked
 
+#: A lean call (``Chain.ready``): its handed-out client, and what tells, once it returned,
+#: whether its success has more to do than the count it got when it started: the
+#: store's views, the head's key and the record it was admitted on (the views and the
+#: record are None without a breaker). A record is replaced when it changes: the same
+#: object, nothing happened meanwhile (the drivers check this inline, with no call).
+Lean = tuple[Any, "Mapping[str, Health] | None", str, "Health | None"]
 Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
 
 
@@ -51,6 +66,8 @@ class Chain:
     # The provider a healthy call tries first, and its scope (read on every call).
     head: Endpoint = field(init=False, repr=False, compare=False)
     head_scope: Scope = field(init=False, repr=False, compare=False)
+    #: The healthy path's admission, given the head's client now: see :func:`_readiness`.
+    ready: Callable[[Any], Lean | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -80,6 +97,7 @@ class Chain:
         s = settings
         direct = s.attempt_timeout is None and s.deadline is None and s.on_attempt is None
         object.__setattr__(self, "direct", direct)
+        object.__setattr__(self, "ready", _readiness(self))
 
     def __reduce__(self) -> tuple[Callable[..., Chain], tuple[Any, ...]]:
         """A chain pickles as what it is made of, its providers and settings, and is built
@@ -103,87 +121,59 @@ class Chain:
         specs = tuple(e.spec for e in self.endpoints)
         return _built, (specs, self.settings)
 
-    def lean(self, build: Callable[[Endpoint], Any]) -> Any:
-        """The client (from ``build``, handed out) of a call's first attempt when it may
-        run at once on ``head``, with no :class:`Run` (the healthy path): the chain is
-        ``direct``, nothing traces, the head's breaker is closed and its client builds.
-        None: the call takes the full path. When this first attempt fails, the call goes
-        on in a :class:`Run` (``Run.resumed``, from the drivers' ``_resumed``).
-
-        The healthy path runs with caches cold (the client's own work evicts failover's
-        code between two calls), where each function called costs several µs: so it is
-        written flat, here, in the drivers, :meth:`served` and ``tracked_method``.
-        """
+    def lean(self, build: Callable[[Endpoint], Any]) -> Lean | None:
+        """:attr:`ready`'s answer when it has none only for want of what it reads: the head's
+        client (from ``build``) not built or handed out yet, no tally yet, or a long one
+        to gather. None: the call takes the full path (the chain is not ``direct``, calls
+        are traced, the head's record is not clean, or its client does not build)."""
         if not self.direct or ("opentelemetry" in sys.modules and tracing()):
             return None
-        endpoint = self.head
-        breaker = self.settings.breaker
-        if breaker is not None:
-            store = self.settings.store or STORES[0]
-            # store.peek(), when the store has a view: no call.
-            if (
-                store.views.get(endpoint.key) or store.peek(endpoint.key)
-            ).state is not State.CLOSED:
-                return None
+        endpoint, breaker = self.head, self.settings.breaker
+        key, name = endpoint.key, endpoint.name
+        store = self.settings.store or STORES[0]
+        if breaker is not None and not clean(store.peek(key)):
+            return None  # its success changes the record
         try:
             client = build(endpoint)
         except Exception:
             return None  # the full path records it as the failed attempt it is
-        entry = self.handed.get(id(self.head_scope))
-        if entry is not None and entry[0] is client:
-            return entry[1]
-        return self.handed_out(client, self.head_scope)
+        handed = self.handed_out(client, self.head_scope)
+        ACTIVITY.served(key, name)  # counted as it starts (see ready)
+        if breaker is None:
+            return handed, None, key, None
+        store.count(key, name, breaker)
+        return handed, store.views, key, store.views.get(key)
 
-    def served(
-        self, endpoint: Endpoint, *, after_failover: bool = False, observer: Observer | None = None
-    ) -> None:
-        """``endpoint`` answered a call (``after_failover``: after another provider failed).
+    def settle(self) -> None:
+        """A lean call succeeded after its head's record changed (``Lean``): a success
+        breaks a row of failures that began meanwhile, and closes the provider."""
+        breaker, endpoint = self.settings.breaker, self.head
+        assert breaker is not None  # (a lean call without a breaker has nothing to settle)
+        store = self.settings.store or STORES[0]
+        if not clean(store.peek(endpoint.key)):
 
-        A clean success is the store's ``count`` and the activity's ``served``, inlined
-        for the healthy path (see :meth:`lean`): a view read and two appends, no call.
-        Either is called when the key has no tally yet, or a long one to gather.
-        """
-        key = endpoint.key
+            def change(h: Health, now: float) -> tuple[Health, None]:
+                return succeeded(h, breaker, now, False, calls=0), None  # counted already
+
+            store.update(endpoint.key, endpoint.name, change, breaker.clock)
+
+    def served(self, endpoint: Endpoint, observer: Observer, after_failover: bool) -> None:
+        """``endpoint`` answered a call of the full path (``after_failover``: after another
+        provider failed); a lean call was counted by :meth:`lean`."""
         breaker = self.settings.breaker
         if breaker is not None:
             store = self.settings.store or STORES[0]
-            h = None if after_failover else (store.views.get(key) or store.peek(key))
-            # A clean record (see ``clean``): the success changes nothing but counts.
-            if h is not None and h.state is State.CLOSED and not h.consecutive_failures:
-                tally = store.tallies.get(key)
-                if tally is None or len(tally) >= GATHER_AT:
-                    store.count(key, endpoint.name, breaker)
-                else:  # bucket_start(), inlined
-                    now, width = breaker.clock(), breaker.bucket_width
-                    tally.append(None if width is None else now - now % width)
+            key, name = endpoint.key, endpoint.name
+            if not after_failover and clean(store.peek(key)):
+                store.count(key, name, breaker)  # the success changes nothing but counts
             else:
-                self._recovered(endpoint, store, breaker, after_failover, observer)
-        if observer is not None:
-            observer.succeeded(endpoint)
-            return
-        tally = ACTIVITY.tallies.get(key)
-        if tally is None or len(tally) >= GATHER_AT:
-            ACTIVITY.served(key, endpoint.name)
-        else:
-            now = ACTIVITY.clock()
-            tally.append(now - now % STEP)
 
-    @staticmethod
-    def _recovered(
-        endpoint: Endpoint,
-        store: HealthStore,
-        breaker: Breaker,
-        after_failover: bool,
-        observer: Observer | None,
-    ) -> None:
-        """A success that changes the record (see ``succeeded``)."""
+                def change(h: Health, now: float) -> tuple[Health, State]:
+                    return succeeded(h, breaker, now, after_failover), h.state
 
-        def change(h: Health, now: float) -> tuple[Health, State]:
-            return succeeded(h, breaker, now, after_failover), h.state
-
-        before = store.update(endpoint.key, endpoint.name, change, breaker.clock)
-        if before is not State.CLOSED and observer is not None:
-            observer.transition(endpoint, Health())  # (only traced calls see it)
+                if store.update(key, name, change, breaker.clock) is not State.CLOSED:
+                    observer.transition(endpoint, Health())  # (only traced calls see it)
+        observer.succeeded(endpoint)
 
     def handed_out(self, client: Any, scope: Scope) -> Any:
         """``client`` (an endpoint's) as handed out for this chain's ``scope``."""
@@ -191,6 +181,60 @@ class Chain:
         if entry is None or entry[0] is not client:
             entry = self.handed[id(scope)] = (client, Tracked(client, scope))
         return entry[1]
+
+
+def _readiness(chain: Chain) -> Callable[[Any], Lean | None]:
+    """``chain.ready(current)``: the lean call (see :data:`Lean`) of a call whose first
+    attempt may run at once on the head, whose client is ``current`` now: with no
+    :class:`Run`, as the healthy path. None: the call goes to ``Chain.lean``, whose answer
+    it is otherwise. When this first attempt fails, the call goes on in a Run
+    (``Run.resumed``, from the drivers' ``_resumed``).
+
+    The healthy path runs with caches cold (the client's own work evicts failover's code
+    between two calls), where each function called costs µs: so what the chain fixes is
+    read from this closure, and the call is counted as served here, before it is sent,
+    not once it returns (where the same appends cost several µs: benchmarks/cold_path.py).
+    When the call fails instead, its failure takes the count back; when it succeeds,
+    the drivers only check that the head's record was not replaced meanwhile.
+    ``store.count()`` and ``ACTIVITY.served()``, inlined: ``lean`` calls them.
+    """
+    if not chain.direct:
+        return lambda current: None  # every call has a Run, for its budget or its callback
+    scope_id, handed = id(chain.head_scope), chain.handed
+    key, breaker, given = chain.head.key, chain.settings.breaker, chain.settings.store
+    width, clock = (None, None) if breaker is None else (breaker.bucket_width, breaker.clock)
+    modules, tallies, closed = sys.modules, ACTIVITY.tallies, State.CLOSED
+
+    def ready(current: Any) -> Lean | None:
+        entry, served = handed.get(scope_id), tallies.get(key)
+        if (
+            entry is None
+            or entry[0] is not current
+            or served is None
+            or len(served) >= GATHER_AT
+            or ("opentelemetry" in modules and tracing())
+        ):
+            return None
+        views = seen = None
+        if clock is not None:
+            store = given or STORES[0]
+            views, tally = store.views, store.tallies.get(key)
+            seen = views.get(key)
+            if (
+                seen is None
+                or seen.state is not closed
+                or seen.consecutive_failures  # not clean: its success changes the record
+                or tally is None
+                or len(tally) >= GATHER_AT
+            ):
+                return None
+            now = clock()
+            tally.append(None if width is None else now - now % width)
+        now = ACTIVITY.clock()
+        served.append(now - now % STEP)
+        return entry[1], views, key, seen
+
+    return ready
 
 
 def _built(specs: tuple[Provider, ...], settings: Settings) -> Chain:

@@ -174,19 +174,20 @@ def count_skip(h: Health) -> Health:
     return h._replace(skipped=h.skipped + 1)
 
 
-def succeeded(h: Health, b: Breaker, now: float, after_failover: bool) -> Health:
+def succeeded(h: Health, b: Breaker, now: float, after_failover: bool, calls: int = 1) -> Health:
     """A success that changes the record: it closes the provider, breaks a row of
-    failures, or served a failover (a clean one goes to the store's ``count``)."""
+    failures, or served a failover (a clean one goes to the store's ``count``); it adds
+    ``calls`` (0: the call was counted already)."""
     return h._replace(
         state=State.CLOSED,
         consecutive_failures=0,
         open_until=0.0,
         cooldown=0.0,
         probe_until=0.0,
-        calls=h.calls + 1,
+        calls=h.calls + calls,
         failovers_served=h.failovers_served + after_failover,
         reason=None,
-        window=tally(h, b, now, 1, 0),
+        window=tally(h, b, now, calls, 0),
     )
 
 
@@ -234,12 +235,16 @@ def failed(
     probe: bool,
     elapsed: float = 0.0,
     timed_out: bool = False,
+    counted: bool = False,
 ) -> Health:
-    """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout)."""
+    """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout;
+    ``counted``: its call is in ``calls`` already, counted when it started)."""
+    calls = 0 if counted else 1
     if kind is not Fault.UNWELL:
         # The provider answered: the fault is the request's, so the row is broken.
-        return succeeded(h._replace(failures=h.failures + 1), b, now, after_failover=False)
-    h = h._replace(calls=h.calls + 1, failures=h.failures + 1, window=tally(h, b, now, 1, 1))
+        return succeeded(h._replace(failures=h.failures + 1), b, now, False, calls)
+    window = tally(h, b, now, calls, 1)
+    h = h._replace(calls=h.calls + calls, failures=h.failures + 1, window=window)
     count = h.consecutive_failures + 1
     reason = Reason.PROBE if probe else Reason.CONSECUTIVE
     if wait is not None:

@@ -83,12 +83,19 @@ class Observer:
     def skipped(self, endpoint: Endpoint, reason: str, state: State) -> None:
         ACTIVITY.skipped(endpoint.key, endpoint.name)
 
-    def failed(self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool) -> None:
+    def failed(
+        self,
+        endpoint: Endpoint,
+        exc: BaseException,
+        fails_over: bool,
+        retry: bool,
+        counted: bool = False,
+    ) -> None:
         """The attempt ended in ``exc``: the call goes on (``fails_over``), to the same
-        provider (``retry``), or raises."""
-        ACTIVITY.ended(
-            endpoint.key, endpoint.name, failed=fails_over, moved=fails_over and not retry
-        )
+        provider (``retry``), or raises (``counted``: it was counted as served when it
+        started, see ``Chain.lean``)."""
+        moved = fails_over and not retry
+        ACTIVITY.ended(endpoint.key, endpoint.name, failed=fails_over, moved=moved, counted=counted)
         if not fails_over and not self.finished:
             self.finished = True
             ACTIVITY.unserved()
@@ -317,9 +324,16 @@ class Traced(Observer):
         self._moves += 1
         self._left = endpoint.name
 
-    def failed(self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool) -> None:
+    def failed(
+        self,
+        endpoint: Endpoint,
+        exc: BaseException,
+        fails_over: bool,
+        retry: bool,
+        counted: bool = False,
+    ) -> None:
         finished = self.finished
-        super().failed(endpoint, exc, fails_over, retry)
+        super().failed(endpoint, exc, fails_over, retry, counted)
         if fails_over and not retry:
             self._moved_from(endpoint)
         elif not fails_over and not finished:

@@ -843,11 +843,73 @@ def test_healthy_calls_are_all_counted_through_long_tallies(
     assert max(len(STORE.tallies.get(key, ())), len(ACTIVITY.tallies.get(key, ()))) <= 3
 
 
+def _one_chain(
+    chain: tuple[Provider, ...], how: str, before: Callable[[int], object], **settings: Any
+) -> list[str]:
+    """Three calls on one decorated function or drop-in client (in one event loop), each
+    after ``before(i)``: from the second on, each runs on what the first built."""
+    form, mode = how.split("-")
+    if mode == "sync":
+        if form == "decorator":
+            decorated = failover.with_fallback(*chain, **settings)(chat)
+            return [(before(i), decorated())[1] for i in range(3)]
+        with fallback_clients(*chain, **settings) as client:
+            return [(before(i), chat(client))[1] for i in range(3)]
+
+    async def calls() -> list[str]:
+        if form == "decorator":
+            decorated = failover.with_fallback(*chain, **settings)(achat)
+            return [(before(i), await decorated())[1] for i in range(3)]
+        async with fallback_clients(*chain, **settings) as client:
+            return [(before(i), await achat(client))[1] for i in range(3)]
+
+    return asyncio.run(calls())
+
+
+@pytest.mark.parametrize("how", [how for how in HOW if not how.startswith("block")])
+def test_a_call_counted_as_it_started_counts_once_when_it_fails(
+    comet: FakeProvider, backup: FakeProvider, how: str
+) -> None:
+    # A healthy call is counted as served before it is sent (Chain.ready); its failure
+    # takes that back: one call, one failure, in the record, its window and the last minute.
+    chain = (provider(comet), provider(backup))
+    rate = Breaker(failure_rate=0.5, min_calls=100)
+    fail_second = lambda i: i == 1 and comet.fail(500, times=1)  # noqa: E731
+    texts = _one_chain(chain, how, fail_second, breaker=rate, retry=None)
+    assert texts == ["[comet] hello", "[backup] hello", "[comet] hello"]
+    record = STORE.peek(endpoint_for(chain[0]).key)
+    assert (record.calls, record.failures, record.consecutive_failures) == (3, 1, 0)
+    assert [bucket[1:] for bucket in record.window] == [(3, 1)]
+    minute = failover.health()["comet"]["last_minute"]
+    assert (minute["calls"], minute["failures"]) == (3, 1)
+    assert minute["served"] == pytest.approx(2 / 3)  # the process's 3 calls: backup served one
+
+
+def test_a_call_counted_as_it_started_is_unserved_when_the_caller_raises(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # The caller's own error after comet answered: comet served no call, but was called.
+    @failover.with_fallback(provider(comet), provider(backup))
+    def answered(client: Any = None, fail: bool = False) -> str:
+        text = chat(client)
+        if fail:
+            raise ValueError("the caller's bug")
+        return text
+
+    assert answered() == "[comet] hello"
+    with pytest.raises(ValueError, match="the caller's bug"):
+        answered(fail=True)
+    seen = failover.health()["comet"]
+    assert (seen["calls"], seen["failures"]) == (2, 0)
+    minute = seen["last_minute"]
+    assert (minute["calls"], minute["failures"], minute["served"]) == (2, 0, 0.5)
+
+
 @pytest.mark.parametrize("how", HOW)
 def test_the_store_is_asked_only_when_something_may_change(
     comet: FakeProvider, backup: FakeProvider, clock: Clock, how: str
 ) -> None:
-    # A healthy call only counts; an open provider's admission is the store's to
+    # A healthy call only counts (as it starts); an open provider's admission is the store's to
     # decide, awaited by async drivers (a shared store answers it over the network).
     spy = _Spy()
     chain = (provider(comet), provider(backup))
@@ -857,7 +919,10 @@ def test_the_store_is_asked_only_when_something_may_change(
     comet.fail(500)
     spy.used.clear()
     assert ask(chain, how, **settings) == "[backup] hello"  # comet opens
-    assert spy.used == ["update", "update"]  # its failure; backup served a failover
+    # Its failure, and backup served a failover; a call (not a block) is counted as it
+    # starts on a clean comet, and its failure takes that count back.
+    started = [] if how.startswith("block") else ["count"]
+    assert spy.used == [*started, "update", "update"]
     clock.advance(5.0)  # its probe is due
     spy.used.clear()
     assert ask(chain, how, **settings) == "[backup] hello"
