@@ -48,7 +48,7 @@ import failover
 from failover import Provider, fallback_clients, with_fallback
 from failover._activity import ACTIVITY, Activity
 from failover._attempts import AttemptContext, call_async, call_sync
-from failover._chain import Chain
+from failover._chain import Chain, _readiness
 from failover._engine import Run
 from failover._health import MemoryStore, default_store
 from failover._ownership import Ownership
@@ -359,7 +359,12 @@ _COUNTED: dict[str, tuple[Key, ...]] = {
         Navigable.__getattr__, Failover.__getattr__
     ),
     "ContextVar.set / reset": _keys(_CONTEXTVAR % "set", _CONTEXTVAR % "reset"),
-    "Chain.lean / Chain.served": _keys(Chain.lean, Chain.served),
+    "Chain.ready / lean / settle / served": _keys(
+        next(c for c in _readiness.__code__.co_consts if getattr(c, "co_name", "") == "ready"),
+        Chain.lean,
+        Chain.settle,
+        Chain.served,
+    ),
     "Run objects": _keys(Run),
     "attempt objects (AttemptContext)": _keys(AttemptContext),
     "store peek / count / update": _keys(MemoryStore.peek, MemoryStore.count, MemoryStore.update),

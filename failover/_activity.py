@@ -106,7 +106,7 @@ class Activity:
         self._lock = threading.Lock()
         self._providers: dict[str, _Rolling] = {}
         # Calls served, not yet in the buckets: appended to by ``served``, and by the
-        # healthy path itself once ``served`` has made the key's tally (``Chain.served``).
+        # healthy path itself once ``served`` has made the key's tally (``Chain.ready``).
         self.tallies: dict[str, Tally] = {}
         self._unserved = _Rolling("")  # calls no provider served, in its _CALLS column
         self.alerting = Alerting()
@@ -160,7 +160,7 @@ class Activity:
     ) -> None:
         """An attempt that did not serve: ``failed`` (a provider fault), and whether the
         call then ``moved`` on to another provider; ``counted``: it was counted as served
-        when it started (``Chain.lean``), a count taken back. Raises the alarm when due."""
+        when it started (``Chain.ready``), a count taken back. Raises the alarm when due."""
         now = self.clock()
         with self._lock:
             self._gather()  # the alarm's rates count the calls served too

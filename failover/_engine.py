@@ -82,14 +82,14 @@ class Run:
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
-        # The provider whose attempt ``Chain.lean`` counted as served when it started.
+        # The provider whose attempt ``Chain.ready`` counted as served when it started.
         self._counted: Endpoint | None = None
         # Traces, metrics and the rolling counters; ``operation`` names the call in traces.
         self.observer: Observer = observe(settings.store, operation)
 
     @classmethod
     def resumed(cls, chain: Chain, operation: object, endpoint: Endpoint, started: float) -> Run:
-        """The call whose first attempt, on ``endpoint``, ``Chain.lean`` let run alone."""
+        """The call whose first attempt, on ``endpoint``, ``Chain.ready`` let run alone."""
         run = cls(chain, operation)
         run.started = started
         run._tried = True

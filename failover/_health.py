@@ -307,8 +307,8 @@ class HealthStore(Protocol):
     @property
     def tallies(self) -> Mapping[str, Tally]:
         """Each key's :class:`Tally` of clean successes, that :meth:`count` makes and
-        appends to. The healthy path appends a success's bucket start to it itself
-        (see ``Chain.served``), and calls :meth:`count` when there is none or it is long."""
+        appends to. A healthy call appends its bucket start to it itself, as it starts
+        (``Chain.ready``), and calls :meth:`count` when there is none or it is long."""
         ...
 
     def peek(self, key: str) -> Health:

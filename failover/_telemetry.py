@@ -84,16 +84,11 @@ class Observer:
         ACTIVITY.skipped(endpoint.key, endpoint.name)
 
     def failed(
-        self,
-        endpoint: Endpoint,
-        exc: BaseException,
-        fails_over: bool,
-        retry: bool,
-        counted: bool = False,
+        self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool, counted: bool
     ) -> None:
         """The attempt ended in ``exc``: the call goes on (``fails_over``), to the same
         provider (``retry``), or raises (``counted``: it was counted as served when it
-        started, see ``Chain.lean``)."""
+        started, see ``Chain.ready``)."""
         moved = fails_over and not retry
         ACTIVITY.ended(endpoint.key, endpoint.name, failed=fails_over, moved=moved, counted=counted)
         if not fails_over and not self.finished:
@@ -325,12 +320,7 @@ class Traced(Observer):
         self._left = endpoint.name
 
     def failed(
-        self,
-        endpoint: Endpoint,
-        exc: BaseException,
-        fails_over: bool,
-        retry: bool,
-        counted: bool = False,
+        self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool, counted: bool
     ) -> None:
         finished = self.finished
         super().failed(endpoint, exc, fails_over, retry, counted)

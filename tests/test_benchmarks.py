@@ -127,8 +127,8 @@ def test_profile_healthy_runs_and_prints_its_four_views() -> None:
     names += ["failover.OpenAI sync", "failover.AsyncOpenAI async"]
     for view in done.stdout.split("\n\n")[1:]:
         assert all(name in view for name in names), view
-    assert "Chain.served" in done.stdout
-    assert "Chain.lean" in done.stdout
+    assert "Chain.ready():" in done.stdout  # view 2's piece
+    assert "Chain.ready / lean / settle / served" in done.stdout  # view 3's count
 
 
 def test_cold_path_prints_hot_and_cold_costs_and_each_knocked_out_piece() -> None:
