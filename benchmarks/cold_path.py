@@ -40,9 +40,10 @@ from _fixtures import (
 from _timing import Stats, ainterleave, interleave
 from openai.types.chat import ChatCompletion
 
-import failover._attempts
 import failover._chain
+import failover._scope
 from failover import Provider, fallback_clients, with_fallback
+from failover._activity import Tally
 from failover._chain import Chain
 from failover._providers import endpoints
 
@@ -150,20 +151,24 @@ def _handed(chain: Chain) -> Callable[[Any], Any]:
         None,
         key,
         None,
+        _UNCOUNTED,
     )
 
 
 def _raw(chain: Chain) -> Callable[[Any], Any]:
     """A ``Chain.ready`` that hands out the client itself, untracked."""
     key = chain.head.key
-    return lambda current: (chain.head.sync_client(), None, key, None)
+    return lambda current: (chain.head.sync_client(), None, key, None, _UNCOUNTED)
+
+
+_UNCOUNTED = (None, None, Tally(""), 0.0)  # (the stub never fails: nothing is taken back)
 
 
 # What each knock-out removes from @with_fallback's healthy path (the call stays valid:
 # the stub answers whatever client it is given).
 KNOCKOUTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "nothing": contextlib.nullcontext,
-    "the scope's context variable": lambda: _replaced(failover._attempts, "SCOPE", _NoScope()),
+    "the scope's context variable": lambda: _replaced(failover._scope, "SCOPE", _NoScope()),
     "the admission and its counts (Chain.ready)": lambda: _replaced(
         failover._chain, "_readiness", _handed
     ),

@@ -47,12 +47,12 @@ from openai.types.chat import ChatCompletion
 import failover
 from failover import Provider, fallback_clients, with_fallback
 from failover._activity import ACTIVITY, Activity
-from failover._attempts import AttemptContext, call_async, call_sync
+from failover._attempts import AttemptContext, async_driver
 from failover._chain import Chain, _readiness
 from failover._engine import Run
 from failover._health import MemoryStore, default_store
 from failover._ownership import Ownership
-from failover._proxy import Failover, _sent
+from failover._proxy import Failover, _async_method
 from failover._proxy import _Call as ProxyCall
 from failover._scope import SCOPE, Scope, narrowed, phases
 from failover._streaming import _Watched
@@ -219,7 +219,12 @@ def items(t: Items) -> None:
     breaker, lock, create = chain.settings.breaker, threading.Lock(), owner.create
     assert isinstance(store, MemoryStore)
     assert breaker is not None
-    reach, path, own = (_cell(p.method, name) for name in ("reach", "path", "own"))
+    sent = _cell(_cell(p.method, "fn"), "sent")  # the method is its driver, of its attempt
+    reach, own, path = (
+        _cell(sent, "reach"),
+        _cell(sent, "own"),
+        _cell(_cell(sent, "described"), "path"),
+    )
     seen = store.views.get(e.key)
 
     def locked() -> None:
@@ -229,10 +234,7 @@ def items(t: Items) -> None:
     def hop(client: Any) -> Callable[[], object]:
         return lambda: client.chat.completions.create
 
-    inner = ("client", (), {})  # what the wrapper hands call_sync(), less its own call
-    direct = lambda: call_sync(chain, user, "user", inner)  # noqa: E731
-    t.add("@with_fallback: its wrapper (a plain function)", decorated, direct, key="wrapper")
-    t.add("= call_sync(), over the body alone", lambda: call_sync(chain, user), user, "call_sync")
+    t.add("@with_fallback: its driver, over the body alone", decorated, user, key="driver")
     t.add("  Chain.ready(): flag, client, view, counts", lambda: chain.ready(e._sync))
     t.add("    tracing() (only once opentelemetry is imported)", tracing)
     t.add(
@@ -260,7 +262,10 @@ def items(t: Items) -> None:
     )
     t.add("    Ownership.request()", lambda: ownership.request(owner, "create", (), kw, e))
     t.add("drop-in: Failover hops (slots)", hop(p.proxy), hop(p.client), "proxy_hops")
-    t.add("drop-in: step tuple + _Call.of", lambda: (*path, ProxyCall.of((), kw, own)), key="step")
+    t.add(
+        "drop-in: step tuple + _Call.of (off the healthy path)",
+        lambda: (*path, ProxyCall.of((), kw, own)),
+    )
     t.add("drop-in: attrgetter via the Tracked client", lambda: reach(p.handed), key="reach")
     opened.__exit__(None, None, None)
     with failover.OpenAI(*_invalid()) as dropin:
@@ -281,44 +286,36 @@ async def aitems(t: Items) -> None:
     async def user(client: Any = None) -> Any:
         return client
 
-    chain = _chain_of(with_fallback(*_invalid())(user))
+    decorated = with_fallback(*_invalid())(user)
+    chain = _chain_of(decorated)
     opened = fallback_clients(*_invalid())
     p = Parts(chain, chain.endpoints[0].async_client(), await opened.__aenter__())
-    await chat(p.proxy)  # its first call remembers what the method returns
-    deferred, step = (
-        _cell(p.method, "deferred"),
-        (*_cell(p.method, "path"), ProxyCall.of((), p.kwargs, {})),
-    )
+    await chat(p.proxy)
 
     async def layer() -> None:
         return await _anothing()
 
-    fn, base = (lambda: call_async(chain, user)), (lambda: user(None))
-    await t.awaited("= call_async(), over the body alone", fn, base, "call_async")
+    fn, base = decorated, (lambda: user(None))
+    await t.awaited("@with_fallback: its driver (async), over the body alone", fn, base, "adriver")
     t.add("  Endpoint.async_client(): PerLoop.get", p.endpoint.async_client)
     tracked, owner, kw = p.handed.chat.completions.create, p.owner, p.kwargs
     fn, base = (lambda: tracked(**kw)), (lambda: owner.create(**kw))
     await t.awaited("= the tracked method (async) + _tracked_await", fn, base, "amethod")
-    t.add(
-        "drop-in: the call's coroutine (made, closed)",
-        lambda: deferred(chain, step).close(),
-        key="deferred",
-    )
     await t.awaited("one coroutine layer (create, await, return)", layer, key="layer")
     await opened.__aexit__(None, None, None)
 
 
 # What each form's stubbed call runs, as item keys (one per time it runs); the rest is
 # not isolated. Async, the bare call is the stubbed coroutine alone: the user's function
-# is a layer, and so are the decorator's wrapper, the drop-in's coroutine (_sent) and its
-# attempt.
-_DROP_IN = " step call_sync reach method"
-_ADROP_IN = " step deferred layer layer call_async reach amethod"
+# is a layer, and so is the drop-in's attempt. A drop-in's method is its driver, as a
+# decorated function is (its attempt's frame is not isolated).
+_DROP_IN = " driver reach method"
+_ADROP_IN = " adriver layer reach amethod"
 RECIPES = {
-    "@with_fallback sync": "wrapper call_sync hops method",
+    "@with_fallback sync": "driver hops method",
     "fallback_clients() proxy sync": "proxy_hops" + _DROP_IN,
     "failover.OpenAI sync": "ohops" + _DROP_IN,
-    "@with_fallback async": "wrapper layer call_async layer hops amethod",
+    "@with_fallback async": "adriver layer hops amethod",
     "fallback_clients() proxy async": "proxy_hops" + _ADROP_IN,
     "failover.AsyncOpenAI async": "ohops" + _ADROP_IN,
 }
@@ -378,10 +375,9 @@ _COUNTED: dict[str, tuple[Key, ...]] = {
     "Logger.debug / info / isEnabledFor": _keys(Logger.debug, Logger.info, Logger.isEnabledFor),
     "time.monotonic / time.time": _keys(_TIME % "monotonic", _TIME % "time"),
     "stream wrappers (SyncStream, AsyncStream)": _keys(_Watched),
-    "coroutine resumes: call_async, _sent, attempt, _tracked_await": _keys(
-        call_async,
-        _sent,
-        _nested(_sent, "attempt"),
+    "coroutine resumes: the async driver, the drop-in's attempt, _tracked_await": _keys(
+        _nested(async_driver, "called"),
+        _nested(_async_method, "attempt"),
         _tracked_await,
     ),
 }

@@ -47,10 +47,14 @@ class Alerting:
 GATHER_AT = 4096
 
 
-class Tally(collections.deque[float | None]):
+class Tally(collections.deque[float | tuple[float | None] | None]):
     """Successes of one key, in order, each as the start of its time bucket: one
     append each and no lock (a deque's appends and pops are atomic), drained by
-    whoever counts them in, under that one's lock."""
+    whoever counts them in, under that one's lock.
+
+    A call is counted as it starts (``Chain.ready``); when it fails instead, its count
+    is taken back (:meth:`take_back`), in the bucket it went to.
+    """
 
     __slots__ = ("name",)
 
@@ -58,14 +62,21 @@ class Tally(collections.deque[float | None]):
         super().__init__()
         self.name = name
 
+    def take_back(self, start: float | None) -> None:
+        """Take back a count appended at ``start``: one append too, drained after it."""
+        self.append((start,))
+
     def drain(self) -> dict[float | None, int]:
-        """The successes appended so far, by bucket start, in order; the ones appended
-        meanwhile stay for the next drain."""
+        """The successes appended so far less those taken back, by bucket start, in
+        order; the ones appended meanwhile stay for the next drain."""
         counts: dict[float | None, int] = {}
         pop = self.popleft
         for _ in range(len(self)):
-            start = pop()
-            counts[start] = counts.get(start, 0) + 1
+            entry = pop()
+            if isinstance(entry, tuple):  # a count taken back
+                counts[entry[0]] = counts.get(entry[0], 0) - 1
+            else:
+                counts[entry] = counts.get(entry, 0) + 1
         return counts
 
 
@@ -76,6 +87,13 @@ class _Rolling:
         self.name = name
         self.buckets: list[list[float]] = []
         self.alerted = float("-inf")  # when the last alarm for it was logged
+
+    def at(self, start: float) -> list[float] | None:
+        """The bucket that starts at ``start``, if the window still holds it."""
+        for bucket in reversed(self.buckets):
+            if bucket[_START] == start:
+                return bucket
+        return None
 
     def bucket(self, now: float) -> list[float]:
         buckets = self.buckets
@@ -118,7 +136,8 @@ class Activity:
         return rolling
 
     def served(self, key: str, name: str) -> None:
-        """An attempt served its call (the healthy path: one append, no lock)."""
+        """An attempt serves its call (the healthy path: one append, no lock), counted as
+        it starts; :meth:`Tally.take_back` takes it back if it fails instead."""
         now = self.clock()
         tally = self.tallies.get(key)
         if tally is None:
@@ -135,7 +154,11 @@ class Activity:
             if tally:
                 rolling = self._rolling(key, tally.name)
                 for start, calls in tally.drain().items():
-                    bucket = rolling.bucket(start or 0.0)
+                    # Calls taken back leave the bucket they were counted in (once it
+                    # aged out of the window, they are nowhere to take back from).
+                    bucket = rolling.bucket(start or 0.0) if calls > 0 else rolling.at(start or 0.0)
+                    if bucket is None:
+                        continue
                     bucket[_CALLS] += calls
                     # The process's calls: every provider's served, plus unserved.
                     bucket[_SERVED] += calls
@@ -155,19 +178,15 @@ class Activity:
             bucket[_SKIPS] += 1
             bucket[_MOVED] += 1
 
-    def ended(
-        self, key: str, name: str, *, failed: bool, moved: bool, counted: bool = False
-    ) -> None:
+    def ended(self, key: str, name: str, *, failed: bool, moved: bool) -> None:
         """An attempt that did not serve: ``failed`` (a provider fault), and whether the
-        call then ``moved`` on to another provider; ``counted``: it was counted as served
-        when it started (``Chain.ready``), a count taken back. Raises the alarm when due."""
+        call then ``moved`` on to another provider. Raises the alarm when it is due."""
         now = self.clock()
         with self._lock:
             self._gather()  # the alarm's rates count the calls served too
             rolling = self._rolling(key, name)
             bucket = rolling.bucket(now)
-            bucket[_CALLS] += not counted  # a counted one is an attempt already
-            bucket[_SERVED] -= counted
+            bucket[_CALLS] += 1
             bucket[_FAILURES] += failed
             bucket[_MOVED] += moved
             alarm = self._alarm(rolling, now) if failed else None

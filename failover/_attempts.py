@@ -19,11 +19,12 @@ import asyncio
 import contextvars
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._chain import Chain
+from . import _scope
+from ._chain import Chain, Counted
 from ._engine import Run
 from ._errors import DeadlineExceeded, FailoverError, StreamInterrupted
 from ._policy import mark_fault
@@ -229,19 +230,23 @@ class Attempts:
 
 
 # ``operation`` names the call in traces: a function's qualified name, or a drop-in
-# call's path (see ``_telemetry.Traced``).
+# call's path (see ``_telemetry.Traced``). A driver reads it from the call's arguments
+# (``Describe``), only when the call leaves the healthy path.
 
 #: A decorated function's call (the parameter to inject the client as, its arguments and
-#: its own keyword dict): the drivers call it with no closure of its own on the healthy
-#: path, and through :func:`as_body` on every other.
+#: its own keyword dict), as the generators' drivers take it.
 Injection = tuple[str, tuple[Any, ...], dict[str, Any]]
+#: What a driver's call is in traces, from its arguments.
+Describe = Callable[[tuple[Any, ...], dict[str, Any]], object]
 
 
-def as_body(fn: Callable[..., T], injected: Injection | None) -> Callable[[Any], T]:
-    """``fn`` as a function of the client (``fn`` itself when nothing is injected)."""
-    if injected is None:
-        return fn
-    inject, args, kwargs = injected
+def as_body(
+    fn: Callable[..., T], inject: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Any], T]:
+    """The call ``fn(*args, **kwargs)`` as a function of the client: injected as the
+    keyword ``inject``, or (None) passed first."""
+    if inject is None:
+        return fn if not (args or kwargs) else lambda client: fn(client, *args, **kwargs)
 
     def body(client: Any) -> T:
         kwargs[inject] = client  # this call's own dict: each attempt sets its client
@@ -250,91 +255,134 @@ def as_body(fn: Callable[..., T], injected: Injection | None) -> Callable[[Any],
     return body
 
 
-def call_sync(
-    chain: Chain,
-    fn: Callable[..., T],
-    operation: object = "call",
-    injected: Injection | None = None,
-) -> T:
-    lean = chain.ready(chain.head._sync) or chain.lean(Endpoint.sync_client)
-    if lean is None:
-        attempts = Attempts(chain, operation)
-    else:  # the healthy path, flat (see Chain.ready): the twin of call_async's
-        client, views, key, seen = lean
-        token = SCOPE.set(chain.head_scope)
-        started = time.monotonic()
-        try:
-            if injected is None:
-                result = fn(client)
+def sync_driver(
+    chain: Chain, fn: Callable[..., T], inject: str | None, describe: Describe
+) -> Callable[..., T]:
+    """``fn`` as a function whose calls fail over on ``chain``: the client injected as the
+    keyword ``inject`` (a caller's own client, given so, is used once, as it is), or passed
+    as the first argument (``inject`` None).
+
+    The driver itself is what the caller calls (the decorated function, a drop-in's
+    method): on the healthy path, one frame between the caller and ``fn``, which reads
+    what the chain fixes from the chain (see ``Chain.ready``). cloudpickle sends a driver
+    by value, with its closure and the globals it reads: they all pickle (the chain as
+    its providers; the context variable, which does not, is read from its module). The
+    twin of :func:`async_driver`.
+    """
+
+    def called(*args: Any, **kwargs: Any) -> T:
+        if inject is not None and kwargs.get(inject) is not None:
+            return fn(*args, **kwargs)  # the caller's own client: no failover
+        lean = chain.ready(chain.head._sync) or chain.lean(Endpoint.sync_client)
+        if lean is None:
+            attempts = Attempts(chain, describe(args, kwargs))
+        else:  # the healthy path, flat (see Chain.ready)
+            client, views, key, seen, counted = lean
+            token = _scope.SCOPE.set(chain.head_scope)
+            started = time.monotonic()
+            try:
+                if inject is None:
+                    result = fn(client, *args, **kwargs)
+                else:
+                    kwargs[inject] = client  # (see as_body)
+                    result = fn(*args, **kwargs)
+            except BaseException as exc:
+                _scope.SCOPE.reset(token)  # a plain call: it ends in the context it started in
+                resumed = _resumed(chain, describe(args, kwargs), started, exc, counted)
+                if resumed is None:
+                    raise
+                attempts = resumed
             else:
-                inject, args, kwargs = injected
-                kwargs[inject] = client  # (see as_body)
-                result = fn(*args, **kwargs)
-        except BaseException as exc:
-            SCOPE.reset(token)  # a plain call: it ends in the context it started in
-            if (resumed := _resumed(chain, operation, started, exc)) is None:
-                raise
-            attempts = resumed
+                _scope.SCOPE.reset(token)
+                if views is not None and views.get(key) is not seen:  # (see Lean)
+                    chain.settle()
+                return result
+        body = as_body(fn, inject, args, kwargs)
+        while True:  # ends by the return, or by FailoverError from attempt()
+            attempt = attempts.attempt(Endpoint.sync_client)
+            with attempt as client:
+                return attempt.answered(body(client))
+
+    return called
+
+
+def async_driver(
+    chain: Chain,
+    fn: Callable[..., Awaitable[T]],
+    inject: str | None,
+    describe: Describe,
+    hedges: Callable[[dict[str, Any]], bool] | None = None,
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """:func:`sync_driver` for a coroutine function; a call whose keyword arguments
+    ``hedges`` accepts is hedged, when the chain's settings hedge."""
+    delay = chain.settings.hedge
+    hedges = hedges if delay is not None else None
+
+    async def called(*args: Any, **kwargs: Any) -> T:
+        if inject is not None and kwargs.get(inject) is not None:
+            return await fn(*args, **kwargs)
+        if hedges is not None and delay is not None and hedges(kwargs):
+            body = as_body(fn, inject, args, kwargs)
+            return await call_hedged(chain, body, delay, describe(args, kwargs))
+        head = chain.head  # (the client as Endpoint.async_client() finds it, inlined)
+        current = head._given_async or head._async._values.get(asyncio.get_running_loop())
+        lean = chain.ready(current) or chain.lean(Endpoint.async_client)
+        if lean is None:
+            attempts = Attempts(chain, describe(args, kwargs))
         else:
-            SCOPE.reset(token)
-            if views is not None and views.get(key) is not seen:  # (see Lean)
-                chain.settle()
-            return result
-    body = as_body(fn, injected)
-    while True:  # ends by the return, or by FailoverError from attempt()
-        attempt = attempts.attempt(Endpoint.sync_client)
-        with attempt as client:
-            return attempt.answered(body(client))
+            client, views, key, seen, counted = lean
+            token = _scope.SCOPE.set(chain.head_scope)
+            started = time.monotonic()
+            try:
+                if inject is None:
+                    result = await fn(client, *args, **kwargs)
+                else:
+                    kwargs[inject] = client  # (see as_body)
+                    result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                _scope.SCOPE.reset(token)
+                resumed = _resumed(chain, describe(args, kwargs), started, exc, counted)
+                if resumed is None:
+                    raise
+                attempts = resumed
+            else:
+                _scope.SCOPE.reset(token)
+                if views is not None and views.get(key) is not seen:  # (see Lean)
+                    chain.settle()
+                return result
+        body = as_body(fn, inject, args, kwargs)
+        while True:
+            attempt = await attempts.attempt_async(Endpoint.async_client)
+            with attempt as client:
+                return attempt.answered(await body(client))
+
+    return called
+
+
+def call_sync(chain: Chain, fn: Callable[[Any], T], operation: object = "call") -> T:
+    """One call of ``fn(client)`` that fails over on ``chain`` (see :func:`sync_driver`)."""
+    return sync_driver(chain, fn, None, lambda args, kwargs: operation)()
 
 
 async def call_async(
-    chain: Chain,
-    fn: Callable[..., Awaitable[T]],
-    operation: object = "call",
-    injected: Injection | None = None,
-    *,
-    hedge: bool = True,
+    chain: Chain, fn: Callable[[Any], Awaitable[T]], operation: object = "call"
 ) -> T:
-    if hedge and chain.settings.hedge is not None:
-        return await call_hedged(chain, as_body(fn, injected), chain.settings.hedge, operation)
-    head = chain.head  # (the client as Endpoint.async_client() finds it, inlined)
-    current = head._given_async or head._async._values.get(asyncio.get_running_loop())
-    lean = chain.ready(current) or chain.lean(Endpoint.async_client)
-    if lean is None:
-        attempts = Attempts(chain, operation)
-    else:
-        client, views, key, seen = lean
-        token = SCOPE.set(chain.head_scope)
-        started = time.monotonic()
-        try:
-            if injected is None:
-                result = await fn(client)
-            else:
-                inject, args, kwargs = injected
-                kwargs[inject] = client  # (see as_body)
-                result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            SCOPE.reset(token)
-            if (resumed := _resumed(chain, operation, started, exc)) is None:
-                raise
-            attempts = resumed
-        else:
-            SCOPE.reset(token)
-            if views is not None and views.get(key) is not seen:  # (see Lean)
-                chain.settle()
-            return result
-    body = as_body(fn, injected)
-    while True:
-        attempt = await attempts.attempt_async(Endpoint.async_client)
-        with attempt as client:
-            return attempt.answered(await body(client))
+    """:func:`call_sync` for a coroutine function; never hedged."""
+    return await async_driver(chain, fn, None, lambda args, kwargs: operation)()
+
+
+def always(kwargs: dict[str, Any]) -> bool:
+    """``hedges`` for a driver whose every call may be hedged."""
+    return True
 
 
 def _resumed(
-    chain: Chain, operation: object, started: float, exc: BaseException
+    chain: Chain, operation: object, started: float, exc: BaseException, counted: Counted
 ) -> Attempts | None:
-    """The rest of a call whose lean first attempt (on ``chain.head``, from ``started``)
-    raised ``exc``; None when ``exc`` is no fault to fail over on (it goes on as raised)."""
+    """The rest of a call whose lean first attempt (on ``chain.head``, from ``started``,
+    ``counted`` as it started) raised ``exc``; None when ``exc`` is no fault to fail
+    over on (it goes on as raised)."""
+    chain.uncount(counted)  # it did not serve: the Run records how it ended
     elapsed = time.monotonic() - started
     run = Run.resumed(chain, operation, chain.head, started)
     return Attempts(chain, operation, run) if run.failed(chain.head, exc, elapsed) else None
@@ -436,7 +484,7 @@ def iterate_sync(
     injected: Injection | None = None,
 ) -> Iterator[T]:
     """A generator re-run per provider until it has yielded; after that, no re-run."""
-    fn = as_body(fn, injected)
+    fn = fn if injected is None else as_body(fn, *injected)
     for run in _Reruns(chain, operation):  # FailoverError when no provider is left
         with run as attempt:
             with attempt.scoped() as client:
@@ -457,7 +505,7 @@ async def iterate_async(
     injected: Injection | None = None,
 ) -> AsyncIterator[T]:
     """:func:`iterate_sync` for async generators."""
-    fn = as_body(fn, injected)
+    fn = fn if injected is None else as_body(fn, *injected)
     async for run in _Reruns(chain, operation):
         async with run as attempt:
             with attempt.scoped() as client:

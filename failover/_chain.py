@@ -1,8 +1,8 @@
 """A chain: the providers of a decorator, drop-in client or block form, and what is
 built once for all of its calls (scopes, handed-out clients, admission rules).
 
-A call's first attempt on a closed provider runs on the chain alone (``lean``,
-``served``): the healthy path builds no :class:`~failover._engine.Run`.
+A call's first attempt on a closed provider runs on the chain alone (``ready``,
+``lean``): the healthy path builds no :class:`~failover._engine.Run`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._activity import ACTIVITY, GATHER_AT, STEP
+from ._activity import ACTIVITY, GATHER_AT, STEP, Tally
 from ._health import (
     STORES,
     Breaker,
@@ -21,6 +21,7 @@ from ._health import (
     State,
     Verdict,
     admit,
+    bucket_start,
     clean,
     succeeded,
 )
@@ -31,12 +32,17 @@ from ._settings import Settings
 from ._telemetry import Observer, tracing
 from ._tracking import Tracked
 
+#: Where a lean call was counted as it started: the store's tally and the bucket start
+#: appended to it (None, None without a breaker), then the activity's and its bucket
+#: start; its failure takes them back there (``Chain.uncount``).
+Counted = tuple["Tally | None", "float | None", Tally, float]
 #: A lean call (``Chain.ready``): its handed-out client, and what tells, once it returned,
 #: whether its success has more to do than the count it got when it started: the
 #: store's views, the head's key and the record it was admitted on (the views and the
 #: record are None without a breaker). A record is replaced when it changes: the same
 #: object, nothing happened meanwhile (the drivers check this inline, with no call).
-Lean = tuple[Any, "Mapping[str, Health] | None", str, "Health | None"]
+#: Last, where it was counted.
+Lean = tuple[Any, "Mapping[str, Health] | None", str, "Health | None", Counted]
 Admit = Callable[[Health, float], tuple[Health, tuple[Verdict, Health, float]]]
 
 
@@ -139,10 +145,22 @@ class Chain:
             return None  # the full path records it as the failed attempt it is
         handed = self.handed_out(client, self.head_scope)
         ACTIVITY.served(key, name)  # counted as it starts (see ready)
+        now = ACTIVITY.clock()  # (its bucket, read again: the same but at a bucket's edge)
+        served = (None, None, ACTIVITY.tallies[key], now - now % STEP)
         if breaker is None:
-            return handed, None, key, None
+            return handed, None, key, None, served
         store.count(key, name, breaker)
-        return handed, store.views, key, store.views.get(key)
+        at = bucket_start(breaker, breaker.clock())
+        counted = (store.tallies.get(key), at, served[2], served[3])
+        return handed, store.views, key, store.views.get(key), counted
+
+    def uncount(self, counted: Counted) -> None:
+        """Take back the count of a lean call that did not serve (it failed, or raised the
+        caller's error): the full path goes on from there, as if it had not been counted."""
+        tally, at, served, step = counted
+        served.take_back(step)
+        if tally is not None:
+            tally.take_back(at)
 
     def settle(self) -> None:
         """A lean call succeeded after its head's record changed (``Lean``): a success
@@ -194,8 +212,9 @@ def _readiness(chain: Chain) -> Callable[[Any], Lean | None]:
     between two calls), where each function called costs µs: so what the chain fixes is
     read from this closure, and the call is counted as served here, before it is sent,
     not once it returns (where the same appends cost several µs: benchmarks/cold_path.py).
-    When the call fails instead, its failure takes the count back; when it succeeds,
-    the drivers only check that the head's record was not replaced meanwhile.
+    When the call fails instead, ``Chain.uncount`` takes the count back, from the
+    buckets it went to; when it succeeds, the drivers only check that the head's record
+    was not replaced meanwhile.
     ``store.count()`` and ``ACTIVITY.served()``, inlined: ``lean`` calls them.
     """
     if not chain.direct:
@@ -215,7 +234,7 @@ def _readiness(chain: Chain) -> Callable[[Any], Lean | None]:
             or ("opentelemetry" in modules and tracing())
         ):
             return None
-        views = seen = None
+        views = seen = tally = at = None
         if clock is not None:
             store = given or STORES[0]
             views, tally = store.views, store.tallies.get(key)
@@ -229,10 +248,12 @@ def _readiness(chain: Chain) -> Callable[[Any], Lean | None]:
             ):
                 return None
             now = clock()
-            tally.append(None if width is None else now - now % width)
+            at = None if width is None else now - now % width
+            tally.append(at)
         now = ACTIVITY.clock()
-        served.append(now - now % STEP)
-        return entry[1], views, key, seen
+        step = now - now % STEP
+        served.append(step)
+        return entry[1], views, key, seen, (tally, at, served, step)
 
     return ready
 

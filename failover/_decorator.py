@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import wrapt
 
-from ._attempts import Injection, call_async, call_sync, iterate_async, iterate_sync
+from ._attempts import always, async_driver, iterate_async, iterate_sync, sync_driver
 from ._chain import Chain
 from ._health import Breaker, HealthStore
 from ._policy import OnSpec
@@ -68,24 +68,48 @@ def with_fallback(
             # Decorated inside, bound as it was: the function it holds gets the client.
             return type(func)(decorate(func.__func__))
         _check_injectable(func, inject)
-        # Decided once, here: the driver that fits what the function is.
-        if inspect.isasyncgenfunction(func):
-            driver: Callable[[Chain, Callable[..., Any], str, Injection], Any] = iterate_async
-        elif inspect.isgeneratorfunction(func):
-            driver = iterate_sync
-        elif inspect.iscoroutinefunction(func):
-            driver = call_async
-        else:
-            driver = call_sync
         name = getattr(func, "__qualname__", "call")  # the call's name in traces
-        check_flavour(chain.endpoints, is_async=driver in (call_async, iterate_async))
-        if hedge is not None and driver is not call_async:
+
+        def named(args: Any, kwargs: Any) -> str:
+            return name
+
+        # Decided once, here: the driver that fits what the function is, as a function of
+        # the function to call (the one decorated, or a proxy's bound one) and its call.
+        generates = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+        is_async = inspect.isasyncgenfunction(func) or inspect.iscoroutinefunction(func)
+        check_flavour(chain.endpoints, is_async=is_async)
+        if hedge is not None and (generates or not is_async):
             raise TypeError(
                 "hedge= starts attempts side by side, which only async functions can do: "
                 f"{name!r} is not an async def function"
             )
-        if type(func) is types.FunctionType and driver in (call_sync, call_async):
-            return _plain(func, chain, name, inject, driver is call_async)
+        # A plain function's wrapper is its driver itself, a plain function too, not a wrapt
+        # proxy (it is on every healthy call's path, where a proxy's call costs µs); it
+        # binds as methods do. Its globals are failover's, so that tracebacks, debuggers
+        # and coverage see it as failover's frame; frameworks follow ``__wrapped__``.
+        plain = type(func) is types.FunctionType
+        run: Callable[[Callable[..., Any], Any, Any], Any]
+        if generates:
+            iterate = iterate_async if is_async else iterate_sync
+
+            def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+                return iterate(chain, fn, name, (inject, args, kwargs))
+
+        elif is_async:
+            if plain:
+                driver: Any = async_driver(chain, func, inject, named, always)  # type: ignore[arg-type]
+                return functools.update_wrapper(driver, func)
+
+            def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+                return async_driver(chain, fn, inject, named, always)(*args, **kwargs)
+
+        else:
+            if plain:
+                driver = sync_driver(chain, func, inject, named)
+                return functools.update_wrapper(driver, func)
+
+            def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+                return sync_driver(chain, fn, inject, named)(*args, **kwargs)
 
         # Anything else (a generator, a descriptor such as another wrapt decorator, a
         # callable object, an lru_cache) gets a proxy: it binds through what it wraps,
@@ -95,38 +119,12 @@ def with_fallback(
         def proxied(wrapped: Callable[..., Any], _: Any, args: Any, kwargs: Any) -> Any:
             if kwargs.get(inject) is not None:
                 return wrapped(*args, **kwargs)
-            return driver(chain, wrapped, name, (inject, args, kwargs))
+            return run(wrapped, args, kwargs)
 
         decorated: Callable[P, R] = _Proxy(func, proxied)
         return decorated
 
     return decorate
-
-
-def _plain(
-    func: types.FunctionType, chain: Chain, name: str, inject: str, is_async: bool
-) -> Callable[..., Any]:
-    """The wrapper of a plain function: a plain function too, not a wrapt proxy (it is
-    on every healthy call's path, where a proxy's call costs µs); it binds as methods do.
-
-    Its globals are failover's, so that tracebacks, debuggers and coverage see it as
-    failover's frame: frameworks that read annotations follow ``__wrapped__``.
-    """
-    if is_async:
-
-        async def awaited(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get(inject) is not None:  # the caller's own client: no failover
-                return await func(*args, **kwargs)
-            return await call_async(chain, func, name, (inject, args, kwargs))
-
-        return functools.update_wrapper(awaited, func)
-
-    def called(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get(inject) is not None:
-            return func(*args, **kwargs)
-        return call_sync(chain, func, name, (inject, args, kwargs))
-
-    return functools.update_wrapper(called, func)
 
 
 class _BoundProxy(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]

@@ -51,7 +51,6 @@ class Run:
 
     __slots__ = (
         "_chain",
-        "_counted",
         "_exhausted",
         "_force",
         "_forced",
@@ -82,8 +81,6 @@ class Run:
         self.started = time.monotonic()
         self.done = False  # an attempt succeeded
         self._tried = False  # some provider was tried (or skipped) already
-        # The provider whose attempt ``Chain.ready`` counted as served when it started.
-        self._counted: Endpoint | None = None
         # Traces, metrics and the rolling counters; ``operation`` names the call in traces.
         self.observer: Observer = observe(settings.store, operation)
 
@@ -93,7 +90,6 @@ class Run:
         run = cls(chain, operation)
         run.started = started
         run._tried = True
-        run._counted = endpoint  # its failure takes that count back
         del run._pending[0]
         run.observer.started(endpoint, None if chain.settings.breaker is None else State.CLOSED)
         return run
@@ -204,7 +200,6 @@ class Run:
 
     def failed(self, endpoint: Endpoint, exc: BaseException, elapsed: float) -> bool:
         """Record a failed attempt; True when the call moves on to the next provider."""
-        counted, self._counted = self._counted is endpoint, None
         bound = bound_in(exc)
         if bound is not None:
             self._bound(endpoint, bound)
@@ -227,7 +222,7 @@ class Run:
         if breaker is not None and told:
             # News of the provider's health, even when raised to the caller: a refusal
             # proves it answers, a 5xx that on= keeps from failing over does not.
-            record = self._record(endpoint, breaker, news, wait, elapsed, counted)
+            record = self._record(endpoint, breaker, news, wait, elapsed)
         elif breaker is not None and id(endpoint) in self._probe:
             # Says nothing of the provider's health: let another call probe it.
             self._store.update(
@@ -236,10 +231,10 @@ class Run:
         if judging is not None:
             # Still an attempt that ended (and, above, a probe that is no longer claimed).
             self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
-            self.observer.failed(endpoint, exc, fails_over=False, retry=False, counted=counted)
+            self.observer.failed(endpoint, exc, fails_over=False, retry=False)
             raise judging
         if not fails_over:
-            self.observer.failed(endpoint, exc, fails_over=False, retry=False, counted=counted)
+            self.observer.failed(endpoint, exc, fails_over=False, retry=False)
             return False
         self._add(Attempt(endpoint.name, exc, elapsed))
         then, retry = self._then(endpoint, news, wait, record)
@@ -251,7 +246,7 @@ class Run:
             then,
         )
         self._emit(endpoint, Outcome.FAILURE, exc, elapsed)
-        self.observer.failed(endpoint, exc, fails_over=True, retry=retry, counted=counted)
+        self.observer.failed(endpoint, exc, fails_over=True, retry=retry)
         return True
 
     def succeeded(self, endpoint: Endpoint, elapsed: float) -> None:
@@ -342,15 +337,13 @@ class Run:
         exc: BaseException,
         wait: float | None,
         elapsed: float,
-        counted: bool,
     ) -> Health:
-        """Record a failure (``counted``: its call was counted already); the provider's
-        record as it left it."""
+        """Record a failure; the provider's record as it left it."""
         kind, probe, slow = fault_kind(exc), id(endpoint) in self._probe, timed_out(exc)
         self._probe.discard(id(endpoint))  # a retry is not the probe unless admitted as one
 
         def change(h: Health, now: float) -> tuple[Health, tuple[Health, State]]:
-            new = failed(h, breaker, now, kind, wait, probe, elapsed, slow, counted)
+            new = failed(h, breaker, now, kind, wait, probe, elapsed, slow)
             return new, (new, h.state)
 
         record, before = self._store.update(endpoint.key, endpoint.name, change, breaker.clock)

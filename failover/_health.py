@@ -159,9 +159,10 @@ def rate_exceeded(window: tuple[Bucket, ...], b: Breaker, now: float) -> bool:
 def admit(h: Health, b: Breaker, now: float, force: bool) -> tuple[Health, Verdict]:
     """May a call try this provider now? ``force`` tries it even while unavailable.
 
-    Counts nothing: an attempt is counted when it ends (:func:`failed`, :func:`succeeded`,
-    a store's ``count``), so a closed provider's admission changes nothing and the
-    engine decides it from ``peek`` alone, without the store's lock.
+    Counts nothing: an attempt is counted when it ends (:func:`failed`, :func:`succeeded`)
+    or, on the healthy path, as it starts (a store's ``count``, taken back if it fails),
+    so a closed provider's admission changes nothing and the engine decides it from
+    ``peek`` alone, without the store's lock.
     """
     if h.state is State.CLOSED or (force and unavailable(h, now)):
         return h, Verdict.TRY
@@ -203,9 +204,13 @@ def bucket_start(b: Breaker, now: float) -> float | None:
 
 
 def fold(h: Health, start: float | None, calls: int) -> Health:
-    """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``."""
-    if start is None:
+    """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``
+    (fewer than none: counts taken back, from that bucket while the window holds it)."""
+    if start is None or not calls:
         return h._replace(calls=h.calls + calls)
+    if calls < 0:
+        window = tuple((s, c + calls, f) if s == start else (s, c, f) for s, c, f in h.window)
+        return h._replace(calls=h.calls + calls, window=window)
     return h._replace(calls=h.calls + calls, window=_added(h.window, start, calls, 0, None))
 
 
@@ -235,16 +240,12 @@ def failed(
     probe: bool,
     elapsed: float = 0.0,
     timed_out: bool = False,
-    counted: bool = False,
 ) -> Health:
-    """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout;
-    ``counted``: its call is in ``calls`` already, counted when it started)."""
-    calls = 0 if counted else 1
+    """A failed attempt that took ``elapsed`` seconds (``timed_out``: it hit a timeout)."""
     if kind is not Fault.UNWELL:
         # The provider answered: the fault is the request's, so the row is broken.
-        return succeeded(h._replace(failures=h.failures + 1), b, now, False, calls)
-    window = tally(h, b, now, calls, 1)
-    h = h._replace(calls=h.calls + calls, failures=h.failures + 1, window=window)
+        return succeeded(h._replace(failures=h.failures + 1), b, now, after_failover=False)
+    h = h._replace(calls=h.calls + 1, failures=h.failures + 1, window=tally(h, b, now, 1, 1))
     count = h.consecutive_failures + 1
     reason = Reason.PROBE if probe else Reason.CONSECUTIVE
     if wait is not None:

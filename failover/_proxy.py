@@ -14,7 +14,7 @@ import inspect
 import operator
 import sys
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _attempts, _ownership
@@ -110,7 +110,8 @@ def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own
     """The method ``template`` at ``path`` of a drop-in client: each call fails over.
 
     A plain function, as a tracked client's methods are (see ``tracked_method``): its
-    state in its closure, with the template's name, signature and ``__wrapped__``.
+    state in its closure, with the template's name, signature and ``__wrapped__``. An
+    API method's is its driver itself (see ``_attempts.sync_driver``).
     """
     # Decided once per method, from its path: what a call of it does.
     names = [step for step in path if isinstance(step, str)]
@@ -118,103 +119,107 @@ def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own
     defers = any(name in _DEFERRED for name in names)
     # The whole path as one C-level lookup, when it is names only (no call on the way).
     reach = operator.attrgetter(".".join(names)) if len(names) == len(path) else None
-    # Async: what a call returns when it sends later (known from the first call).
-    deferred: Callable[[Chain, Path], Any] | None = None
+
+    def described(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Path:
+        """The call's path (what it is in traces, and how a client reaches it)."""
+        return (*path, _Call.of(args, kwargs, own))
+
+    def sent(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call on ``client``: in one lookup, when its path is names only and it
+        holds no part of the template (``own``) to swap."""
+        if reach is not None and not own:
+            return reach(client)(*args, **kwargs)
+        return _resolve(client, described(args, kwargs))
+
+    if is_async:
+        return _async_method(template, chain, described, sent, own)
+
+    def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
+        result = sent(client, args, kwargs)
+        return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
+
+    if not (navigates or defers):
+        return functools.update_wrapper(
+            _attempts.sync_driver(chain, attempt, None, described), template, updated=()
+        )
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        step = (*path, _Call.of(args, kwargs, own))
-        if is_async:
-            if deferred is not None:
-                return deferred(chain, step)
-            return first_async(step, args, kwargs)
+        step = described(args, kwargs)
         if navigates:
             return Failover(template(*args, **kwargs), chain, step, False, own)
-        if defers:
-            return FailoverContext(chain, step)
-        # The method in one lookup, when its path is names only and the call swaps nothing.
-        method = reach if not step[-1].swaps else None
+        return FailoverContext(chain, step)
 
-        def attempt(client: Any) -> Any:
-            result = method(client)(*args, **kwargs) if method else _resolve(client, step)
-            return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
-
-        return _attempts.call_sync(chain, attempt, step)
-
-    def first_async(step: Path, args: Any, kwargs: Any) -> Any:
-        nonlocal deferred
-        # An async API method does no I/O until awaited (or entered), so calling it on
-        # the template tells what kind of call this is at no cost; it never changes.
-        probe = template(*args, **kwargs)
-        if inspect.iscoroutine(probe) or isinstance(probe, AsyncPaginator):
-            # A coroutine method's call is a coroutine here too (``create_task`` takes
-            # nothing else); a page, an awaitable that can be iterated.
-            kind: Callable[..., Any] = FailoverAwaitable
-            if inspect.iscoroutine(probe):
-                kind = _sent
-                probe.close()
-            # A call that must not run twice is never hedged either.
-            hedged = not _ownership.once(template)
-            deferred = functools.partial(kind, hedge=hedged, reach=reach)
-            return deferred(chain, step)
-        if hasattr(probe, "__aenter__") and not is_navigation(probe):
-            # A streaming response or a stream helper: it sends when entered.
-            for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
-                unsent.close()
-            deferred = FailoverAsyncContext
-            return FailoverAsyncContext(chain, step)
-        if is_navigation(probe):
-            return Failover(probe, chain, step, True, own)
-        return probe
-
-    if not inspect.iscoroutinefunction(template):
-        return functools.update_wrapper(call, template, updated=())
-
-    async def acall(*args: Any, **kwargs: Any) -> Any:
-        return await call(*args, **kwargs)
-
-    return functools.update_wrapper(acall, template, updated=())
+    return functools.update_wrapper(call, template, updated=())
 
 
-def _sent(
-    chain: Chain, step: Path, hedge: bool = True, reach: Callable[[Any], Any] | None = None
-) -> Coroutine[Any, Any, Any]:
-    """The coroutine of an async API call that fails over (the driver's own: one layer
-    less to await): ``reach`` finds its method on a client, when its path is names only;
-    ``hedge`` is whether it may be hedged."""
-    call: _Call = step[-1]
-    reach = reach if not call.swaps else None
+def _async_method(
+    template: Any,
+    chain: Chain,
+    described: Callable[[tuple[Any, ...], dict[str, Any]], Path],
+    sent: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    own: Own,
+) -> Any:
+    """:func:`failover_method` for an async client's method."""
 
-    async def attempt(client: Any) -> Any:
-        result = await (
-            reach(client)(*call.args, **call.kwargs) if reach else _resolve(client, step)
-        )
+    async def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await sent(client, args, kwargs)
         if isinstance(result, AsyncStream):
             return await AsyncPeekedStream.peek(result)
         return result
 
-    streaming = call.kwargs.get("stream") is True  # hedging is for whole answers only
-    return _attempts.call_async(chain, attempt, step, hedge=hedge and not streaming)
+    # A call that must not run twice is never hedged either; hedging is for whole
+    # answers only.
+    hedged = not _ownership.once(template)
+
+    def hedges(kwargs: dict[str, Any]) -> bool:
+        return hedged and kwargs.get("stream") is not True
+
+    driver = _attempts.async_driver(chain, attempt, None, described, hedges)
+    if inspect.iscoroutinefunction(template):  # its call is a coroutine here too
+        return functools.update_wrapper(driver, template, updated=())
+    # What a call returns when it sends later (known from the first call).
+    deferred: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal deferred
+        if deferred is not None:
+            return deferred(args, kwargs)
+        # An async API method does no I/O until awaited (or entered), so calling it on
+        # the template tells what kind of call this is at no cost; it never changes.
+        probe = template(*args, **kwargs)
+        if inspect.iscoroutine(probe):  # (a plain function that returns a coroutine)
+            probe.close()
+            deferred = lambda args, kwargs: driver(*args, **kwargs)  # noqa: E731
+        elif isinstance(probe, AsyncPaginator):  # a page, an awaitable that can be iterated
+            deferred = functools.partial(FailoverAwaitable, driver)
+        elif hasattr(probe, "__aenter__") and not is_navigation(probe):
+            # A streaming response or a stream helper: it sends when entered.
+            for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
+                unsent.close()
+            deferred = lambda args, kwargs: FailoverAsyncContext(chain, described(args, kwargs))  # noqa: E731
+        elif is_navigation(probe):
+            return Failover(probe, chain, described(args, kwargs), True, own)
+        else:
+            return probe
+        return deferred(args, kwargs)
+
+    return functools.update_wrapper(call, template, updated=())
 
 
 class FailoverAwaitable:
     """An async API call of a page that fails over when awaited, or iterated."""
 
-    __slots__ = ("_chain", "_hedge", "_reach", "_step")
+    __slots__ = ("_args", "_driver", "_kwargs")
 
     def __init__(
-        self,
-        chain: Chain,
-        step: Path,
-        hedge: bool = True,
-        reach: Callable[[Any], Any] | None = None,
+        self, driver: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        self._chain = chain
-        self._step = step
-        self._hedge = hedge
-        self._reach = reach
+        self._driver = driver
+        self._args = args
+        self._kwargs = kwargs
 
     def __await__(self) -> Any:
-        return _sent(self._chain, self._step, self._hedge, self._reach).__await__()
+        return self._driver(*self._args, **self._kwargs).__await__()
 
     async def __aiter__(self) -> Any:
         async for item in await self:
@@ -271,7 +276,7 @@ class FailoverAsyncContext(_Deferred):
             self._context = context
             return response
 
-        return await _attempts.call_async(self._chain, attempt, self._step, hedge=False)
+        return await _attempts.call_async(self._chain, attempt, self._step)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)

@@ -95,14 +95,14 @@ class Target:
         """A sync client (``redis.Redis`` or ``RedisCluster``), bounded by ``timeout``."""
         bounded = _bounded(timeout, Retry(NoBackoff(), 0))
         if self.kind is Kind.CLUSTER:
-            nodes = [redis.cluster.ClusterNode(h, p) for h, p in self.nodes]  # type: ignore[no-untyped-call]
+            nodes = [redis.cluster.ClusterNode(h, p) for h, p in self.nodes]  # type: ignore[no-untyped-call, unused-ignore]
             kwargs = _accepted(redis.cluster.RedisCluster, self.options)
             return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs, **bounded)
         if self.kind is Kind.SENTINEL:
-            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 self.nodes, sentinel_kwargs={**self.sentinel_options, **bounded}
             )
-            return sentinel.master_for(self.service, **self.options, **bounded)  # type: ignore[no-untyped-call]
+            return sentinel.master_for(self.service, **self.options, **bounded)  # type: ignore[no-untyped-call, unused-ignore]
         return redis.Redis(**_accepted(redis.Redis, self.options), **bounded)
 
     def async_client(self, timeout: float) -> Any:
@@ -113,7 +113,7 @@ class Target:
             kwargs = _accepted(redis.asyncio.RedisCluster, self.options)
             return redis.asyncio.RedisCluster(startup_nodes=nodes, **kwargs, **bounded)
         if self.kind is Kind.SENTINEL:
-            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 self.nodes, sentinel_kwargs={**self.sentinel_options, **bounded}
             )
             return sentinel.master_for(self.service, **self.options, **bounded)
@@ -147,7 +147,7 @@ def _portable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_url(url: str) -> Target:
-    return Target(Kind.SINGLE, _portable(parse_url(url)))  # type: ignore[no-untyped-call]
+    return Target(Kind.SINGLE, _portable(parse_url(url)))  # type: ignore[no-untyped-call, unused-ignore]
 
 
 def from_client(client: object) -> Target:

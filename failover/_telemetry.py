@@ -83,14 +83,12 @@ class Observer:
     def skipped(self, endpoint: Endpoint, reason: str, state: State) -> None:
         ACTIVITY.skipped(endpoint.key, endpoint.name)
 
-    def failed(
-        self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool, counted: bool
-    ) -> None:
+    def failed(self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool) -> None:
         """The attempt ended in ``exc``: the call goes on (``fails_over``), to the same
-        provider (``retry``), or raises (``counted``: it was counted as served when it
-        started, see ``Chain.ready``)."""
-        moved = fails_over and not retry
-        ACTIVITY.ended(endpoint.key, endpoint.name, failed=fails_over, moved=moved, counted=counted)
+        provider (``retry``), or raises."""
+        ACTIVITY.ended(
+            endpoint.key, endpoint.name, failed=fails_over, moved=fails_over and not retry
+        )
         if not fails_over and not self.finished:
             self.finished = True
             ACTIVITY.unserved()
@@ -319,11 +317,9 @@ class Traced(Observer):
         self._moves += 1
         self._left = endpoint.name
 
-    def failed(
-        self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool, counted: bool
-    ) -> None:
+    def failed(self, endpoint: Endpoint, exc: BaseException, fails_over: bool, retry: bool) -> None:
         finished = self.finished
-        super().failed(endpoint, exc, fails_over, retry, counted)
+        super().failed(endpoint, exc, fails_over, retry)
         if fails_over and not retry:
             self._moved_from(endpoint)
         elif not fails_over and not finished:

@@ -888,7 +888,9 @@ def test_a_call_counted_as_it_started_counts_once_when_it_fails(
 def test_a_call_counted_as_it_started_is_unserved_when_the_caller_raises(
     comet: FakeProvider, backup: FakeProvider
 ) -> None:
-    # The caller's own error after comet answered: comet served no call, but was called.
+    # The caller's own error after comet answered: comet served no call, but was called
+    # (its attempt is in the last minute); the record counts nothing, as for a call that
+    # was not counted as it started (the full path).
     @failover.with_fallback(provider(comet), provider(backup))
     def answered(client: Any = None, fail: bool = False) -> str:
         text = chat(client)
@@ -900,9 +902,102 @@ def test_a_call_counted_as_it_started_is_unserved_when_the_caller_raises(
     with pytest.raises(ValueError, match="the caller's bug"):
         answered(fail=True)
     seen = failover.health()["comet"]
-    assert (seen["calls"], seen["failures"]) == (2, 0)
+    assert (seen["calls"], seen["failures"]) == (1, 0)
     minute = seen["last_minute"]
     assert (minute["calls"], minute["failures"], minute["served"]) == (2, 0, 0.5)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_counted_call_that_fails_later_is_taken_back_where_it_was_counted(
+    comet: FakeProvider,
+    backup: FakeProvider,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    # Counted in the bucket where it started, 70 s before it failed: taken back from
+    # there, and the attempt and its failure counted where it ended (as the full path
+    # does), so the last minute shows one attempt that failed and moved on.
+    monkeypatch.setattr(ACTIVITY, "clock", clock)
+    rate = Breaker(failure_rate=0.5, min_calls=100, window=300.0, clock=clock)
+    chain = (provider(comet), provider(backup))
+
+    late: list[float] = []
+
+    def slow(client: Any = None) -> str:
+        if late:
+            clock.advance(late.pop())  # after it was counted, before it is sent
+        return chat(client)
+
+    async def aslow(client: Any = None) -> str:
+        if late:
+            clock.advance(late.pop())
+        return await achat(client)
+
+    decorated = failover.with_fallback(*chain, breaker=rate, retry=None)(
+        slow if mode == "sync" else aslow
+    )
+
+    def call() -> Any:
+        made = decorated()
+        return made if mode == "sync" else asyncio.run(made)
+
+    assert [call() for _ in range(3)] == ["[comet] hello"] * 3
+    clock.advance(100.0)
+    comet.fail(500, times=1)
+    late.append(70.0)  # comet's attempt only
+    assert call() == "[backup] hello"
+    minute = failover.health()["comet"]["last_minute"]
+    assert (minute["calls"], minute["failures"], minute["failover_rate"]) == (1, 1, 1.0)
+    record = STORE.peek(endpoint_for(chain[0]).key)
+    assert (record.calls, record.failures) == (4, 1)
+    assert sum(c for _, c, _ in record.window) == 4  # none counted twice, none negative
+    assert all(c >= 0 for _, c, _ in record.window)
+    assert record.window[-1][1:] == (1, 1)  # the failure's bucket: its attempt, failed
+
+
+def test_a_counted_call_bound_to_another_provider_is_not_the_heads(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # A call that names a response backup made goes to backup, never sent to comet: it
+    # was counted as comet's as it started, and is taken back.
+    chain = (provider(comet), provider(backup))
+    mint = failover.with_fallback(chain[1], chain[0])(
+        lambda client=None: client.responses.create(model="m", input="hi")
+    )
+    first = mint()
+
+    @failover.with_fallback(*chain)
+    def follow(client: Any = None, **options: Any) -> Any:
+        return client.responses.create(model="m", input="hi", **options)
+
+    follow()  # comet's
+    sent = len(comet.requests)
+    assert follow(previous_response_id=first.id).output_text.startswith("[backup]")
+    assert len(comet.requests) == sent
+    seen = failover.health()
+    assert (seen["comet"]["calls"], seen["comet"]["last_minute"]["calls"]) == (1, 1)
+    assert (seen["backup"]["calls"], seen["backup"]["last_minute"]["calls"]) == (2, 2)
+    assert seen["backup"]["last_minute"]["served"] == pytest.approx(2 / 3)
+
+
+def test_a_counted_call_cancelled_by_its_caller_counts_nothing_in_the_record(
+    comet: FakeProvider, backup: FakeProvider
+) -> None:
+    # Cancelled while comet hangs: nothing said of comet's health, as on the full path.
+    @failover.with_fallback(provider(comet), provider(backup))
+    async def ask_it(client: Any = None) -> str:
+        return await achat(client)
+
+    async def main() -> None:
+        assert await ask_it() == "[comet] hello"
+        comet.hang(5.0, times=1)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ask_it(), 0.2)
+
+    asyncio.run(main())
+    seen = failover.health()["comet"]
+    assert (seen["calls"], seen["failures"]) == (1, 0)
 
 
 @pytest.mark.parametrize("how", HOW)

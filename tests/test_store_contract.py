@@ -13,6 +13,7 @@ checked from another store on the same namespace, as another process would see i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -351,6 +352,27 @@ def test_clean_successes_are_counted_and_reach_every_process(driver: Driver) -> 
     assert (health.calls, health.failures) == (6, 1)
     assert sum(c for _, c, _ in health.window) == 6
     assert shared(driver).calls == 6
+
+
+def test_counts_taken_back_leave_their_own_bucket(driver: Driver) -> None:
+    # A healthy call is counted as it starts; when it fails, its count is taken back
+    # (Tally.take_back), before or after the store gathered it, from the bucket it went to.
+    now = time.time()
+    rate = dataclasses.replace(RATE, clock=lambda: now)  # every count in one bucket
+    for _ in range(3):
+        succeed_now(driver, rate)
+    start = bucket_start(rate, now)
+    record(driver.store)  # gathered, and (Redis) written
+    driver.settle()
+    driver.store.tallies[KEY].take_back(start)
+    driver.count(rate)
+    driver.store.tallies[KEY].take_back(start)  # taken back before it was gathered
+    fail_now(driver, breaker=rate)
+    health, _ = record(driver.store)
+    assert (health.calls, health.failures) == (3, 1)
+    assert sum(c for _, c, _ in health.window) == 3
+    assert all(c >= 0 for _, c, _ in health.window)
+    assert shared(driver).calls == 3
 
 
 def test_a_brownout_opens_by_rate(driver: Driver) -> None:
