@@ -219,12 +219,9 @@ def items(t: Items) -> None:
     breaker, lock, create = chain.settings.breaker, threading.Lock(), owner.create
     assert isinstance(store, MemoryStore)
     assert breaker is not None
-    sent = _cell(_cell(p.method, "fn"), "sent")  # the method is its driver, of its attempt
-    reach, own, path = (
-        _cell(sent, "reach"),
-        _cell(sent, "own"),
-        _cell(_cell(sent, "described"), "path"),
-    )
+    attempt = _cell(p.method, "fn")  # the method is its driver, of its attempt
+    reach, own = _cell(attempt, "reach"), _cell(attempt, "own")
+    path = _cell(_cell(attempt, "described"), "path")
     seen = store.views.get(e.key)
 
     def locked() -> None:

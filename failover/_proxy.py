@@ -124,18 +124,16 @@ def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own
         """The call's path (what it is in traces, and how a client reaches it)."""
         return (*path, _Call.of(args, kwargs, own))
 
-    def sent(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The call on ``client``: in one lookup, when its path is names only and it
-        holds no part of the template (``own``) to swap."""
-        if reach is not None and not own:
-            return reach(client)(*args, **kwargs)
-        return _resolve(client, described(args, kwargs))
-
     if is_async:
-        return _async_method(template, chain, described, sent, own)
+        return _async_method(template, chain, reach, described, own)
 
     def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
-        result = sent(client, args, kwargs)
+        # The method in one lookup, when its path is names only and the call holds no
+        # part of the template to swap (``own``): else the call's path, resolved.
+        if reach is not None and not own:
+            result = reach(client)(*args, **kwargs)
+        else:
+            result = _resolve(client, described(args, kwargs))
         return SyncPeekedStream(result) if isinstance(result, SyncStream) else result
 
     if not (navigates or defers):
@@ -155,14 +153,17 @@ def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own
 def _async_method(
     template: Any,
     chain: Chain,
+    reach: Callable[[Any], Any] | None,
     described: Callable[[tuple[Any, ...], dict[str, Any]], Path],
-    sent: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
     own: Own,
 ) -> Any:
     """:func:`failover_method` for an async client's method."""
 
     async def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await sent(client, args, kwargs)
+        if reach is not None and not own:  # (see failover_method's attempt)
+            result = await reach(client)(*args, **kwargs)
+        else:
+            result = await _resolve(client, described(args, kwargs))
         if isinstance(result, AsyncStream):
             return await AsyncPeekedStream.peek(result)
         return result
@@ -178,32 +179,43 @@ def _async_method(
     if inspect.iscoroutinefunction(template):  # its call is a coroutine here too
         return functools.update_wrapper(driver, template, updated=())
     # What a call returns when it sends later (known from the first call).
-    deferred: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None
+    deferred: Callable[..., Any] | None = None
 
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal deferred
         if deferred is not None:
-            return deferred(args, kwargs)
+            return deferred(*args, **kwargs)
         # An async API method does no I/O until awaited (or entered), so calling it on
         # the template tells what kind of call this is at no cost; it never changes.
         probe = template(*args, **kwargs)
         if inspect.iscoroutine(probe):  # (a plain function that returns a coroutine)
             probe.close()
-            deferred = lambda args, kwargs: driver(*args, **kwargs)  # noqa: E731
+            deferred = driver
         elif isinstance(probe, AsyncPaginator):  # a page, an awaitable that can be iterated
             deferred = functools.partial(FailoverAwaitable, driver)
         elif hasattr(probe, "__aenter__") and not is_navigation(probe):
             # A streaming response or a stream helper: it sends when entered.
             for unsent in [v for v in vars(probe).values() if inspect.iscoroutine(v)]:
                 unsent.close()
-            deferred = lambda args, kwargs: FailoverAsyncContext(chain, described(args, kwargs))  # noqa: E731
+            deferred = functools.partial(_entered, chain, described)
         elif is_navigation(probe):
             return Failover(probe, chain, described(args, kwargs), True, own)
         else:
             return probe
-        return deferred(args, kwargs)
+        return deferred(*args, **kwargs)
 
     return functools.update_wrapper(call, template, updated=())
+
+
+def _entered(
+    chain: Chain,
+    described: Callable[[tuple[Any, ...], dict[str, Any]], Path],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> FailoverAsyncContext:
+    """A streaming response or stream helper's call: it fails over when entered."""
+    return FailoverAsyncContext(chain, described(args, kwargs))
 
 
 class FailoverAwaitable:
@@ -211,9 +223,7 @@ class FailoverAwaitable:
 
     __slots__ = ("_args", "_driver", "_kwargs")
 
-    def __init__(
-        self, driver: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    def __init__(self, driver: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         self._driver = driver
         self._args = args
         self._kwargs = kwargs
