@@ -77,7 +77,7 @@ class Tally(collections.deque[float | tuple[float | None] | None]):
                 counts[entry[0]] = counts.get(entry[0], 0) - 1
             else:
                 counts[entry] = counts.get(entry, 0) + 1
-        return counts
+        return {start: n for start, n in counts.items() if n}  # (net nothing: nothing to do)
 
 
 class _Rolling:
@@ -88,12 +88,16 @@ class _Rolling:
         self.buckets: list[list[float]] = []
         self.alerted = float("-inf")  # when the last alarm for it was logged
 
-    def at(self, start: float) -> list[float] | None:
-        """The bucket that starts at ``start``, if the window still holds it."""
-        for bucket in reversed(self.buckets):
-            if bucket[_START] == start:
-                return bucket
-        return None
+    def take_back(self, start: float, calls: int) -> None:
+        """Take ``calls`` served calls counted at ``start`` back from the buckets they went
+        to: the first that start at or after it (a late count joins the newest bucket),
+        never below none (once aged out of the window, they are nowhere to take back)."""
+        for bucket in self.buckets:
+            if calls and bucket[_START] >= start and bucket[_SERVED] > 0:
+                taken = min(calls, int(bucket[_SERVED]))
+                bucket[_CALLS] -= taken
+                bucket[_SERVED] -= taken
+                calls -= taken
 
     def bucket(self, now: float) -> list[float]:
         buckets = self.buckets
@@ -135,18 +139,21 @@ class Activity:
             rolling = self._providers[key] = _Rolling(name)
         return rolling
 
-    def served(self, key: str, name: str) -> None:
+    def served(self, key: str, name: str) -> float:
         """An attempt serves its call (the healthy path: one append, no lock), counted as
-        it starts; :meth:`Tally.take_back` takes it back if it fails instead."""
+        it starts; :meth:`Tally.take_back` takes it back, at the bucket start returned,
+        if it fails instead."""
         now = self.clock()
         tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
                 tally = self.tallies.setdefault(key, Tally(name))
-        tally.append(now - now % STEP)
+        start = now - now % STEP
+        tally.append(start)
         if len(tally) > GATHER_AT:
             with self._lock:
                 self._gather()
+        return start
 
     def _gather(self) -> None:
         """Count the served calls in (under the lock)."""
@@ -154,11 +161,10 @@ class Activity:
             if tally:
                 rolling = self._rolling(key, tally.name)
                 for start, calls in tally.drain().items():
-                    # Calls taken back leave the bucket they were counted in (once it
-                    # aged out of the window, they are nowhere to take back from).
-                    bucket = rolling.bucket(start or 0.0) if calls > 0 else rolling.at(start or 0.0)
-                    if bucket is None:
+                    if calls < 0:
+                        rolling.take_back(start or 0.0, -calls)
                         continue
+                    bucket = rolling.bucket(start or 0.0)
                     bucket[_CALLS] += calls
                     # The process's calls: every provider's served, plus unserved.
                     bucket[_SERVED] += calls

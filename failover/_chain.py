@@ -21,7 +21,6 @@ from ._health import (
     State,
     Verdict,
     admit,
-    bucket_start,
     clean,
     succeeded,
 )
@@ -144,14 +143,11 @@ class Chain:
         except Exception:
             return None  # the full path records it as the failed attempt it is
         handed = self.handed_out(client, self.head_scope)
-        ACTIVITY.served(key, name)  # counted as it starts (see ready)
-        now = ACTIVITY.clock()  # (its bucket, read again: the same but at a bucket's edge)
-        served = (None, None, ACTIVITY.tallies[key], now - now % STEP)
+        step = ACTIVITY.served(key, name)  # counted as it starts (see ready)
         if breaker is None:
-            return handed, None, key, None, served
-        store.count(key, name, breaker)
-        at = bucket_start(breaker, breaker.clock())
-        counted = (store.tallies.get(key), at, served[2], served[3])
+            return handed, None, key, None, (None, None, ACTIVITY.tallies[key], step)
+        at = store.count(key, name, breaker)
+        counted = (store.tallies.get(key), at, ACTIVITY.tallies[key], step)
         return handed, store.views, key, store.views.get(key), counted
 
     def uncount(self, counted: Counted) -> None:

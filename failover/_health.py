@@ -205,13 +205,26 @@ def bucket_start(b: Breaker, now: float) -> float | None:
 
 def fold(h: Health, start: float | None, calls: int) -> Health:
     """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``
-    (fewer than none: counts taken back, from that bucket while the window holds it)."""
-    if start is None or not calls:
-        return h._replace(calls=h.calls + calls)
+    (fewer than none: counts taken back, see :func:`_taken_back`)."""
     if calls < 0:
-        window = tuple((s, c + calls, f) if s == start else (s, c, f) for s, c, f in h.window)
-        return h._replace(calls=h.calls + calls, window=window)
+        window = h.window if start is None else _taken_back(h.window, start, -calls)
+        # Never below none: the record may have been lost (a restart, its ttl) meanwhile.
+        return h._replace(calls=max(0, h.calls + calls), window=window)
+    if start is None:
+        return h._replace(calls=h.calls + calls)
     return h._replace(calls=h.calls + calls, window=_added(h.window, start, calls, 0, None))
+
+
+def _taken_back(window: tuple[Bucket, ...], start: float, calls: int) -> tuple[Bucket, ...]:
+    """``window`` less ``calls`` counted at ``start``, from the buckets they went to: the
+    first that start at or after it (``_added`` puts a late count in the last bucket),
+    never below none (once aged out, they are nowhere to take back from)."""
+    kept = []
+    for s, c, f in window:
+        taken = min(calls, c) if s >= start else 0
+        kept.append((s, c - taken, f))
+        calls -= taken
+    return tuple(kept)
 
 
 #: Clean successes per window bucket start (None: the breaker has no window).
@@ -320,9 +333,11 @@ class HealthStore(Protocol):
         """
         ...
 
-    def count(self, key: str, name: str, breaker: Breaker) -> None:
+    def count(self, key: str, name: str, breaker: Breaker) -> float | None:
         """One clean success: add a call to the record's ``calls`` and to the window
-        bucket of ``breaker.clock()``. Never I/O on the caller's path."""
+        bucket of ``breaker.clock()``; that bucket's start is returned (None: the breaker
+        has no window), where ``Tally.take_back`` takes the call back if it fails
+        instead. Never I/O on the caller's path."""
         ...
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
@@ -361,7 +376,7 @@ class MemoryStore:
     def peek(self, key: str) -> Health:
         return self.views.get(key, FRESH)
 
-    def count(self, key: str, name: str, breaker: Breaker) -> None:
+    def count(self, key: str, name: str, breaker: Breaker) -> float | None:
         tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
@@ -369,10 +384,12 @@ class MemoryStore:
                 # Known from now on: a healthy call reads its view with no call.
                 self.views.setdefault(key, FRESH)
                 self._names.setdefault(key, name)
-        tally.append(bucket_start(breaker, breaker.clock()))
+        start = bucket_start(breaker, breaker.clock())
+        tally.append(start)
         if len(tally) > GATHER_AT:
             with self._lock:
                 self._fold(key)
+        return start
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         with self._lock:

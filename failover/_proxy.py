@@ -127,7 +127,7 @@ def failover_method(template: Any, chain: Chain, path: Path, is_async: bool, own
     if is_async:
         return _async_method(template, chain, reach, described, own)
 
-    def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
+    def attempt(client: Any, /, *args: Any, **kwargs: Any) -> Any:
         # The method in one lookup, when its path is names only and the call holds no
         # part of the template to swap (``own``): else the call's path, resolved.
         if reach is not None and not own:
@@ -159,7 +159,7 @@ def _async_method(
 ) -> Any:
     """:func:`failover_method` for an async client's method."""
 
-    async def attempt(client: Any, *args: Any, **kwargs: Any) -> Any:
+    async def attempt(client: Any, /, *args: Any, **kwargs: Any) -> Any:
         if reach is not None and not own:  # (see failover_method's attempt)
             result = await reach(client)(*args, **kwargs)
         else:

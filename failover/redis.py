@@ -126,16 +126,18 @@ class RedisHealth(Link):
         view = self.views.get(key)
         return view if view is not None else self._first_use(key)
 
-    def count(self, key: str, name: str, breaker: Breaker) -> None:
+    def count(self, key: str, name: str, breaker: Breaker) -> float | None:
         tally = self.tallies.get(key)
         if tally is None:
             with self._lock:
                 self._entry(key, name)
                 tally = self.tallies.setdefault(key, Tally(name))
-        tally.append(bucket_start(breaker, breaker.clock()))
+        start = bucket_start(breaker, breaker.clock())
+        tally.append(start)
         if len(tally) > GATHER_AT:
             with self._lock:
                 gather(self.tallies, self._counts)
+        return start
 
     def update(self, key: str, name: str, change: Change[R], clock: Clock) -> R:
         loop = on_loop()

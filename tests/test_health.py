@@ -28,7 +28,7 @@ from failover import (
     fallback_clients,
     with_fallback,
 )
-from failover._activity import ACTIVITY, GATHER_AT, Activity
+from failover._activity import ACTIVITY, GATHER_AT, Activity, Tally
 from failover._health import (
     FRESH,
     STORE,
@@ -650,6 +650,54 @@ def test_fold_counts_clean_successes_as_succeeded_does() -> None:
     assert fold(h, None, 2).calls == h.calls + 2
 
 
+def test_fold_takes_counts_back_from_where_they_went_never_below_none() -> None:
+    # A count made at 3.0, gathered when the window's last bucket already started at 9.0
+    # (another chain's width, or a clock that disagrees), went to that bucket: taken back
+    # from the first bucket at or after 3.0 that holds calls, the sum stays right.
+    h = Health(calls=5, failures=2, window=((0.0, 1, 0), (9.0, 4, 2)))
+    assert fold(h, 3.0, -1).window == ((0.0, 1, 0), (9.0, 3, 2))
+    assert fold(h, 0.0, -1).window == ((0.0, 0, 0), (9.0, 4, 2))
+    taken = fold(h, 0.0, -3)  # more than one bucket holds
+    assert (taken.calls, taken.window) == (2, ((0.0, 0, 0), (9.0, 2, 2)))
+    assert fold(h, 12.0, -1).window == h.window  # aged out: nowhere to take it from
+    # The record was lost meanwhile (Redis restarted, its ttl passed): nothing below none.
+    assert fold(Health(), 0.0, -1) == Health()
+    assert fold(Health(), None, -1).calls == 0
+
+
+def test_a_tally_nets_its_counts_and_takes_back_no_more_than_was_served() -> None:
+    tally = Tally("comet")
+    for start in (0.0, 0.0, 5.0):
+        tally.append(start)
+    tally.take_back(0.0)
+    tally.take_back(5.0)
+    assert tally.drain() == {0.0: 1}  # (net nothing at 5.0: no entry)
+    activity = Activity(clock=lambda: T0)
+    activity.tallies["k"] = tally
+    tally.append(T0)
+    activity.ended("k", "comet", failed=False, moved=False)  # gathers
+    tally.take_back(T0 - 60.0)  # an older count, gathered in the current bucket
+    tally.take_back(T0)  # and one more than was served there
+    assert activity.view("k")["calls"] == 1  # the attempt that ended, nothing below it
+
+
+def test_a_first_call_across_a_bucket_edge_is_taken_back_where_it_was_counted(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chain's first call counts through ACTIVITY.served() and store.count() (Chain.lean):
+    # the take-back uses the bucket start they counted in, not a second read of the clock.
+    edge = T0 + 5.0
+    reads = iter([edge - 1e-6])
+    crossing = lambda: next(reads, edge + 0.001)  # noqa: E731
+    monkeypatch.setattr(ACTIVITY, "clock", crossing)
+    rate = Breaker(failure_rate=0.5, min_calls=100, clock=Clock())
+    comet.fail(500, times=1)
+    decorated = failover.with_fallback(provider(comet), provider(backup), breaker=rate, retry=None)
+    assert decorated(chat)() == "[backup] hello"
+    minute = failover.health()["comet"]["last_minute"]
+    assert (minute["calls"], minute["failures"], minute["served"]) == (1, 1, 0.0)
+
+
 def test_the_memory_store_counts_clean_successes_apart_and_folds_them_in() -> None:
     store, clock = MemoryStore(), Clock()
     b = Breaker(failure_rate=0.25, window=30.0, clock=clock)
@@ -819,9 +867,9 @@ class _Spy(MemoryStore):
         self.used.append("aupdate")
         return super().update(key, name, change, clock)
 
-    def count(self, key: str, name: str, breaker: Breaker) -> None:
+    def count(self, key: str, name: str, breaker: Breaker) -> float | None:
         self.used.append("count")
-        super().count(key, name, breaker)
+        return super().count(key, name, breaker)
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -461,6 +461,40 @@ def test_counts_on_their_way_to_redis_are_never_missed_by_a_read(
     store.close()
 
 
+def test_counts_taken_back_that_net_nothing_are_no_write(
+    redis_server: RedisServer, ns: str, chain: Chain
+) -> None:
+    # Calls counted as they started and taken back (each failed, or was the caller's
+    # error): nothing to write, and nothing below none once a record was lost.
+    store = shared(redis_server.url, ns)
+    key = endpoint_for(chain[0]).key
+    store.peek(key)
+    store._flushed[key] = math.inf
+    steps: list[str] = []
+    drive = store._drive
+
+    def watched(key: str, how: Any) -> Any:
+        steps.append(key)
+        return drive(key, how)
+
+    store._drive = watched  # type: ignore[method-assign]
+    for _ in range(3):
+        start = store.count(key, "comet", OPEN_AT_ONCE)
+        store.tallies[key].take_back(start)
+    store._write_pending(lambda key: True)
+    assert steps == []
+    assert store.read([key], time.time)[0][0].calls == 0
+    store.count(key, "comet", OPEN_AT_ONCE)
+    store._write_pending(lambda key: True)  # written: calls 1
+    redis.Redis.from_url(redis_server.url).flushall()  # the record is lost meanwhile
+    store.tallies[key].take_back(start)
+    store._write_pending(lambda key: True)
+    store.close()
+    reader = shared(redis_server.url, ns)
+    assert reader.read([key], time.time)[0][0].calls == 0  # a record, not junk below none
+    reader.close()
+
+
 def test_counts_whose_write_fails_are_counted_again_once(
     redis_server: RedisServer, ns: str, chain: Chain
 ) -> None:
