@@ -7,10 +7,10 @@
         with attempt as client:
             ...
 
-The decorator and the drop-in proxy run their calls on the same attempts
-(``call_sync`` / ``call_async``, ``iterate_*`` for generators), so the three
-forms cannot drift apart; ``call_hedged`` is the one driver that runs attempts
-side by side.
+The decorator and the drop-in proxy run their calls on the same attempts (the
+function a caller calls is a driver, ``sync_driver`` / ``async_driver``; ``iterate_*``
+for generators), so the three forms cannot drift apart; ``call_hedged`` is the one
+driver that runs attempts side by side.
 """
 
 from __future__ import annotations

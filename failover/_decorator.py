@@ -95,21 +95,18 @@ def with_fallback(
             def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
                 return iterate(chain, fn, name, (inject, args, kwargs))
 
-        elif is_async:
-            if plain:
-                driver: Any = async_driver(chain, func, inject, named, always)  # type: ignore[arg-type]
-                return functools.update_wrapper(driver, func)
-
-            def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-                return async_driver(chain, fn, inject, named, always)(*args, **kwargs)
-
         else:
+
+            def driven(fn: Callable[..., Any]) -> Callable[..., Any]:
+                if is_async:
+                    return async_driver(chain, fn, inject, named, always)
+                return sync_driver(chain, fn, inject, named)
+
             if plain:
-                driver = sync_driver(chain, func, inject, named)
-                return functools.update_wrapper(driver, func)
+                return functools.update_wrapper(driven(func), func)
 
             def run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-                return sync_driver(chain, fn, inject, named)(*args, **kwargs)
+                return driven(fn)(*args, **kwargs)
 
         # Anything else (a generator, a descriptor such as another wrapt decorator, a
         # callable object, an lru_cache) gets a proxy: it binds through what it wraps,
