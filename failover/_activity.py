@@ -91,7 +91,11 @@ class _Rolling:
     def take_back(self, start: float, calls: int) -> None:
         """Take ``calls`` served calls counted at ``start`` back from the buckets they went
         to: the first that start at or after it (a late count joins the newest bucket),
-        never below none (once aged out of the window, they are nowhere to take back)."""
+        never below none. Once the window no longer reaches back to ``start``, they aged
+        out with their bucket: there is nothing to take back (the newer buckets hold
+        other calls)."""
+        if not self.buckets or self.buckets[0][_START] > start:
+            return
         for bucket in self.buckets:
             if calls and bucket[_START] >= start and bucket[_SERVED] > 0:
                 taken = min(calls, int(bucket[_SERVED]))

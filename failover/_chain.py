@@ -148,7 +148,10 @@ class Chain:
             return handed, None, key, None, (None, None, ACTIVITY.tallies[key], step)
         at = store.count(key, name, breaker)
         counted = (store.tallies.get(key), at, ACTIVITY.tallies[key], step)
-        return handed, store.views, key, store.views.get(key), counted
+        seen = store.views.get(key)
+        if seen is not None and not clean(seen):
+            seen = None  # a failure landed since the check above: the success settles it
+        return handed, store.views, key, seen, counted
 
     def uncount(self, counted: Counted) -> None:
         """Take back the count of a lean call that did not serve (it failed, or raised the

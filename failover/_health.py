@@ -218,7 +218,10 @@ def fold(h: Health, start: float | None, calls: int) -> Health:
 def _taken_back(window: tuple[Bucket, ...], start: float, calls: int) -> tuple[Bucket, ...]:
     """``window`` less ``calls`` counted at ``start``, from the buckets they went to: the
     first that start at or after it (``_added`` puts a late count in the last bucket),
-    never below none (once aged out, they are nowhere to take back from)."""
+    never below none. Once the window no longer reaches back to ``start``, they aged out
+    with their bucket (the newer buckets hold other calls): the window stays as it is."""
+    if not window or window[0][0] > start:
+        return window
     kept = []
     for s, c, f in window:
         taken = min(calls, c) if s >= start else 0

@@ -23,17 +23,22 @@ from ._health import BUCKETS, FRESH, Change, Counts, Health, Reason, State, fold
 
 
 def gather(tallies: dict[str, Tally], counts: dict[str, Counts]) -> None:
-    """Move the successes tallied per key into ``counts`` (under the store's lock); what
-    nets nothing (a count and its take-back) is dropped: it is no write."""
+    """Move the successes tallied per key into ``counts`` (under the store's lock)."""
     for key, tally in tallies.items():
         if tally:
-            mine = counts.setdefault(key, {})
-            for start, calls in tally.drain().items():
-                mine[start] = mine.get(start, 0) + calls
-                if not mine[start]:
-                    del mine[start]
-            if not mine:
-                del counts[key]
+            add_counts(counts, key, tally.drain())
+
+
+def add_counts(counts: dict[str, Counts], key: str, more: Counts) -> None:
+    """``more`` counted in ``key``'s ``counts``; what nets nothing (a count and its
+    take-back) is dropped: it is no write."""
+    mine = counts.setdefault(key, {})
+    for start, calls in more.items():
+        mine[start] = mine.get(start, 0) + calls
+        if not mine[start]:
+            del mine[start]
+    if not mine:
+        del counts[key]
 
 
 #: Compare-and-set on the record's version, the only server-side logic (the breaker's

@@ -49,7 +49,17 @@ from ._health import FRESH, Breaker, Change, Clock, Counts, Health, bucket_start
 from ._redis_clients import ERRORS, from_client, from_url
 from ._redis_link import Link, on_loop
 from ._redis_owners import SharedOwners
-from ._redis_records import Entry, Keys, Stored, Write, decode, encode, gather, unchanged
+from ._redis_records import (
+    Entry,
+    Keys,
+    Stored,
+    Write,
+    add_counts,
+    decode,
+    encode,
+    gather,
+    unchanged,
+)
 from ._redis_watch import FLUSH_EVERY, watch
 
 __all__ = ["RedisHealth"]
@@ -429,9 +439,7 @@ class RedisHealth(Link):
         with self._lock:
             if not self._drop(key, write):
                 return  # it did land
-            mine = self._counts.setdefault(key, {})
-            for start, calls in write.counts.items():
-                mine[start] = mine.get(start, 0) + calls
+            add_counts(self._counts, key, write.counts)
 
     # -- background work (the watcher's thread, and close) ----------------------------
 

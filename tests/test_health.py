@@ -8,6 +8,7 @@ import datetime
 import email.utils
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ from failover._health import (
     succeeded,
 )
 from failover._policy import Fault
-from failover._providers import endpoint_for
+from failover._providers import Endpoint, endpoint_for
 from failover.testing import FakeProvider
 
 T0 = 1_000_000.0
@@ -659,7 +660,11 @@ def test_fold_takes_counts_back_from_where_they_went_never_below_none() -> None:
     assert fold(h, 0.0, -1).window == ((0.0, 0, 0), (9.0, 4, 2))
     taken = fold(h, 0.0, -3)  # more than one bucket holds
     assert (taken.calls, taken.window) == (2, ((0.0, 0, 0), (9.0, 2, 2)))
-    assert fold(h, 12.0, -1).window == h.window  # aged out: nowhere to take it from
+    assert fold(h, 12.0, -1).window == h.window  # (in no bucket yet: nowhere to take it from)
+    # Aged out with its bucket (a call longer than the window): the newer buckets hold
+    # other calls, and keep them; the record's calls still lose it.
+    later = Health(calls=4, window=((65.0, 3, 0),))
+    assert fold(later, 0.0, -1) == later._replace(calls=3)
     # The record was lost meanwhile (Redis restarted, its ttl passed): nothing below none.
     assert fold(Health(), 0.0, -1) == Health()
     assert fold(Health(), None, -1).calls == 0
@@ -679,6 +684,41 @@ def test_a_tally_nets_its_counts_and_takes_back_no_more_than_was_served() -> Non
     tally.take_back(T0 - 60.0)  # an older count, gathered in the current bucket
     tally.take_back(T0)  # and one more than was served there
     assert activity.view("k")["calls"] == 1  # the attempt that ended, nothing below it
+    # A count whose bucket aged out of the minute before it was taken back: the calls
+    # counted since stay.
+    older = Tally("backup")
+    activity.tallies["b"] = older
+    older.append(T0 - 70.0)
+    activity.view("b")
+    for _ in range(3):
+        older.append(T0)
+    activity.view("b")
+    older.take_back(T0 - 70.0)
+    assert activity.view("b")["calls"] == 3
+
+
+def test_a_failure_landing_while_the_first_call_starts_is_broken_by_its_success(
+    comet: FakeProvider, backup: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chain's first call checks comet is clean, then builds its client (Chain.lean):
+    # another call's failure landing meanwhile is in the record it starts on, and the
+    # success must still break that row.
+    breaker = Breaker(failures=2, cooldown=60.0, max_cooldown=60.0)
+    chain = (provider(comet), provider(backup))
+    key, build = endpoint_for(chain[0]).key, Endpoint.sync_client
+
+    def failing_meanwhile(endpoint: Endpoint) -> Any:
+        STORE.update(
+            key,
+            "comet",
+            lambda h, now: (failed(h, breaker, now, Fault.UNWELL, None, False), None),
+            time.monotonic,
+        )
+        return build(endpoint)
+
+    monkeypatch.setattr(Endpoint, "sync_client", failing_meanwhile)
+    assert failover.with_fallback(*chain, breaker=breaker)(chat)() == "[comet] hello"
+    assert STORE.peek(key).consecutive_failures == 0
 
 
 def test_a_first_call_across_a_bucket_edge_is_taken_back_where_it_was_counted(
