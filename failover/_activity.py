@@ -80,6 +80,22 @@ class Tally(collections.deque[float | tuple[float | None] | None]):
         return {start: n for start, n in counts.items() if n}  # (net nothing: nothing to do)
 
 
+def taken_back(held: list[tuple[float, int]], start: float, calls: int) -> list[int]:
+    """How many of ``calls`` counted at ``start`` to take back from each bucket, given as
+    its start and what it holds, in order: from the first that start at or after it (a
+    late count joins the newest bucket), never below none. Once the buckets no longer
+    reach back to ``start``, the calls aged out with theirs: none (the newer buckets
+    hold other calls). The rule of the breaker's window and of the last minute alike."""
+    if not held or held[0][0] > start:
+        return [0] * len(held)
+    takes = []
+    for begins, holds in held:
+        taken = min(calls, holds) if begins >= start else 0
+        takes.append(taken)
+        calls -= taken
+    return takes
+
+
 class _Rolling:
     __slots__ = ("alerted", "buckets", "name")
 
@@ -89,19 +105,11 @@ class _Rolling:
         self.alerted = float("-inf")  # when the last alarm for it was logged
 
     def take_back(self, start: float, calls: int) -> None:
-        """Take ``calls`` served calls counted at ``start`` back from the buckets they went
-        to: the first that start at or after it (a late count joins the newest bucket),
-        never below none. Once the window no longer reaches back to ``start``, they aged
-        out with their bucket: there is nothing to take back (the newer buckets hold
-        other calls)."""
-        if not self.buckets or self.buckets[0][_START] > start:
-            return
-        for bucket in self.buckets:
-            if calls and bucket[_START] >= start and bucket[_SERVED] > 0:
-                taken = min(calls, int(bucket[_SERVED]))
-                bucket[_CALLS] -= taken
-                bucket[_SERVED] -= taken
-                calls -= taken
+        """Take ``calls`` served calls counted at ``start`` back (see :func:`taken_back`)."""
+        held = [(bucket[_START], int(bucket[_SERVED])) for bucket in self.buckets]
+        for bucket, taken in zip(self.buckets, taken_back(held, start, calls), strict=True):
+            bucket[_CALLS] -= taken
+            bucket[_SERVED] -= taken
 
     def bucket(self, now: float) -> list[float]:
         buckets = self.buckets

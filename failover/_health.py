@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
 
-from ._activity import ACTIVITY, GATHER_AT, Tally
+from ._activity import ACTIVITY, GATHER_AT, Tally, taken_back
 from ._policy import Fault
 
 R = TypeVar("R")
@@ -205,9 +205,9 @@ def bucket_start(b: Breaker, now: float) -> float | None:
 
 def fold(h: Health, start: float | None, calls: int) -> Health:
     """``h`` with ``calls`` clean successes counted in the bucket that starts at ``start``
-    (fewer than none: counts taken back, see :func:`_taken_back`)."""
+    (fewer than none: counts taken back, see :func:`_less`)."""
     if calls < 0:
-        window = h.window if start is None else _taken_back(h.window, start, -calls)
+        window = h.window if start is None else _less(h.window, start, -calls)
         # Never below none: the record may have been lost (a restart, its ttl) meanwhile.
         return h._replace(calls=max(0, h.calls + calls), window=window)
     if start is None:
@@ -215,19 +215,11 @@ def fold(h: Health, start: float | None, calls: int) -> Health:
     return h._replace(calls=h.calls + calls, window=_added(h.window, start, calls, 0, None))
 
 
-def _taken_back(window: tuple[Bucket, ...], start: float, calls: int) -> tuple[Bucket, ...]:
-    """``window`` less ``calls`` counted at ``start``, from the buckets they went to: the
-    first that start at or after it (``_added`` puts a late count in the last bucket),
-    never below none. Once the window no longer reaches back to ``start``, they aged out
-    with their bucket (the newer buckets hold other calls): the window stays as it is."""
-    if not window or window[0][0] > start:
-        return window
-    kept = []
-    for s, c, f in window:
-        taken = min(calls, c) if s >= start else 0
-        kept.append((s, c - taken, f))
-        calls -= taken
-    return tuple(kept)
+def _less(window: tuple[Bucket, ...], start: float, calls: int) -> tuple[Bucket, ...]:
+    """``window`` less ``calls`` counted at ``start``, from the buckets they went to (see
+    ``taken_back``: ``_added`` puts a late count in the last bucket)."""
+    takes = taken_back([(s, c) for s, c, _ in window], start, calls)
+    return tuple((s, c - taken, f) for (s, c, f), taken in zip(window, takes, strict=True))
 
 
 #: Clean successes per window bucket start (None: the breaker has no window).
